@@ -1,0 +1,3 @@
+from genomix.cli import main
+
+main()

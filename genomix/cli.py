@@ -1,0 +1,153 @@
+"""The `genomix` command line: parses options and delegates each command to a library function."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from genomix import __version__
+from genomix.errors import GenomixError
+
+app = typer.Typer(
+    name="genomix",
+    help="Train and apply DNA sequence classifiers built on Paramixer.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+Inputs = Annotated[
+    list[str],
+    typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file."),
+]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per batch.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genomix {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    """Train and apply DNA sequence classifiers built on Paramixer."""
+
+
+@app.command()
+def train(
+    inputs: Inputs,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
+    model: Annotated[str, typer.Option(help="paramixer, transformer, ...")] = "paramixer",
+    protocol: Annotated[Optional[str], typer.Option(help="Paramixer protocol: cdil or chord.")] = None,  # noqa: UP045
+    max_len: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped."),
+    ] = None,
+    dim: Annotated[int, typer.Option(help="Embedding width D.")] = 64,
+    hidden: Annotated[int, typer.Option(help="Hidden width H of the MLPs.")] = 128,
+    layers: Annotated[int, typer.Option(help="Number of mixing blocks.")] = 2,
+    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = 0.1,
+    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = 20,
+    batch_size: BatchSize = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up then cosine decay).")] = 2e-3,
+    val_fraction: Annotated[
+        float, typer.Option("--val-fraction", help="Share of the inputs held out (stratified) for validation.")
+    ] = 0.1,
+    val: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
+    ] = None,
+    labels: Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")] = None,  # noqa: UP045
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")] = 4,
+    rc_augment: Annotated[
+        bool, typer.Option("--rc-augment/--no-rc-augment", help="Train on random reverse complements.")
+    ] = True,
+    seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = 0,
+    device: Device = "auto",
+    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")] = False,
+) -> None:
+    """Train a classifier on labelled sequences and write it to a model file."""
+    from genomix.training import TrainSettings
+    from genomix.training import train as run_training
+
+    settings = TrainSettings(
+        model=model, protocol=protocol, max_len=max_len, dim=dim, hidden=hidden, layers=layers, dropout=dropout,
+        epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, patience=patience,
+        rc_augment=rc_augment, seed=seed, device=device,
+    )
+    run_training(inputs, output, settings, labels=labels, val_inputs=val, resume=resume)
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
+    inputs: Inputs,
+    output: Annotated[str, typer.Option("--output", "-o", help="TSV to write; '-' for stdout.")] = "-",
+    batch_size: BatchSize = 64,
+    device: Device = "auto",
+    rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+) -> None:
+    """Score sequences: a TSV row per record (id, length, label, score, p_<class>...) in input order."""
+    from genomix.predicting import predict as run_prediction
+
+    run_prediction(model, inputs, output, batch_size=batch_size, device=device, rc=rc)
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
+    inputs: Inputs,
+    labels: Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")] = None,  # noqa: UP045
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+    batch_size: BatchSize = 64,
+    device: Device = "auto",
+    rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+) -> None:
+    """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
+    from genomix.console import console
+    from genomix.evaluating import evaluate as run_evaluation
+    from genomix.training import report_table
+
+    result, classes = run_evaluation(model, inputs, labels=labels, batch_size=batch_size, device=device, rc=rc)
+    if as_json:
+        typer.echo(json.dumps(result | {"classes": classes}, indent=2))
+    else:
+        console.print(report_table(result, classes, "evaluation"))
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole description as JSON.")] = False,
+) -> None:
+    """Describe a model file: architecture, classes, training data and settings, validation metrics."""
+    from genomix.modelfile import describe, read_header
+
+    header = read_header(model)
+    typer.echo(json.dumps(header, indent=2) if as_json else describe(header))
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    try:
+        app()
+    except GenomixError as err:
+        print(f"genomix: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("genomix: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:  # e.g. `genomix predict ... | head`: the reader left, which is fine
+        sys.stderr.close()
+        sys.exit(0)

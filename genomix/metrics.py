@@ -1,0 +1,39 @@
+"""Classification metrics from true labels and predicted probabilities (scikit-learn underneath).
+
+Binary AUROC/AUPRC are those of the positive class (the second class); multi-class ones are the macro
+average of one-vs-rest. A metric that is undefined on the data (AUROC with one class present) is None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+from sklearn.preprocessing import label_binarize
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
+    """accuracy, balanced_accuracy, macro_f1, mcc, auroc, auprc, confusion (rows: true, cols: predicted)."""
+    y_pred = probs.argmax(1)
+    labels = list(range(num_classes))
+    result = {
+        "n": int(len(y_true)),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "mcc": float(skm.matthews_corrcoef(y_true, y_pred)),
+        "auroc": None,
+        "auprc": None,
+        "confusion": skm.confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    present = np.unique(y_true)
+    if len(present) < 2:
+        return result
+    if num_classes == 2:
+        result["auroc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
+        result["auprc"] = float(skm.average_precision_score(y_true, probs[:, 1]))
+    else:
+        onehot = label_binarize(y_true, classes=labels)[:, present]
+        scores = probs[:, present]
+        result["auroc"] = float(skm.roc_auc_score(onehot, scores, average="macro"))
+        result["auprc"] = float(skm.average_precision_score(onehot, scores, average="macro"))
+    return result

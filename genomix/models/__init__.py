@@ -1,0 +1,42 @@
+"""Model registry: a name maps to a class, and a model is rebuilt from the config in its model file.
+
+Every model maps (tokens, lengths) to class logits and gives a sequence the same logits whatever it is
+batched with, so models are interchangeable in training, prediction and evaluation.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from genomix.errors import GenomixError
+
+MODELS: dict[str, type[nn.Module]] = {}
+
+
+def register(name: str):
+    """Class decorator that adds a model to the registry under `name`."""
+
+    def add(cls: type[nn.Module]) -> type[nn.Module]:
+        MODELS[name] = cls
+        cls.name = name
+        return cls
+
+    return add
+
+
+def create_model(name: str, num_classes: int, **config) -> nn.Module:
+    """Build a registered model; unknown names or options are user errors, reported before any work."""
+    if name not in MODELS:
+        raise GenomixError(f"unknown model '{name}' (choose from: {', '.join(sorted(MODELS))})")
+    cls = MODELS[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "num_classes"}
+    unknown = sorted(set(config) - accepted)
+    if unknown:
+        raise GenomixError(f"model '{name}' has no option {', '.join(unknown)}")
+    return cls(num_classes=num_classes, **config)
+
+
+# Importing the model modules fills the registry.
+from genomix.models import paramixer, transformer  # noqa: E402, F401

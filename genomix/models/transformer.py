@@ -1,0 +1,62 @@
+"""Transformer baseline: the same embedding, width, depth, pooling and head as Paramixer, with its mixing
+done by dot-product attention (`scaled_dot_product_attention`, so PyTorch picks its flash or
+memory-efficient kernels). It is the model a user would otherwise choose, kept here to compare against.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from genomix.models import register
+from genomix.models.base import SequenceClassifier
+
+
+class AttentionBlock(nn.Module):
+    """Pre-norm multi-head self-attention with padded keys masked out, then a GELU feed-forward."""
+
+    def __init__(self, dim: int, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, key_mask: Tensor | None) -> Tensor:
+        b, n, d = h.shape
+        q, k, v = self.qkv(self.norm1(h)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn = nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        h = h + self.dropout(self.proj(attn.transpose(1, 2).reshape(b, n, d)))
+        return h + self.dropout(self.ff(self.norm2(h)))
+
+
+@register("transformer")
+class Transformer(SequenceClassifier):
+    """Transformer encoder classifier with the same interface and defaults as Paramixer."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        max_len: int,
+        dim: int = 64,
+        hidden: int = 128,
+        layers: int = 2,
+        heads: int = 4,
+        dropout: float = 0.1,
+        stem_kernel: int = 9,
+        pos_embedding: bool = True,
+    ) -> None:
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
+        self.config = dict(max_len=max_len, dim=dim, hidden=hidden, layers=layers, heads=heads,
+                           dropout=dropout, stem_kernel=stem_kernel, pos_embedding=pos_embedding)
+        self.blocks = nn.ModuleList(AttentionBlock(dim, hidden, heads, dropout) for _ in range(layers))
+
+    def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        # Without padding, no mask: that lets PyTorch use its fastest (flash) attention kernel.
+        key_mask = None if bool(mask.all()) else mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, key_mask)
+        return x

@@ -1,0 +1,116 @@
+"""Applying a model: records → windows → length-bucketed batches → probabilities → TSV rows.
+
+A sequence longer than the model's max_len is never truncated: it is tiled by windows of max_len (the
+last one flush with its end), and the windows' log-probabilities are averaged and renormalised. Records
+are processed in chunks and written in input order, so memory stays constant on any input size.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+
+from genomix.batching import bucket_batches, pad, window_starts
+from genomix.console import autocast, console, resolve_device
+from genomix.files import atomic_path
+from genomix.modelfile import TrainedModel, load_model
+from genomix.reading import Record, read_inputs
+from genomix.tokens import encode, reverse_complement
+
+CHUNK_BATCHES = 32  # records read ahead per batch size: enough for good length buckets, bounded memory
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Class probabilities of one record, in the model's class order."""
+
+    id: str
+    length: int
+    probs: np.ndarray
+
+
+@torch.no_grad()
+def log_probs(
+    network: torch.nn.Module,
+    token_arrays: Sequence[np.ndarray],
+    batch_size: int,
+    device: torch.device,
+    rc: bool = False,
+) -> np.ndarray:
+    """(n, classes) log-probabilities, averaged over windows (and both strands with `rc`)."""
+    pieces: list[np.ndarray] = []
+    owners: list[int] = []
+    for owner, tokens in enumerate(token_arrays):
+        for start in window_starts(len(tokens), network.max_len):
+            window = tokens[start : start + network.max_len]
+            pieces += [window, reverse_complement(window)] if rc else [window]
+            owners += [owner] * (2 if rc else 1)
+    lengths = np.array([len(p) for p in pieces])
+    scores = np.empty((len(pieces), network.head.out_features))
+    for batch in bucket_batches(lengths, batch_size):
+        tokens, batch_lengths = pad([pieces[i] for i in batch])
+        with autocast(device):
+            logits = network(tokens.to(device), batch_lengths.to(device))
+        scores[batch] = torch.log_softmax(logits.float(), -1).cpu().numpy()
+    sums = np.zeros((len(token_arrays), scores.shape[1]))
+    np.add.at(sums, owners, scores)
+    mean = sums / np.bincount(owners, minlength=len(token_arrays))[:, None]
+    return torch.log_softmax(torch.from_numpy(mean), 1).numpy()
+
+
+def predict_records(
+    model: TrainedModel,
+    records: Iterable[Record],
+    batch_size: int = 64,
+    device: str = "auto",
+    rc: bool = False,
+) -> Iterator[Prediction]:
+    """Stream predictions for records, in input order, a chunk of records at a time."""
+    torch_device = resolve_device(device)
+    network = model.network.to(torch_device).eval()
+    records = iter(records)
+    while chunk := list(islice(records, batch_size * CHUNK_BATCHES)):
+        tokens = [encode(r.seq) for r in chunk]
+        probs = np.exp(log_probs(network, tokens, batch_size, torch_device, rc))
+        for record, p in zip(chunk, probs):
+            yield Prediction(record.id, len(record.seq), p)
+
+
+def write_predictions(predictions: Iterable[Prediction], classes: Sequence[str], out: TextIO) -> int:
+    """Write the prediction TSV (id, length, label, score, p_<class>...) and return the row count."""
+    out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in classes)]) + "\n")
+    rows = 0
+    for p in predictions:
+        best = int(p.probs.argmax())
+        fields = [p.id, str(p.length), classes[best], f"{p.probs[best]:.6f}", *(f"{x:.6f}" for x in p.probs)]
+        out.write("\t".join(fields) + "\n")
+        rows += 1
+    return rows
+
+
+def predict(
+    model_path: str | Path,
+    inputs: Sequence[str],
+    output: str | Path | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    rc: bool = False,
+) -> int:
+    """`genomix predict`: score every record of the inputs into a TSV at `output` ('-' or None: stdout)."""
+    model = load_model(model_path)
+    console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
+                f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
+    predictions = predict_records(model, read_inputs(inputs), batch_size, device, rc)
+    if output is None or str(output) == "-":
+        return write_predictions(predictions, model.classes, sys.stdout)
+    with atomic_path(output) as tmp, open(tmp, "w") as out:
+        rows = write_predictions(predictions, model.classes, out)
+    console.log(f"wrote {rows} predictions to {output}")
+    return rows

@@ -1,0 +1,319 @@
+"""Training a classifier: records → tokens → crops/RC augmentation → bucketed batches → AdamW.
+
+Warm-up then cosine learning-rate decay, gradient clipping, class weights for imbalanced sets, bf16
+autocast on CUDA, early stopping on validation MCC (ties broken by validation loss) with the best epoch's
+weights kept, and a checkpoint after every epoch so that `--resume` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sklearn.model_selection import train_test_split
+
+from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
+from genomix.console import autocast, console, resolve_device
+from genomix.errors import GenomixError
+from genomix.files import atomic_path, check_writable
+from genomix.metrics import classification_metrics
+from genomix.modelfile import TrainedModel, save_model
+from genomix.models import MODELS, create_model
+from genomix.models.paramixer import PROTOCOLS
+from genomix.predicting import log_probs
+from genomix.reading import Record, read_inputs
+from genomix.tokens import encode, reverse_complement
+
+DEFAULT_MAX_LEN_CAP = 16384  # default --max-len: the longest training sequence, at most this
+WARMUP_FRACTION = 0.05
+CLIP_NORM = 1.0
+
+
+@dataclass
+class TrainSettings:
+    """Every training option, validated on creation so that a mistake fails before any work is done."""
+
+    model: str = "paramixer"
+    protocol: str | None = None  # paramixer only; None means the model's default (cdil)
+    max_len: int | None = None  # None: the longest training sequence, at most DEFAULT_MAX_LEN_CAP
+    dim: int = 64
+    hidden: int = 128
+    layers: int = 2
+    dropout: float = 0.1
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    val_fraction: float = 0.1
+    patience: int = 4
+    rc_augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise GenomixError(f"--model {self.model}: choose from {', '.join(sorted(MODELS))}")
+        if self.protocol is not None:
+            if self.model != "paramixer":
+                raise GenomixError(f"--protocol applies to paramixer only, not to {self.model}")
+            if self.protocol not in PROTOCOLS:
+                raise GenomixError(f"--protocol {self.protocol}: choose from {', '.join(PROTOCOLS)}")
+        for name in ("dim", "hidden", "layers", "epochs", "batch_size", "patience"):
+            if getattr(self, name) < 1:
+                raise GenomixError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_len is not None and self.max_len < 8:
+            raise GenomixError("--max-len must be at least 8")
+        if not 0 <= self.dropout < 1:
+            raise GenomixError("--dropout must be in [0, 1)")
+        if not 0 <= self.val_fraction < 1:
+            raise GenomixError("--val-fraction must be in [0, 1)")
+        if self.lr <= 0:
+            raise GenomixError("--lr must be positive")
+
+    def model_options(self, max_len: int) -> dict:
+        options = dict(max_len=max_len, dim=self.dim, hidden=self.hidden, layers=self.layers, dropout=self.dropout)
+        return options | ({"protocol": self.protocol} if self.protocol else {})
+
+
+def _labels(records: Sequence[Record], classes: list[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
+    """Class indices of the records (and the sorted class names, when not given)."""
+    missing = next((r for r in records if r.label is None), None)
+    if missing is not None:
+        raise GenomixError(f"{what} record '{missing.id}' has no label (give CLASS=file, --labels, or label= in "
+                           "its header)")
+    if classes is None:
+        classes = sorted({r.label for r in records})
+        if len(classes) < 2:
+            raise GenomixError(f"training needs at least two classes; every record is labelled '{classes[0]}'")
+    index = {c: i for i, c in enumerate(classes)}
+    unknown = next((r for r in records if r.label not in index), None)
+    if unknown is not None:
+        raise GenomixError(f"{what} record '{unknown.id}' has label '{unknown.label}', not a training class "
+                           f"({', '.join(classes)})")
+    return np.array([index[r.label] for r in records]), classes
+
+
+def _split(records: list[Record], y: np.ndarray, fraction: float, seed: int):
+    """Stratified split into training and validation records."""
+    counts = np.bincount(y)
+    if counts.min() < 2 or round(fraction * len(y)) < len(counts):
+        raise GenomixError("too few records for a stratified validation split: give --val FILE or more data")
+    train_idx, val_idx = train_test_split(np.arange(len(y)), test_size=fraction, stratify=y, random_state=seed)
+    return [records[i] for i in train_idx], y[train_idx], [records[i] for i in val_idx], y[val_idx]
+
+
+def _lr_factor(step: int, total: int) -> float:
+    """Linear warm-up over the first WARMUP_FRACTION of steps, then cosine decay to zero."""
+    warmup = max(1, int(WARMUP_FRACTION * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} seq/s"),
+        TimeRemainingColumn(), console=console, transient=True,
+    )
+
+
+def _validate(network, tokens, y, batch_size, device, num_classes) -> dict:
+    network.eval()
+    scores = log_probs(network, tokens, batch_size, device)
+    network.train()
+    result = classification_metrics(y, np.exp(scores), num_classes)
+    result["loss"] = float(-scores[np.arange(len(y)), y].mean())
+    return result
+
+
+def fit(
+    records: Sequence[Record],
+    settings: TrainSettings | None = None,
+    val_records: Sequence[Record] | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+) -> TrainedModel:
+    """Train a model on labelled records; validation is `val_records` or a stratified split of `records`."""
+    settings = settings or TrainSettings()
+    started = time.perf_counter()
+    records = list(records)
+    if not records:
+        raise GenomixError("no training records")
+    y, classes = _labels(records, None, "training")
+    counts = Counter(r.label for r in records)
+    if val_records is not None:
+        val_records = list(val_records)
+        val_y, _ = _labels(val_records, classes, "validation")
+    elif settings.val_fraction > 0:
+        records, y, val_records, val_y = _split(records, y, settings.val_fraction, settings.seed)
+    tokens = [encode(r.seq) for r in records]
+    val_tokens = [encode(r.seq) for r in val_records] if val_records else []
+    longest = max(len(t) for t in tokens)
+    max_len = settings.max_len or min(longest, DEFAULT_MAX_LEN_CAP)
+
+    device = resolve_device(settings.device)
+    torch.manual_seed(settings.seed)
+    network = create_model(settings.model, len(classes), **settings.model_options(max_len)).to(device)
+    decay = [p for p in network.parameters() if p.dim() >= 2]
+    no_decay = [p for p in network.parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
+    total_steps = num_batches(len(tokens), settings.batch_size) * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps))
+    weights = torch.tensor(len(y) / (len(classes) * np.bincount(y, minlength=len(classes))), dtype=torch.float32)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
+
+    per_class = ", ".join(f"{c}: {counts[c]}" for c in classes)
+    console.log(f"training {settings.model} on {len(tokens)} sequences ({per_class}), "
+                f"{len(val_tokens)} for validation; {sum(p.numel() for p in network.parameters()):,} parameters; "
+                f"max_len {max_len} (longest sequence {longest}); device {device}")
+    state = {"epoch": 0, "best_score": None, "best_state": None, "bad_epochs": 0, "history": []}
+    if resume:
+        state = _load_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes)
+
+    network.train()
+    while state["epoch"] < settings.epochs and state["bad_epochs"] < settings.patience:
+        epoch = state["epoch"]
+        rng = np.random.default_rng([settings.seed, epoch])
+        torch.manual_seed(settings.seed * 100_003 + epoch)
+        epoch_tokens = [random_crop(t, max_len, rng) for t in tokens]
+        if settings.rc_augment:
+            flips = rng.random(len(epoch_tokens)) < 0.5
+            epoch_tokens = [reverse_complement(t) if f else t for t, f in zip(epoch_tokens, flips)]
+        lengths = np.array([len(t) for t in epoch_tokens])
+        batches = bucket_batches(lengths, settings.batch_size, rng)
+        loss_sum, seen, tick = 0.0, 0, time.perf_counter()
+        with _progress() as progress:
+            task = progress.add_task(f"epoch {epoch + 1}/{settings.epochs}", total=len(batches), loss=0.0, speed=0.0)
+            for batch in batches:
+                batch_tokens, batch_lengths = pad([epoch_tokens[i] for i in batch])
+                target = torch.from_numpy(y[batch]).to(device)
+                with autocast(device):
+                    logits = network(batch_tokens.to(device), batch_lengths.to(device))
+                loss = loss_fn(logits.float(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(network.parameters(), CLIP_NORM)
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.item() * len(batch)
+                seen += len(batch)
+                progress.update(task, advance=1, loss=loss_sum / seen, speed=seen / (time.perf_counter() - tick))
+        entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "seq_per_s": seen / (time.perf_counter() - tick),
+                 "padding": padding_fraction(lengths, batches)}
+        message = f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
+        if val_tokens:
+            val = _validate(network, val_tokens, val_y, settings.batch_size, device, len(classes))
+            entry |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_mcc": val["mcc"]}
+            score = (round(val["mcc"], 4), -val["loss"])
+            improved = state["best_score"] is None or score > tuple(state["best_score"])
+            message += f", val loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, MCC {val['mcc']:.4f}"
+        else:
+            val, score, improved = None, None, True
+        if improved:
+            state |= {"best_score": score, "best_state": copy.deepcopy(network.state_dict()), "bad_epochs": 0,
+                      "best_epoch": epoch + 1, "best_val": val}
+            message += " (best so far)" if val_tokens else ""
+        else:
+            state["bad_epochs"] += 1
+        console.log(f"{message}; {entry['seq_per_s']:.0f} seq/s, padding {100 * entry['padding']:.1f}%")
+        state["history"].append(entry)
+        state["epoch"] = epoch + 1
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes, state)
+    if state["bad_epochs"] >= settings.patience:
+        console.log(f"early stop: no validation improvement for {settings.patience} epochs")
+
+    network.load_state_dict(state["best_state"])
+    network.eval()
+    metadata = {
+        "positive_class": classes[1] if len(classes) == 2 else None,
+        "training": {
+            "records": len(tokens),
+            "class_counts": {c: counts[c] for c in classes},
+            "length_range": [min(len(t) for t in tokens), longest],
+            "settings": asdict(settings),
+            "device": str(device),
+            "epochs_run": state["epoch"],
+            "best_epoch": state.get("best_epoch"),
+            "seconds": round(time.perf_counter() - started, 1),
+            "history": state["history"],
+        },
+        "validation": state.get("best_val"),
+    }
+    return TrainedModel(network.cpu(), classes, metadata)
+
+
+def _save_checkpoint(path, network, optimizer, scheduler, settings, classes, state) -> None:
+    """Everything needed to continue after the last finished epoch (tensors and plain data only)."""
+    payload = {"network": network.state_dict(), "optimizer": optimizer.state_dict(),
+               "scheduler": scheduler.state_dict(), "settings": asdict(settings), "classes": classes, "state": state}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _load_checkpoint(path, network, optimizer, scheduler, settings, classes) -> dict:
+    if path is None or not Path(path).is_file():
+        raise GenomixError(f"--resume: no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is the user's file, not our bug
+        raise GenomixError(f"{path}: unreadable checkpoint ({err})") from None
+    if payload["settings"] != asdict(settings) or payload["classes"] != classes:
+        raise GenomixError(f"{path}: checkpoint was made with other settings or classes; resume with the same ones")
+    network.load_state_dict(payload["network"])
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    console.log(f"resuming after epoch {payload['state']['epoch']} from {path}")
+    return payload["state"]
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    """Where training keeps its per-epoch checkpoint for an output model path."""
+    return Path(f"{output}.ckpt")
+
+
+def train(
+    inputs: Sequence[str],
+    output: str | Path,
+    settings: TrainSettings | None = None,
+    labels: str | None = None,
+    val_inputs: Sequence[str] | None = None,
+    resume: bool = False,
+) -> TrainedModel:
+    """`genomix train`: read labelled inputs, fit, write the model file, and show the validation report."""
+    check_writable(output)
+    records = list(read_inputs(inputs, labels))
+    val_records = list(read_inputs(val_inputs, labels)) if val_inputs else None
+    checkpoint = checkpoint_path(output)
+    model = fit(records, settings, val_records, checkpoint, resume)
+    model.metadata["training"]["inputs"] = [str(i) for i in inputs]
+    save_model(model, output)
+    checkpoint.unlink(missing_ok=True)
+    console.log(f"wrote {output}")
+    if model.metadata["validation"]:
+        console.print(report_table(model.metadata["validation"], model.classes, "validation"))
+    return model
+
+
+def report_table(result: dict, classes: Sequence[str], title: str) -> Table:
+    """Metrics and confusion matrix as a rich table."""
+    table = Table(title=f"{title} ({result['n']} sequences)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc", "auprc"):
+        value = result.get(name)
+        table.add_row(name, "n/a" if value is None else f"{value:.4f}")
+    for cls, row in zip(classes, result["confusion"]):
+        table.add_row(f"true {cls}", " ".join(f"{c:>6d}" for c in row))
+    return table
