@@ -100,30 +100,27 @@ def factor_product(w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIn
     return _FactorProduct.apply(w.to(v.dtype), v, shifts, index)
 
 
+def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
+
+
 class ParamixerBlock(nn.Module):
     """One Paramixer block: g, then M sparse factors whose values are MLPs of the embedded input X."""
 
     def __init__(self, dim: int, hidden: int, shifts: tuple[tuple[int, ...], ...], dropout: float) -> None:
         super().__init__()
         self.shifts = shifts
-        n_factors, n_links = len(shifts), len(shifts[0])
-        self.g = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        # The M factor MLPs f_m: D → H → K, evaluated together (first layer as one wide Linear).
-        self.f_hidden = nn.Linear(dim, n_factors * hidden)
-        self.f_out = nn.Parameter(torch.randn(n_factors, hidden, n_links) * 0.02)
-        self.f_bias = nn.Parameter(torch.zeros(n_factors, n_links))
+        self.g = mlp(dim, hidden, dim)
+        self.f = nn.ModuleList(mlp(dim, hidden, len(s)) for s in shifts)  # f_m: row i of W_m is f_m(X_i)
+        for f_m in self.f:  # W_m starts near zero, so each factor starts near the identity (I + W_m)
+            nn.init.normal_(f_m[-1].weight, std=0.02)
+            nn.init.zeros_(f_m[-1].bias)
         self.dropout = nn.Dropout(dropout)
-
-    def factor_values(self, x: Tensor) -> Tensor:
-        """W values (B, N, M, K): row i of factor m is f_m(X_i)."""
-        h = nn.functional.gelu(self.f_hidden(x)).unflatten(-1, (len(self.shifts), -1))
-        return torch.einsum("bnmh,mhk->bnmk", h, self.f_out.to(h.dtype)) + self.f_bias.to(h.dtype)
 
     def forward(self, v_in: Tensor, x: Tensor, index: ShiftIndex) -> Tensor:
         v = self.g(v_in)
-        w = self.factor_values(x)
-        for m, shifts in enumerate(self.shifts):
-            v = v + factor_product(w[:, :, m], v, shifts, index)
+        for f_m, shifts in zip(self.f, self.shifts):
+            v = v + factor_product(f_m(x), v, shifts, index)
         return self.dropout(v)
 
 

@@ -1,0 +1,122 @@
+"""Paramixer checked against the same factors built as dense N×N matrices, plus its structural promises."""
+
+import pytest
+import torch
+
+from genomix.models import create_model
+from genomix.models.paramixer import ParamixerBlock, ShiftIndex, factor_product, factor_shifts, num_factors
+
+PROTOCOLS = ["chord", "cdil"]
+
+
+def dense_factor(w: torch.Tensor, shifts, lengths: torch.Tensor, n: int) -> torch.Tensor:
+    """W as a dense (B, N, N) matrix: row i of sequence b has w[b, i, k] at column (i + s_k) mod L_b."""
+    dense = torch.zeros(w.shape[0], n, n, dtype=w.dtype)
+    for b, length in enumerate(lengths.tolist()):
+        for i in range(length):
+            for k, s in enumerate(shifts):
+                dense[b, i, (i + s) % length] += w[b, i, k]
+    return dense
+
+
+def valid(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    return t * (torch.arange(t.shape[1])[None, :] < lengths[:, None])[..., None]
+
+
+def test_shift_sets_match_the_protocols():
+    assert factor_shifts("chord", 4) == ((0, 1, 2, 4, 8),) * 4
+    cdil = factor_shifts("cdil", 3)
+    assert sorted(cdil[2]) == [-16, -12, -8, -4, 0, 4, 8, 12, 16]
+    assert all(len(s) == 9 for s in cdil)
+    assert num_factors(16384) == 14 and num_factors(16385) == 15 and num_factors(251) == 8
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("n", [16, 13])
+def test_factor_product_equals_dense_values_and_gradients(protocol, n):
+    torch.manual_seed(0)
+    lengths = torch.tensor([n, n - 5, 1])
+    shifts = factor_shifts(protocol, num_factors(n))[-1]
+    w = torch.randn(3, n, len(shifts), dtype=torch.float64, requires_grad=True)
+    v = torch.randn(3, n, 4, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(3, n, 4, dtype=torch.float64)
+
+    out = factor_product(w, v, shifts, ShiftIndex(lengths, n))
+    (valid(out, lengths) * upstream).sum().backward()
+    grads = w.grad.clone(), v.grad.clone()
+    w.grad, v.grad = None, None
+
+    reference = dense_factor(w, shifts, lengths, n) @ v
+    (valid(reference, lengths) * upstream).sum().backward()
+    torch.testing.assert_close(valid(out, lengths), valid(reference, lengths))
+    torch.testing.assert_close(valid(grads[0], lengths), valid(w.grad, lengths))
+    torch.testing.assert_close(grads[1], v.grad)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_factor_product_passes_gradcheck(protocol):
+    torch.manual_seed(1)
+    lengths = torch.tensor([11, 6])
+    shifts = factor_shifts(protocol, 4)[1]
+    w = torch.randn(2, 11, len(shifts), dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, 11, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda w, v: factor_product(w, v, shifts, ShiftIndex(lengths, 11)), (w, v))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("n", [32, 27])
+def test_block_equals_product_of_dense_factors(protocol, n):
+    torch.manual_seed(2)
+    shifts = factor_shifts(protocol, num_factors(n))
+    block = ParamixerBlock(dim=8, hidden=16, shifts=shifts, dropout=0.0).double()
+    lengths = torch.tensor([n, n - 9])
+    x, v_in = torch.randn(2, n, 8, dtype=torch.float64), torch.randn(2, n, 8, dtype=torch.float64)
+
+    out = block(v_in, x, ShiftIndex(lengths, n))
+    v = block.g(v_in)
+    for f_m, s in zip(block.f, shifts):
+        v = v + dense_factor(f_m(x), s, lengths, n) @ v
+    torch.testing.assert_close(valid(out, lengths), valid(v, lengths))
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("n", [64, 45])
+def test_every_output_position_depends_on_every_input_position(protocol, n):
+    torch.manual_seed(3)
+    block = ParamixerBlock(dim=4, hidden=8, shifts=factor_shifts(protocol, num_factors(n)), dropout=0.0).double()
+    for f_m in block.f:  # values well away from zero so no path cancels by accident
+        torch.nn.init.normal_(f_m[-1].weight, std=0.5)
+    x = torch.randn(1, n, 4, dtype=torch.float64)
+    v_in = torch.randn(1, n, 4, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: block(v, x, ShiftIndex(torch.tensor([n]), n)), v_in)
+    influence = jacobian.abs().sum(dim=(0, 2, 3, 5))  # (output position, input position)
+    assert influence.shape == (n, n)
+    assert bool((influence > 0).all())
+
+
+def test_fewer_factors_do_not_reach_everywhere():
+    """The dependency test above can fail: with M - 1 CHORD factors, offsets ≥ 2^(M-1) stay out of reach."""
+    n = 64
+    shifts = factor_shifts("chord", num_factors(n))[:-1]
+    block = ParamixerBlock(dim=2, hidden=4, shifts=shifts, dropout=0.0).double()
+    x, v_in = torch.randn(1, n, 2, dtype=torch.float64), torch.randn(1, n, 2, dtype=torch.float64)
+    jacobian = torch.autograd.functional.jacobian(lambda v: block(v, x, ShiftIndex(torch.tensor([n]), n)), v_in)
+    assert not bool((jacobian.abs().sum(dim=(0, 2, 3, 5)) > 0).all())
+
+
+@pytest.mark.parametrize(("name", "options"), [("paramixer", {"protocol": "chord"}),
+                                               ("paramixer", {"protocol": "cdil"}), ("transformer", {})])
+def test_padding_and_batch_mates_change_nothing(name, options):
+    torch.manual_seed(4)
+    model = create_model(name, 3, max_len=128, dim=16, hidden=32, **options).eval()
+    short = torch.randint(1, 6, (1, 37))
+    alone = torch.softmax(model(short, torch.tensor([37])), -1)
+    batch = torch.randint(1, 6, (3, 128))
+    batch[1, :37] = short[0]
+    batch[1, 37:] = 0
+    together = torch.softmax(model(batch, torch.tensor([128, 37, 90])), -1)
+    torch.testing.assert_close(together[1], alone[0], atol=1e-5, rtol=0)
+    # Garbage (not PAD) in the padded tail must not matter either.
+    batch[1, 37:] = torch.randint(1, 6, (91,))
+    torch.testing.assert_close(torch.softmax(model(batch, torch.tensor([128, 37, 90])), -1)[1], alone[0],
+                               atol=1e-5, rtol=0)
