@@ -33,9 +33,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path = check_writable(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes private files; outputs get the usual permissions
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private; outputs get the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

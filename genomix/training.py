@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.metrics import classification_metrics
 from genomix.modelfile import TrainedModel, save_model
-from genomix.models import MODELS, create_model
+from genomix.models import MODELS, create_model, model_options
 from genomix.models.paramixer import PROTOCOLS
 from genomix.predicting import log_probs
 from genomix.reading import Record, read_inputs
@@ -79,9 +78,12 @@ class TrainSettings:
         if self.lr <= 0:
             raise GenomixError("--lr must be positive")
 
-    def model_options(self, max_len: int) -> dict:
+    def model_config(self, max_len: int) -> dict:
+        """The architecture options that the chosen model takes (e.g. kmer has no width or depth)."""
         options = dict(max_len=max_len, dim=self.dim, hidden=self.hidden, layers=self.layers, dropout=self.dropout)
-        return options | ({"protocol": self.protocol} if self.protocol else {})
+        options |= {"protocol": self.protocol} if self.protocol else {}
+        accepted = model_options(self.model)
+        return {k: v for k, v in options.items() if k in accepted}
 
 
 def _labels(records: Sequence[Record], classes: list[str] | None, what: str) -> tuple[np.ndarray, list[str]]:
@@ -150,20 +152,54 @@ def fit(
     if not records:
         raise GenomixError("no training records")
     y, classes = _labels(records, None, "training")
-    counts = Counter(r.label for r in records)
     if val_records is not None:
         val_records = list(val_records)
         val_y, _ = _labels(val_records, classes, "validation")
     elif settings.val_fraction > 0:
         records, y, val_records, val_y = _split(records, y, settings.val_fraction, settings.seed)
     tokens = [encode(r.seq) for r in records]
-    val_tokens = [encode(r.seq) for r in val_records] if val_records else []
+    val = ([encode(r.seq) for r in val_records], val_y) if val_records else None
     longest = max(len(t) for t in tokens)
     max_len = settings.max_len or min(longest, DEFAULT_MAX_LEN_CAP)
+    counts = np.bincount(y, minlength=len(classes))
 
     device = resolve_device(settings.device)
     torch.manual_seed(settings.seed)
-    network = create_model(settings.model, len(classes), **settings.model_options(max_len)).to(device)
+    network = create_model(settings.model, len(classes), **settings.model_config(max_len)).to(device)
+    console.log(f"training {settings.model} on {len(tokens)} sequences "
+                f"({', '.join(f'{c}: {n}' for c, n in zip(classes, counts))}), "
+                f"{len(val[0]) if val else 0} for validation; {sum(p.numel() for p in network.parameters()):,} "
+                f"parameters; max_len {max_len} (longest sequence {longest}); device {device}")
+    if hasattr(network, "fit_direct"):  # closed-form models (kmer) skip the gradient loop
+        rng = np.random.default_rng(settings.seed)
+        network.fit_direct(([random_crop(t, max_len, rng) for t in tokens], y), val, settings.seed)
+        best_val = _validate(network, *val, settings.batch_size, device, len(classes)) if val else None
+        state = {"epoch": 0, "best_state": network.state_dict(), "best_val": best_val, "history": []}
+    else:
+        state = _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint, resume, classes)
+
+    network.load_state_dict(state["best_state"])
+    network.eval()
+    metadata = {
+        "positive_class": classes[1] if len(classes) == 2 else None,
+        "training": {
+            "records": len(tokens),
+            "class_counts": dict(zip(classes, counts.tolist())),
+            "length_range": [min(len(t) for t in tokens), longest],
+            "settings": asdict(settings),
+            "device": str(device),
+            "epochs_run": state["epoch"],
+            "best_epoch": state.get("best_epoch"),
+            "seconds": round(time.perf_counter() - started, 1),
+            "history": state["history"],
+        },
+        "validation": state.get("best_val"),
+    }
+    return TrainedModel(network.cpu(), classes, metadata)
+
+
+def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint, resume, classes) -> dict:
+    """The gradient loop: a fresh crop (and strand) per sequence each epoch; early stopping on validation."""
     decay = [p for p in network.parameters() if p.dim() >= 2]
     no_decay = [p for p in network.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
@@ -172,11 +208,6 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps))
     weights = torch.tensor(len(y) / (len(classes) * np.bincount(y, minlength=len(classes))), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
-
-    per_class = ", ".join(f"{c}: {counts[c]}" for c in classes)
-    console.log(f"training {settings.model} on {len(tokens)} sequences ({per_class}), "
-                f"{len(val_tokens)} for validation; {sum(p.numel() for p in network.parameters()):,} parameters; "
-                f"max_len {max_len} (longest sequence {longest}); device {device}")
     state = {"epoch": 0, "best_score": None, "best_state": None, "bad_epochs": 0, "history": []}
     if resume:
         state = _load_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes)
@@ -212,18 +243,17 @@ def fit(
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "seq_per_s": seen / (time.perf_counter() - tick),
                  "padding": padding_fraction(lengths, batches)}
         message = f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
-        if val_tokens:
-            val = _validate(network, val_tokens, val_y, settings.batch_size, device, len(classes))
-            entry |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_mcc": val["mcc"]}
-            score = (round(val["mcc"], 4), -val["loss"])
+        result, score, improved = None, None, True
+        if val:
+            result = _validate(network, *val, settings.batch_size, device, len(classes))
+            entry |= {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_mcc": result["mcc"]}
+            score = (round(result["mcc"], 4), -result["loss"])
             improved = state["best_score"] is None or score > tuple(state["best_score"])
-            message += f", val loss {val['loss']:.4f}, accuracy {val['accuracy']:.4f}, MCC {val['mcc']:.4f}"
-        else:
-            val, score, improved = None, None, True
+            message += f", val loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, MCC {result['mcc']:.4f}"
         if improved:
             state |= {"best_score": score, "best_state": copy.deepcopy(network.state_dict()), "bad_epochs": 0,
-                      "best_epoch": epoch + 1, "best_val": val}
-            message += " (best so far)" if val_tokens else ""
+                      "best_epoch": epoch + 1, "best_val": result}
+            message += " (best so far)" if val else ""
         else:
             state["bad_epochs"] += 1
         console.log(f"{message}; {entry['seq_per_s']:.0f} seq/s, padding {100 * entry['padding']:.1f}%")
@@ -233,25 +263,7 @@ def fit(
             _save_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes, state)
     if state["bad_epochs"] >= settings.patience:
         console.log(f"early stop: no validation improvement for {settings.patience} epochs")
-
-    network.load_state_dict(state["best_state"])
-    network.eval()
-    metadata = {
-        "positive_class": classes[1] if len(classes) == 2 else None,
-        "training": {
-            "records": len(tokens),
-            "class_counts": {c: counts[c] for c in classes},
-            "length_range": [min(len(t) for t in tokens), longest],
-            "settings": asdict(settings),
-            "device": str(device),
-            "epochs_run": state["epoch"],
-            "best_epoch": state.get("best_epoch"),
-            "seconds": round(time.perf_counter() - started, 1),
-            "history": state["history"],
-        },
-        "validation": state.get("best_val"),
-    }
-    return TrainedModel(network.cpu(), classes, metadata)
+    return state
 
 
 def _save_checkpoint(path, network, optimizer, scheduler, settings, classes, state) -> None:

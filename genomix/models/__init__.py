@@ -30,13 +30,16 @@ def create_model(name: str, num_classes: int, **config) -> nn.Module:
     """Build a registered model; unknown names or options are user errors, reported before any work."""
     if name not in MODELS:
         raise GenomixError(f"unknown model '{name}' (choose from: {', '.join(sorted(MODELS))})")
-    cls = MODELS[name]
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "num_classes"}
-    unknown = sorted(set(config) - accepted)
+    unknown = sorted(set(config) - model_options(name))
     if unknown:
         raise GenomixError(f"model '{name}' has no option {', '.join(unknown)}")
-    return cls(num_classes=num_classes, **config)
+    return MODELS[name](num_classes=num_classes, **config)
+
+
+def model_options(name: str) -> set[str]:
+    """The config options a registered model accepts."""
+    return set(inspect.signature(MODELS[name].__init__).parameters) - {"self", "num_classes"}
 
 
 # Importing the model modules fills the registry.
-from genomix.models import paramixer, transformer  # noqa: E402, F401
+from genomix.models import cnn, kmer, paramixer, transformer  # noqa: E402, F401

@@ -17,6 +17,8 @@ for the gradient of V) is the opposite shift: the backward is gathers too, no sc
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from functools import cache
 
 import torch
@@ -52,10 +54,12 @@ class ShiftIndex:
     """
 
     def __init__(self, lengths: Tensor, n: int) -> None:
+        self.n = n
         self.lengths = lengths[:, None]
         self.positions = torch.arange(n, device=lengths.device)[None, :]
         self.offsets = self.positions.new_tensor(range(0, len(lengths) * n, n))[:, None]
         self.cache: dict[int, Tensor] = {}
+        self.stacks: dict[tuple[int, ...], Tensor] = {}
 
     def __call__(self, shift: int) -> Tensor:
         if shift not in self.cache:
@@ -64,18 +68,69 @@ class ShiftIndex:
             self.cache[shift] = (shifted + self.offsets).reshape(-1)
         return self.cache[shift]
 
+    def stack(self, shifts: tuple[int, ...]) -> Tensor:
+        """(K, B*N) indices of several shifts, one row per shift."""
+        if shifts not in self.stacks:
+            self.stacks[shifts] = torch.stack([self(s) for s in shifts])
+        return self.stacks[shifts]
+
+
+def _product(rows: Tensor, weights: Tensor, gather: Tensor) -> Tensor:
+    """Σ_k weights[:, k] · rows[gather[k]]: the factor product on flat (B*N, ·) rows."""
+    out = weights[:, :1] * rows[gather[0]]
+    for k in range(1, gather.shape[0]):
+        out = out + weights[:, k : k + 1] * rows[gather[k]]
+    return out
+
+
+def _product_backward(rows: Tensor, weights: Tensor, grad: Tensor, gather: Tensor, scatter: Tensor):
+    """Gradients of `_product`: shifts are recomputed, and the transpose of a shift is the opposite shift."""
+    grad_w = torch.stack([(grad * rows[gather[k]]).sum(-1) for k in range(gather.shape[0])], 1)
+    grad_rows = weights[scatter[0], :1] * grad[scatter[0]]
+    for k in range(1, scatter.shape[0]):
+        grad_rows = grad_rows + weights[scatter[k], k : k + 1] * grad[scatter[k]]
+    return grad_w, grad_rows
+
+
+class _Kernels:
+    """The factor product's forward and backward, eager or fused by `torch.compile`.
+
+    Eager, each of the K terms is a separate pass over memory; compiled, the K gathers and multiply-adds
+    become one loop (about 8x faster on a CPU at N = 16,384). Compiling costs tens of seconds once per
+    process, so it is used only for sequences of at least FUSE_MIN_LEN, where it pays; where compilation
+    is unavailable or fails, the eager code runs. GENOMIX_COMPILE=0 turns it off.
+    """
+
+    FUSE_MIN_LEN = 4096
+
+    def __init__(self) -> None:
+        self.enabled = os.environ.get("GENOMIX_COMPILE", "1") != "0"
+        self.compiled = None
+
+    def pick(self, n: int):
+        if not self.enabled or n < self.FUSE_MIN_LEN:
+            return _product, _product_backward
+        if self.compiled is None:
+            try:
+                self.compiled = (torch.compile(_product, dynamic=True), torch.compile(_product_backward, dynamic=True))
+            except Exception as err:  # noqa: BLE001 - any compiler problem means: run eager
+                warnings.warn(f"torch.compile unavailable, Paramixer runs eager: {err}", stacklevel=2)
+                self.enabled = False
+                return _product, _product_backward
+        return self.compiled
+
+
+KERNELS = _Kernels()
+
 
 class _FactorProduct(torch.autograd.Function):
-    """out = W V for one sparse factor, with the shifted copies of V recomputed in backward."""
+    """out = W V for one sparse factor; only W and V are kept for backward, where the shifts are redone."""
 
     @staticmethod
     def forward(ctx, w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex) -> Tensor:
         b, n, d = v.shape
-        rows = v.reshape(b * n, d)
-        weights = w.reshape(b * n, -1)
-        out = torch.zeros_like(rows)
-        for k, shift in enumerate(shifts):
-            out.addcmul_(weights[:, k : k + 1], rows.index_select(0, index(shift)))
+        product, _ = KERNELS.pick(n)
+        out = product(v.reshape(b * n, d), w.reshape(b * n, -1), index.stack(shifts))
         ctx.save_for_backward(w, v)
         ctx.shifts, ctx.index = shifts, index
         return out.view(b, n, d)
@@ -84,14 +139,11 @@ class _FactorProduct(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         w, v = ctx.saved_tensors
         b, n, d = v.shape
-        rows, grad = v.reshape(b * n, d), grad_out.reshape(b * n, d)
-        weights = w.reshape(b * n, -1)
-        grad_w = torch.empty_like(weights)
-        grad_v = torch.zeros_like(rows)
-        for k, shift in enumerate(ctx.shifts):
-            grad_w[:, k] = (grad * rows.index_select(0, ctx.index(shift))).sum(-1)
-            grad_v.addcmul_(weights.index_select(0, ctx.index(-shift))[:, k : k + 1],
-                            grad.index_select(0, ctx.index(-shift)))
+        _, product_backward = KERNELS.pick(n)
+        gather = ctx.index.stack(ctx.shifts)
+        scatter = ctx.index.stack(tuple(-s for s in ctx.shifts))
+        grad_w, grad_v = product_backward(v.reshape(b * n, d), w.reshape(b * n, -1), grad_out.reshape(b * n, d),
+                                          gather, scatter)
         return grad_w.view_as(w), grad_v.view_as(v), None, None
 
 

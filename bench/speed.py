@@ -1,0 +1,363 @@
+"""Train-step time and peak memory of Paramixer (CDIL, CHORD) against the Transformer baseline, versus N.
+
+Paramixer's case rests on scaling: O(N log N) mixing where attention is O(N²). This benchmark checks that
+claim on the real models, built through the registry at equal width and depth, and also measures the
+bandwidth of the sparse factor product (the op Paramixer spends its mixing time in) against a plain copy
+of the same tensor, so that "slow" can be told apart from "memory bound".
+
+Each (model, N) point runs in a fresh child process (this script with the hidden `--one`): allocator
+caches and the peak-memory high-water mark then start clean, and an out-of-memory kill ends only that point.
+The child reports every finished step as a JSON line; the parent kills it when a step runs past
+`--time-limit` and stops measuring that model at larger N.
+
+    python bench/speed.py                      # CPU: N = 2^10 … 2^16, rich tables on stdout
+    python bench/speed.py --json               # the same rows as one JSON list
+    python bench/speed.py --device cuda        # GPU: N = 2^10 … 2^20, bf16 autocast
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from genomix.models import create_model
+from genomix.models.paramixer import ShiftIndex, factor_product, factor_shifts, num_factors
+
+# (registry name, protocol): the three models compared, at the same width and depth.
+MODELS: tuple[tuple[str, str | None], ...] = (("paramixer", "cdil"), ("paramixer", "chord"), ("transformer", None))
+# Equal width/depth for all; no stem or positions, so the measurement is the mixing and what surrounds it.
+CONFIG = dict(dim=64, hidden=128, layers=1, stem_kernel=0, pos_embedding=False, dropout=0.0)
+STARTUP_S = 60.0  # allowance for a child's imports, model creation and first-step set-up, before any limit
+
+log = Console(stderr=True, highlight=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` means CUDA when present; an explicit `cuda` without one is an error, not a silent CPU run."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA, as genomix trains there; full precision on the CPU, as genomix does."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock times cover the work and not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def label(model: str, protocol: str | None) -> str:
+    return f"{model}-{protocol}" if protocol else model
+
+
+# --- one measurement (child process) -------------------------------------------------------------------
+
+
+def current_rss() -> int:
+    """Resident set size now, in bytes (/proc/self/statm counts pages)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def reset_peak_rss() -> None:
+    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0), so ru_maxrss covers only what follows.
+
+    Without it, a peak reached while importing or building the model could hide the step's own peak.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # then ru_maxrss may include earlier peaks: the figure is an upper bound
+
+
+def peak_rss() -> int:
+    """Highest resident set size since the last reset, in bytes (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def build(model: str, protocol: str | None, n: int) -> nn.Module:
+    """The model as a user would get it from the registry, sized for sequences of exactly N."""
+    config = dict(CONFIG, max_len=n)
+    if protocol:
+        config["protocol"] = protocol
+    return create_model(model, 2, **config)
+
+
+def measure_one(model: str, protocol: str | None, n: int, batch: int, device: torch.device, repeats: int) -> None:
+    """Warm-up step, then `repeats` timed steps; print one JSON line per step, then the result line.
+
+    Peak memory is what the steps add above the model, its inputs and everything before: on CUDA the
+    allocator's own peak counter, on the CPU the process's RSS high-water mark minus the RSS just before.
+    """
+    torch.manual_seed(0)
+    net = build(model, protocol, n).to(device).train()
+    tokens = torch.randint(1, 6, (batch, n), device=device)  # A, C, G, T, N
+    lengths = torch.full((batch,), n, device=device)
+    labels = torch.randint(0, 2, (batch,), device=device)
+
+    def step() -> None:
+        net.zero_grad(set_to_none=True)
+        with autocast(device):
+            logits = net(tokens, lengths)
+        nn.functional.cross_entropy(logits.float(), labels).backward()
+
+    if device.type == "cuda":
+        sync(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    else:
+        reset_peak_rss()
+        baseline = current_rss()
+    times = []
+    for i in range(1 + repeats):
+        start = time.perf_counter()
+        step()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        print(json.dumps({"step": i, "s": elapsed}), flush=True)
+        if i:
+            times.append(elapsed)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
+    print(json.dumps({"step_s": statistics.median(times), "peak_mem_bytes": max(peak - baseline, 0)}), flush=True)
+
+
+# --- running the children (parent process) -------------------------------------------------------------
+
+
+def run_child(argv: list[str], time_limit: float) -> tuple[dict | None, str | None]:
+    """Run one measurement; (result, None), or (None, why) on a step over the limit, OOM or crash."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + STARTUP_S + time_limit
+    try:
+        while True:
+            ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+            if not ready:
+                return None, f"step over {time_limit:g} s"
+            line = proc.stdout.readline()
+            if not line:  # the child ended without a result
+                proc.wait()
+                err = proc.stderr.read()
+                if proc.returncode in (-9, 137) or "memory" in err.lower():
+                    return None, "out of memory"
+                return None, f"failed ({(err.strip().splitlines() or ['exit ' + str(proc.returncode)])[-1]})"
+            row = json.loads(line)
+            if "step_s" in row:
+                return row, None
+            deadline = time.monotonic() + time_limit  # a step finished: the next one gets the full limit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[int]) -> list[dict]:
+    """Measure every (model, N), N ascending; a model whose step runs past the limit skips larger N."""
+    rows: list[dict] = []
+    stopped: set[str] = set()
+    for n in sizes:
+        for model, protocol in MODELS:
+            name = label(model, protocol)
+            if name not in args.models:
+                continue
+            row = {"model": model, "protocol": protocol, "n": n, "batch": args.batch, "dim": CONFIG["dim"],
+                   "step_s": None, "peak_mem_bytes": None}
+            if name in stopped:
+                row["note"] = "skipped (smaller N over time)"
+            else:
+                argv = [sys.executable, __file__, "--one", f"{model}:{protocol or ''}:{n}", "--batch",
+                        str(args.batch), "--device", device.type, "--repeats", str(args.repeats),
+                        "--threads", str(torch.get_num_threads())]
+                result, why = run_child(argv, args.time_limit)
+                if result:
+                    row.update(result)
+                else:
+                    row["note"] = why
+                    if why and why.startswith("step over"):
+                        stopped.add(name)
+            log.log(f"{name:18} N={n:>8,}  " + (f"{row['step_s']:.4f} s  {row['peak_mem_bytes'] / 2**20:.1f} MB"
+                                                 if row["step_s"] is not None else row["note"]))
+            rows.append(row)
+    return rows
+
+
+# --- factor-product bandwidth (parent process) ---------------------------------------------------------
+
+
+def time_op(fn: Callable[[], object], device: torch.device, min_s: float = 0.05, blocks: int = 5) -> float:
+    """Median seconds per call over `blocks` timed blocks, each long enough (≥ min_s) to dwarf timer noise."""
+    fn()
+    sync(device)
+    calls, elapsed = 1, 0.0
+    while True:  # find how many calls fill min_s
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_s:
+            break
+        calls *= 2
+    per_call = [elapsed / calls]
+    for _ in range(blocks - 1):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        sync(device)
+        per_call.append((time.perf_counter() - start) / calls)
+    return statistics.median(per_call)
+
+
+@torch.no_grad()
+def bandwidth_rows(args: argparse.Namespace, device: torch.device, sizes: list[int]) -> list[dict]:
+    """Effective GB/s of one factor product's forward (middle factor) versus a copy of the same V.
+
+    The ideal pass reads W (K values per row) and V once and writes the output once: (K + 2·D)·B·N
+    elements. The dtype is the one the model runs the op in: fp32 on the CPU, bf16 under CUDA autocast.
+    """
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    dim, rows = CONFIG["dim"], []
+    for protocol in ("cdil", "chord"):
+        if f"paramixer-{protocol}" not in args.models:
+            continue
+        for n in sizes:
+            factors = factor_shifts(protocol, num_factors(n))
+            shifts = factors[len(factors) // 2]
+            w = torch.randn(args.batch, n, len(shifts), device=device, dtype=dtype)
+            v = torch.randn(args.batch, n, dim, device=device, dtype=dtype)
+            index = ShiftIndex(torch.full((args.batch,), n, device=device), n)
+            ideal_bytes = (len(shifts) + 2 * dim) * args.batch * n * v.element_size()
+            op_s = time_op(lambda: factor_product(w, v, shifts, index), device)  # noqa: B023 - used at once
+            copy_s = time_op(v.clone, device)
+            row = {"op": "factor_product", "protocol": protocol, "n": n, "gbps": ideal_bytes / op_s / 1e9,
+                   "copy_gbps": 2 * v.numel() * v.element_size() / copy_s / 1e9, "k": len(shifts)}
+            log.log(f"factor product {protocol:5} N={n:>8,}  {row['gbps']:.1f} GB/s (copy {row['copy_gbps']:.1f})")
+            rows.append(row)
+    return rows
+
+
+# --- output --------------------------------------------------------------------------------------------
+
+
+def fmt(x: float | None, spec: str) -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def print_tables(steps: list[dict], bandwidth: list[dict], device: torch.device, args: argparse.Namespace) -> None:
+    """Step time and memory with ratios to the transformer at the same N; then the bandwidth table."""
+    out = Console(width=max(Console().width, 120))  # wide enough for every column, even in a pipe
+    baseline = {r["n"]: r for r in steps if r["model"] == "transformer"}
+    table = Table(title=f"Train step (forward + backward), batch {args.batch}, D={CONFIG['dim']}, "
+                        f"H={CONFIG['hidden']}, 1 block, {device.type}")
+    for col in ("model", "N", "step s", "µs / position", "peak MB", "time ÷ transformer", "memory ÷ transformer"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in steps:
+        t = baseline.get(r["n"], {})
+        time_ratio = r["step_s"] / t["step_s"] if r["step_s"] and t.get("step_s") else None
+        mem_ratio = (r["peak_mem_bytes"] / t["peak_mem_bytes"]
+                     if r["peak_mem_bytes"] is not None and t.get("peak_mem_bytes") else None)
+        per_position = r["step_s"] / (r["n"] * r["batch"]) * 1e6 if r["step_s"] is not None else None
+        table.add_row(label(r["model"], r["protocol"]), f"{r['n']:,}",
+                      fmt(r["step_s"], ".4f") if r["step_s"] is not None else r.get("note", "—"),
+                      fmt(per_position, ".3f"),
+                      fmt(None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2**20, ".1f"),
+                      fmt(time_ratio, ".3f"), fmt(mem_ratio, ".3f"))
+    out.print(table)
+    if bandwidth:
+        table = Table(title="Factor product forward (middle factor) vs. a copy of V, same run")
+        for col in ("protocol", "N", "K", "factor product GB/s", "copy GB/s", "% of copy"):
+            table.add_column(col, justify="left" if col == "protocol" else "right")
+        for r in bandwidth:
+            table.add_row(r["protocol"], f"{r['n']:,}", str(r["k"]), f"{r['gbps']:.2f}", f"{r['copy_gbps']:.2f}",
+                          f"{100 * r['gbps'] / r['copy_gbps']:.0f}%")
+        out.print(table)
+
+
+def json_rows(steps: list[dict], bandwidth: list[dict]) -> list[dict]:
+    """The documented JSON fields only (the table's notes and K are for people)."""
+    step_keys = ("model", "protocol", "n", "batch", "dim", "step_s", "peak_mem_bytes")
+    band_keys = ("op", "protocol", "n", "gbps", "copy_gbps")
+    return [{k: r[k] for k in step_keys} for r in steps] + [{k: r[k] for k in band_keys} for r in bandwidth]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    names = [label(m, p) for m, p in MODELS]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where to run (default: auto, CUDA when present); CUDA runs under bf16 autocast")
+    parser.add_argument("--min-log2", type=int, default=10, help="smallest N as a power of two (default: 10)")
+    parser.add_argument("--max-log2", type=int, default=None,
+                        help="largest N as a power of two (default: 16 on CPU, 20 on CUDA)")
+    parser.add_argument("--batch", type=int, default=1, help="sequences per train step (default: 1)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed steps after one warm-up step; the median is reported (default: 3)")
+    parser.add_argument("--time-limit", type=float, default=120.0,
+                        help="seconds one train step may take; a model over it, out of memory or crashed is "
+                             "recorded with nulls, and one over it is not run at larger N (default: 120)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads for torch (default: torch's choice, one per core); on a machine shared "
+                             "with other busy processes, 1 avoids each parallel op waiting for a descheduled thread")
+    parser.add_argument("--models", default=",".join(names),
+                        help=f"comma-separated subset of {', '.join(names)} (default: all)")
+    parser.add_argument("--no-bandwidth", action="store_true", help="skip the factor-product bandwidth rows")
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of the tables")
+    parser.add_argument("--json-out", type=Path, help="also write the JSON list to this file")
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: MODEL:PROTOCOL:N
+    args = parser.parse_args(argv)
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = set(args.models) - set(names)
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(sorted(unknown))}; choose from {', '.join(names)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one:
+        model, protocol, n = args.one.split(":")
+        measure_one(model, protocol or None, int(n), args.batch, device, args.repeats)
+        return
+    max_log2 = args.max_log2 if args.max_log2 is not None else (20 if device.type == "cuda" else 16)
+    sizes = [2**k for k in range(args.min_log2, max_log2 + 1)]
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    log.log(f"torch {torch.__version__} on {where}; N = {sizes[0]:,} … {sizes[-1]:,}, batch {args.batch}")
+    bandwidth = [] if args.no_bandwidth else bandwidth_rows(args, device, sizes)
+    steps = train_step_rows(args, device, sizes)
+    rows = json_rows(steps, bandwidth)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rows, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(rows, indent=1))
+    else:
+        print_tables(steps, bandwidth, device, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""CNN baseline: residual blocks of dilated 1-D convolutions (dilation doubling per block).
+
+The classic architecture for DNA classifiers (Basset/DeepSEA-style feature detectors, with dilations
+for a wider field of view). Its field of view grows with depth, not with the input: the contrast to
+Paramixer's global mixing. Padded positions are zeroed before every convolution, so padding is
+indistinguishable from the convolution's own zero padding and never changes a result.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from genomix.models import register
+from genomix.models.base import SequenceClassifier
+
+
+class ConvBlock(nn.Module):
+    """Pre-norm residual block: LayerNorm → dilated conv → GELU → pointwise conv."""
+
+    def __init__(self, dim: int, hidden: int, kernel: int, dilation: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.conv = nn.Conv1d(dim, hidden, kernel, dilation=dilation, padding=dilation * (kernel // 2))
+        self.out = nn.Conv1d(hidden, dim, 1)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: Tensor, mask: Tensor) -> Tensor:
+        x = (self.norm(h) * mask[..., None]).transpose(1, 2)
+        return h + self.dropout(self.out(nn.functional.gelu(self.conv(x))).transpose(1, 2))
+
+
+@register("cnn")
+class CNN(SequenceClassifier):
+    """Dilated residual CNN classifier with the same embedding, pooling and head as Paramixer."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        max_len: int,
+        dim: int = 64,
+        hidden: int = 128,
+        layers: int = 4,
+        kernel: int = 9,
+        dropout: float = 0.1,
+        stem_kernel: int = 9,
+        pos_embedding: bool = True,
+    ) -> None:
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
+        self.config = dict(max_len=max_len, dim=dim, hidden=hidden, layers=layers, kernel=kernel, dropout=dropout,
+                           stem_kernel=stem_kernel, pos_embedding=pos_embedding)
+        self.blocks = nn.ModuleList(ConvBlock(dim, hidden, kernel, 2**i, dropout) for i in range(layers))
+
+    def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask) * mask[..., None]
+        return x

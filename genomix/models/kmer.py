@@ -1,0 +1,81 @@
+"""k-mer baseline: frequencies of every k-mer (k = 1 … k_max), standardised, then logistic regression.
+
+A fast and strong floor that any neural model must beat. Features are computed in torch from the same
+token batches as every other model (k-mers touching N or padding are skipped), and the regression is
+fitted by scikit-learn, then stored as an ordinary linear head: the model file, prediction and evaluation
+are the same as for the neural models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from torch import Tensor, nn
+
+from genomix.batching import pad
+from genomix.models import register
+from genomix.models.base import padding_mask
+
+REGULARISATION = (0.01, 0.1, 1.0)  # inverse strengths C tried; the best on validation is kept
+
+
+@register("kmer")
+class Kmer(nn.Module):
+    """Logistic regression on k-mer frequency profiles."""
+
+    def __init__(self, num_classes: int, max_len: int, k_max: int = 6) -> None:
+        super().__init__()
+        self.config = dict(max_len=max_len, k_max=k_max)
+        self.max_len, self.k_max = max_len, k_max
+        n_features = sum(4**k for k in range(1, k_max + 1))
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("scale", torch.ones(n_features))
+        self.head = nn.Linear(n_features, num_classes)
+
+    def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """(B, features): for each k, the frequency of each of the 4^k k-mers among the valid ones."""
+        bases = tokens - 1  # A, C, G, T → 0 … 3; N → 4 and PAD → -1 are invalid
+        valid = (bases >= 0) & (bases < 4) & padding_mask(lengths, tokens.shape[1])
+        profiles = []
+        for k in range(1, self.k_max + 1):
+            if tokens.shape[1] < k:
+                profiles.append(tokens.new_zeros(len(tokens), 4**k, dtype=torch.float32))
+                continue
+            windows = bases.clamp(0, 3).unfold(1, k, 1)
+            codes = (windows * 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)).sum(-1)
+            ok = valid.unfold(1, k, 1).all(-1).float()
+            counts = torch.zeros(len(tokens), 4**k, device=tokens.device).scatter_add_(1, codes, ok)
+            profiles.append(counts / counts.sum(1, keepdim=True).clamp(min=1))
+        return torch.cat(profiles, 1)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.head((self.features(tokens, lengths) - self.mean) / self.scale)
+
+    @torch.no_grad()
+    def feature_matrix(self, token_arrays: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        parts = [self.features(*pad(token_arrays[i : i + batch_size])) for i in range(0, len(token_arrays), batch_size)]
+        return torch.cat(parts).numpy()
+
+    def fit_direct(self, train: tuple[list[np.ndarray], np.ndarray], val: tuple[list[np.ndarray], np.ndarray] | None,
+                   seed: int) -> None:
+        """Fit the standardisation and the regression (C chosen on validation when there is one)."""
+        features, y = self.feature_matrix(train[0]), train[1]
+        mean, scale = features.mean(0), features.std(0) + 1e-6
+        standardised = (features - mean) / scale
+        candidates = REGULARISATION if val is not None else (0.1,)
+        fits = [LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised, y) for c in candidates]
+        if val is not None:
+            val_features = (self.feature_matrix(val[0]) - mean) / scale
+            best = max(fits, key=lambda f: f.score(val_features, val[1]))
+        else:
+            best = fits[0]
+        coef, intercept = best.coef_, best.intercept_
+        if coef.shape[0] == 1:  # binary: softmax over (0, z) is sigmoid(z)
+            coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+        self.mean.copy_(torch.from_numpy(mean))
+        self.scale.copy_(torch.from_numpy(scale))
+        self.head.weight.data.copy_(torch.from_numpy(coef))
+        self.head.bias.data.copy_(torch.from_numpy(intercept))
