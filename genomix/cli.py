@@ -97,11 +97,15 @@ def predict(
     batch_size: BatchSize = 64,
     device: Device = "auto",
     rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+    threshold: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option(help="Binary models: call the positive class when its probability reaches this."),
+    ] = None,
 ) -> None:
     """Score sequences: a TSV row per record (id, length, label, score, p_<class>...) in input order."""
     from genomix.predicting import predict as run_prediction
 
-    run_prediction(model, inputs, output, batch_size=batch_size, device=device, rc=rc)
+    run_prediction(model, inputs, output, batch_size=batch_size, device=device, rc=rc, threshold=threshold)
 
 
 @app.command()
@@ -113,13 +117,18 @@ def evaluate(
     batch_size: BatchSize = 64,
     device: Device = "auto",
     rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+    plots: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(help="Folder for ROC, precision-recall and confusion-matrix PNGs."),
+    ] = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
     from genomix.console import console
     from genomix.evaluating import evaluate as run_evaluation
     from genomix.training import report_table
 
-    result, classes = run_evaluation(model, inputs, labels=labels, batch_size=batch_size, device=device, rc=rc)
+    result, classes = run_evaluation(model, inputs, labels=labels, batch_size=batch_size, device=device, rc=rc,
+                                     plots=plots)
     if as_json:
         typer.echo(json.dumps(result | {"classes": classes}, indent=2))
     else:

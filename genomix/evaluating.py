@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from genomix.calibration import apply_temperature, expected_calibration_error
 from genomix.errors import GenomixError
 from genomix.metrics import classification_metrics
 from genomix.modelfile import load_model
@@ -21,13 +22,18 @@ def evaluate(
     batch_size: int = 64,
     device: str = "auto",
     rc: bool = False,
+    plots: str | Path | None = None,
 ) -> tuple[dict, list[str]]:
-    """`genomix evaluate`: metrics of the model on labelled inputs, and the model's class names."""
+    """`genomix evaluate`: metrics of the model on labelled inputs, and the model's class names.
+
+    The metrics use the calibrated probabilities; `ece_uncalibrated` and `ece` give the expected
+    calibration error before and after the model's temperature. `plots` names a folder for PNG figures.
+    """
     model = load_model(model_path)
     index = {c: i for i, c in enumerate(model.classes)}
     truth: list[int] = []
 
-    def checked(records) -> Record:
+    def checked(records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
             if record.label is None:
                 raise GenomixError(f"record '{record.id}' has no label to evaluate against")
@@ -37,7 +43,18 @@ def evaluate(
             truth.append(index[record.label])
             yield record
 
-    probs = [p.probs for p in predict_records(model, checked(read_inputs(inputs, labels)), batch_size, device, rc)]
-    if not probs:
+    predictions = predict_records(model, checked(read_inputs(inputs, labels)), batch_size, device, rc,
+                                  calibrated=False)
+    raw = [p.probs for p in predictions]
+    if not raw:
         raise GenomixError("no records to evaluate")
-    return classification_metrics(np.array(truth), np.stack(probs), len(model.classes)), model.classes
+    y, raw_probs = np.array(truth), np.stack(raw)
+    probs = apply_temperature(np.log(np.maximum(raw_probs, 1e-300)), model.temperature)
+    result = classification_metrics(y, probs, len(model.classes))
+    result["ece_uncalibrated"] = expected_calibration_error(y, raw_probs)
+    result["ece"] = expected_calibration_error(y, probs)
+    if plots is not None:
+        from genomix.plots import write_plots  # matplotlib loads only when figures are asked for
+
+        result["plots"] = [str(p) for p in write_plots(y, probs, model.classes, plots)]
+    return result, model.classes

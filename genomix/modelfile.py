@@ -41,6 +41,11 @@ class TrainedModel:
         return self.network.max_len
 
     @property
+    def temperature(self) -> float:
+        """Divides log-probabilities before the softmax; fitted on validation (1.0: uncalibrated)."""
+        return self.metadata.get("temperature") or 1.0
+
+    @property
     def positive_class(self) -> str | None:
         """For a binary model, the class whose probability is the score (the second in sorted order)."""
         return self.metadata.get("positive_class") if len(self.classes) == 2 else None

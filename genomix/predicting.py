@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from genomix.batching import bucket_batches, pad, window_starts
+from genomix.calibration import apply_temperature
 from genomix.console import autocast, console, resolve_device
+from genomix.errors import GenomixError
 from genomix.files import atomic_path
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record, read_inputs
@@ -71,24 +73,38 @@ def predict_records(
     batch_size: int = 64,
     device: str = "auto",
     rc: bool = False,
+    calibrated: bool = True,
 ) -> Iterator[Prediction]:
-    """Stream predictions for records, in input order, a chunk of records at a time."""
+    """Stream predictions for records, in input order, a chunk of records at a time.
+
+    Probabilities are temperature-calibrated when the model has a temperature and `calibrated` is set.
+    """
     torch_device = resolve_device(device)
+    temperature = model.temperature if calibrated else 1.0
     network = model.network.to(torch_device).eval()
     records = iter(records)
     while chunk := list(islice(records, batch_size * CHUNK_BATCHES)):
         tokens = [encode(r.seq) for r in chunk]
-        probs = np.exp(log_probs(network, tokens, batch_size, torch_device, rc))
+        probs = apply_temperature(log_probs(network, tokens, batch_size, torch_device, rc), temperature)
         for record, p in zip(chunk, probs):
             yield Prediction(record.id, len(record.seq), p)
 
 
-def write_predictions(predictions: Iterable[Prediction], classes: Sequence[str], out: TextIO) -> int:
+def decide(probs: np.ndarray, threshold: float | None) -> int:
+    """The predicted class: the most probable, or for a binary model with a threshold, the positive
+    class (index 1) exactly when its probability reaches the threshold."""
+    if threshold is None:
+        return int(probs.argmax())
+    return int(probs[1] >= threshold)
+
+
+def write_predictions(predictions: Iterable[Prediction], classes: Sequence[str], out: TextIO,
+                      threshold: float | None = None) -> int:
     """Write the prediction TSV (id, length, label, score, p_<class>...) and return the row count."""
     out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in classes)]) + "\n")
     rows = 0
     for p in predictions:
-        best = int(p.probs.argmax())
+        best = decide(p.probs, threshold)
         fields = [p.id, str(p.length), classes[best], f"{p.probs[best]:.6f}", *(f"{x:.6f}" for x in p.probs)]
         out.write("\t".join(fields) + "\n")
         rows += 1
@@ -102,15 +118,24 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
     rc: bool = False,
+    threshold: float | None = None,
 ) -> int:
-    """`genomix predict`: score every record of the inputs into a TSV at `output` ('-' or None: stdout)."""
+    """`genomix predict`: score every record of the inputs into a TSV at `output` ('-' or None: stdout).
+
+    With `threshold` (binary models only), a record is called positive when p_positive ≥ threshold.
+    """
     model = load_model(model_path)
+    if threshold is not None:
+        if model.positive_class is None:
+            raise GenomixError(f"--threshold needs a binary model; this one has {len(model.classes)} classes")
+        if not 0 < threshold < 1:
+            raise GenomixError("--threshold must be between 0 and 1")
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
     predictions = predict_records(model, read_inputs(inputs), batch_size, device, rc)
     if output is None or str(output) == "-":
-        return write_predictions(predictions, model.classes, sys.stdout)
+        return write_predictions(predictions, model.classes, sys.stdout, threshold)
     with atomic_path(output) as tmp, open(tmp, "w") as out:
-        rows = write_predictions(predictions, model.classes, out)
+        rows = write_predictions(predictions, model.classes, out, threshold)
     console.log(f"wrote {rows} predictions to {output}")
     return rows

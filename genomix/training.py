@@ -21,6 +21,7 @@ from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
+from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
@@ -180,8 +181,17 @@ def fit(
 
     network.load_state_dict(state["best_state"])
     network.eval()
+    validation, temperature = state.get("best_val"), None
+    if val:
+        scores = log_probs(network, val[0], settings.batch_size, device)
+        temperature = fit_temperature(scores, val[1])
+        validation |= {"ece_uncalibrated": expected_calibration_error(val[1], np.exp(scores)),
+                       "ece": expected_calibration_error(val[1], apply_temperature(scores, temperature))}
+        console.log(f"temperature {temperature:.3f} fitted on validation: expected calibration error "
+                    f"{validation['ece_uncalibrated']:.4f} → {validation['ece']:.4f}")
     metadata = {
         "positive_class": classes[1] if len(classes) == 2 else None,
+        "temperature": temperature,
         "training": {
             "records": len(tokens),
             "class_counts": dict(zip(classes, counts.tolist())),
@@ -193,7 +203,7 @@ def fit(
             "seconds": round(time.perf_counter() - started, 1),
             "history": state["history"],
         },
-        "validation": state.get("best_val"),
+        "validation": validation,
     }
     return TrainedModel(network.cpu(), classes, metadata)
 
@@ -323,7 +333,9 @@ def report_table(result: dict, classes: Sequence[str], title: str) -> Table:
     table = Table(title=f"{title} ({result['n']} sequences)")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc", "auprc"):
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc", "auprc", "ece_uncalibrated", "ece"):
+        if name.startswith("ece") and name not in result:
+            continue
         value = result.get(name)
         table.add_row(name, "n/a" if value is None else f"{value:.4f}")
     for cls, row in zip(classes, result["confusion"]):

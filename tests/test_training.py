@@ -1,0 +1,116 @@
+"""Training, calibration and baselines: checked against known answers and held-out data."""
+
+import numpy as np
+import pytest
+import torch
+
+import genomix.training as training
+from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from genomix.errors import GenomixError
+from genomix.modelfile import load_model, save_model
+from genomix.models import create_model
+from genomix.predicting import predict_records
+from genomix.reading import Record
+from genomix.tokens import encode
+from genomix.training import TrainSettings, fit
+
+TINY = dict(dim=16, hidden=32, layers=1, batch_size=16, device="cpu")
+
+
+def motif_records(n: int, seed: int, length: int = 64) -> list[Record]:
+    """Random DNA; class 'motif' has TATAAT planted at a random place: only the content, not GC, differs."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        seq = "".join(rng.choice(list("ACGT"), length))
+        label = "motif" if i % 2 else "plain"
+        if label == "motif":
+            at = int(rng.integers(0, length - 6))
+            seq = seq[:at] + "TATAAT" + seq[at + 6 :]
+        records.append(Record(f"s{i}", seq, label))
+    return records
+
+
+def accuracy(model, records) -> float:
+    predictions = list(predict_records(model, records, device="cpu"))
+    return float(np.mean([model.classes[p.probs.argmax()] == r.label for p, r in zip(predictions, records)]))
+
+
+@pytest.mark.parametrize("model", ["paramixer", "kmer"])
+def test_trained_model_beats_chance_on_held_out_data(model):
+    options = TINY | {"dim": 32, "epochs": 8, "lr": 3e-3} if model == "paramixer" else {"device": "cpu"}
+    trained = fit(motif_records(400, seed=0), TrainSettings(model=model, seed=1, **options))
+    assert accuracy(trained, motif_records(200, seed=99)) > 0.8
+
+
+def test_kmer_features_are_known_frequencies():
+    model = create_model("kmer", 2, max_len=16, k_max=2)
+    tokens = torch.from_numpy(encode("ACGTN").astype(np.int64))[None]
+    features = model.features(tokens, torch.tensor([5]))[0]
+    np.testing.assert_allclose(features[:4], [0.25] * 4)  # A C G T once each; N skipped
+    pairs = features[4:].reshape(4, 4)  # row: first base, column: second base
+    assert pairs[0, 1] == pairs[1, 2] == pairs[2, 3] == pytest.approx(1 / 3)  # AC, CG, GT; TN is skipped
+    assert float(pairs.sum()) == pytest.approx(1.0)
+
+
+def test_temperature_recovers_known_overconfidence():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 1.5, (20000, 3))
+    true_probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=p) for p in true_probs])
+    overconfident = torch.log_softmax(torch.from_numpy(3 * logits), 1).numpy()
+    temperature = fit_temperature(overconfident, y)
+    assert temperature == pytest.approx(3.0, rel=0.08)
+    calibrated = apply_temperature(overconfident, temperature)
+    assert expected_calibration_error(y, calibrated) < 0.5 * expected_calibration_error(y, np.exp(overconfident))
+
+
+def test_expected_calibration_error_known_answers():
+    probs = np.tile([0.2, 0.8], (10, 1))
+    assert expected_calibration_error(np.array([1] * 8 + [0] * 2), probs) == pytest.approx(0.0)
+    assert expected_calibration_error(np.array([1] * 5 + [0] * 5), probs) == pytest.approx(0.3)
+
+
+def test_single_class_and_unlabelled_records_are_user_errors():
+    with pytest.raises(GenomixError, match="at least two classes"):
+        fit([Record("a", "ACGT", "x"), Record("b", "ACGA", "x")], TrainSettings(**TINY))
+    with pytest.raises(GenomixError, match="record 'b' has no label"):
+        fit([Record("a", "ACGT", "x"), Record("b", "ACGA", None)], TrainSettings(**TINY))
+    with pytest.raises(GenomixError, match="--protocol applies to paramixer only"):
+        TrainSettings(model="transformer", protocol="chord")
+
+
+def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
+    records = motif_records(120, seed=3)
+    settings = TrainSettings(epochs=3, seed=5, **TINY)
+    uninterrupted = fit(records, settings)
+
+    checkpoint = tmp_path / "m.gmx.ckpt"
+    real_save = training._save_checkpoint
+
+    def save_then_crash(*args):
+        real_save(*args)
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after epoch 1
+
+    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(records, settings, checkpoint=checkpoint)
+    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    resumed = fit(records, settings, checkpoint=checkpoint, resume=True)
+
+    assert resumed.metadata["training"]["epochs_run"] == 3
+    for name, weight in uninterrupted.network.state_dict().items():
+        torch.testing.assert_close(resumed.network.state_dict()[name], weight, msg=name)
+    with pytest.raises(GenomixError, match="other settings"):
+        fit(records, TrainSettings(epochs=4, seed=5, **TINY), checkpoint=checkpoint, resume=True)
+
+
+def test_model_file_round_trip_keeps_predictions_and_temperature(tmp_path):
+    records = motif_records(80, seed=4)
+    trained = fit(records, TrainSettings(epochs=1, **TINY))
+    save_model(trained, tmp_path / "m.gmx")
+    loaded = load_model(tmp_path / "m.gmx")
+    assert loaded.classes == trained.classes and loaded.temperature == trained.temperature
+    before = [p.probs for p in predict_records(trained, records[:10], device="cpu")]
+    after = [p.probs for p in predict_records(loaded, records[:10], device="cpu")]
+    np.testing.assert_allclose(after, before, atol=1e-6)
