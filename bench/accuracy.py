@@ -1,0 +1,108 @@
+"""Accuracy of every model on every labelled set: train on train.fa.gz, report on test.fa.gz.
+
+Each (set, model) pair is trained with genomix's defaults (what a user gets without tuning) and
+evaluated on the held-out test split; results are merged into docs/results.json (so the benchmark can
+run in pieces) and docs/RESULTS.md is rewritten from all results so far. The command line printed for
+each row reproduces it with the genomix CLI.
+
+    python bench/accuracy.py                                  # everything (about an hour on 2 cores)
+    python bench/accuracy.py --datasets ecoli_sigma70_promoters --models paramixer kmer
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from genomix.console import console
+from genomix.evaluating import evaluate
+from genomix.modelfile import save_model
+from genomix.reading import read_inputs
+from genomix.training import TrainSettings, fit
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+MODELS = ("paramixer", "transformer", "cnn", "kmer")
+# Published figures on the same source data (different, larger splits: compare loosely).
+PUBLISHED = {
+    "human_nontata_promoters": "CNN 0.846 accuracy (Genomic Benchmarks, 27k training sequences)",
+    "human_enhancers_cohn": "CNN 0.695 accuracy (Genomic Benchmarks, 21k training sequences)",
+    "ecoli_sigma70_promoters": "CNN MCC 0.84 (Umarov & Solovyev 2017, cross-validation)",
+}
+
+
+def labelled_sets() -> list[str]:
+    return sorted(d.name for d in DATA.iterdir() if (d / "train.fa.gz").is_file() and (d / "test.fa.gz").is_file())
+
+
+def run_one(dataset: str, model: str, seed: int) -> dict:
+    """Train with defaults, evaluate on test; return one result row."""
+    train_file, test_file = DATA / dataset / "train.fa.gz", DATA / dataset / "test.fa.gz"
+    started = time.perf_counter()
+    trained = fit(read_inputs([str(train_file)]), TrainSettings(model=model, seed=seed, device="cpu"))
+    seconds = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        save_model(trained, Path(tmp) / "model.gmx")
+        result, _ = evaluate(Path(tmp) / "model.gmx", [str(test_file)], device="cpu")
+    command = (f"genomix train ../shared/data/{dataset}/train.fa.gz -o {dataset}.gmx --model {model} --seed {seed} "
+               f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
+    return {"dataset": dataset, "model": model, "seed": seed, "train_seconds": round(seconds, 1),
+            "epochs": trained.metadata["training"]["epochs_run"], "command": command,
+            **{k: result[k] for k in ("n", "accuracy", "balanced_accuracy", "mcc", "auroc", "auprc", "ece")}}
+
+
+def write_markdown(rows: list[dict], path: Path) -> None:
+    lines = [
+        "# Accuracy on real DNA",
+        "",
+        "Each model trained with genomix's defaults on `train.fa.gz` (10% of it held out, stratified, for early "
+        "stopping and calibration) and measured on the untouched `test.fa.gz` of each set in `../shared/data`. "
+        f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}. Produced by `python bench/accuracy.py`; each row's own command is listed below.",
+        "",
+    ]
+    for dataset in sorted({r["dataset"] for r in rows}):
+        lines += [f"## {dataset}", ""]
+        if dataset in PUBLISHED:
+            lines += [f"Published: {PUBLISHED[dataset]}.", ""]
+        lines += ["| model | accuracy | balanced acc. | MCC | AUROC | AUPRC | ECE | epochs | train time (s) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        best = max((r for r in rows if r["dataset"] == dataset), key=lambda r: r["mcc"])
+        for r in sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: MODELS.index(r["model"])):
+            mark = " **best**" if r is best else ""
+            lines.append(f"| {r['model']}{mark} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['mcc']:.4f} "
+                         f"| {r['auroc']:.4f} | {r['auprc']:.4f} | {r['ece']:.4f} | {r['epochs']} "
+                         f"| {r['train_seconds']:.0f} |")
+        lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["dataset"] == dataset] + [""]
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="*", help="set names under ../shared/data (default: all labelled sets)")
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=REPO / "docs" / "results.json")
+    args = parser.parse_args()
+    if not DATA.is_dir():
+        raise SystemExit(f"no data at {DATA}: this benchmark needs the shared DNA sets")
+    rows = json.loads(args.results.read_text()) if args.results.is_file() else []
+    for dataset in args.datasets or labelled_sets():
+        for model in args.models:
+            console.rule(f"{dataset} · {model}")
+            row = run_one(dataset, model, args.seed)
+            console.log(f"{dataset} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
+                        f"AUROC {row['auroc']:.4f}, {row['train_seconds']:.0f} s")
+            rows = [r for r in rows if (r["dataset"], r["model"]) != (dataset, model)] + [row]
+            args.results.write_text(json.dumps(rows, indent=1))
+            write_markdown(rows, args.results.with_name("RESULTS.md"))
+
+
+if __name__ == "__main__":
+    main()
