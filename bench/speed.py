@@ -18,6 +18,7 @@ The child reports every finished step as a JSON line; the parent kills it when a
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import os
 import resource
@@ -27,7 +28,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from pathlib import Path
 
 import torch
@@ -85,11 +86,8 @@ def reset_peak_rss() -> None:
 
     Without it, a peak reached while importing or building the model could hide the step's own peak.
     """
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass  # then ru_maxrss may include earlier peaks: the figure is an upper bound
+    with suppress(OSError), open("/proc/self/clear_refs", "w") as f:  # if not: ru_maxrss is an upper bound
+        f.write("5")
 
 
 def peak_rss() -> int:
@@ -105,11 +103,23 @@ def build(model: str, protocol: str | None, n: int) -> nn.Module:
     return create_model(model, 2, **config)
 
 
-def measure_one(model: str, protocol: str | None, n: int, batch: int, device: torch.device, repeats: int) -> None:
-    """Warm-up step, then `repeats` timed steps; print one JSON line per step, then the result line.
+def release_free_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc `malloc_trim`), so that RSS counts live memory only.
 
-    Peak memory is what the steps add above the model, its inputs and everything before: on CUDA the
-    allocator's own peak counter, on the CPU the process's RSS high-water mark minus the RSS just before.
+    glibc keeps freed blocks for reuse; without this, a step after the warm-up reuses them and its RSS
+    barely moves, and the step's peak would read as almost nothing.
+    """
+    with suppress(OSError, AttributeError):  # not glibc: RSS then under-counts memory reused from earlier steps
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def measure_one(model: str, protocol: str | None, n: int, batch: int, device: torch.device, repeats: int) -> None:
+    """Warm-up step, `repeats` timed steps, then one step for memory; a JSON line per step, then the result.
+
+    Peak memory is what a step adds above the model, its inputs and everything before (compiled kernels
+    included, which the warm-up builds): on CUDA the allocator's peak counter, on the CPU the RSS
+    high-water mark minus the RSS just before, with freed heap memory returned to the OS first. It is
+    taken on a separate, untimed step so that trimming the heap never slows a timed one.
     """
     torch.manual_seed(0)
     net = build(model, protocol, n).to(device).train()
@@ -123,13 +133,6 @@ def measure_one(model: str, protocol: str | None, n: int, batch: int, device: to
             logits = net(tokens, lengths)
         nn.functional.cross_entropy(logits.float(), labels).backward()
 
-    if device.type == "cuda":
-        sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        baseline = torch.cuda.memory_allocated(device)
-    else:
-        reset_peak_rss()
-        baseline = current_rss()
     times = []
     for i in range(1 + repeats):
         start = time.perf_counter()
@@ -139,6 +142,17 @@ def measure_one(model: str, protocol: str | None, n: int, batch: int, device: to
         print(json.dumps({"step": i, "s": elapsed}), flush=True)
         if i:
             times.append(elapsed)
+
+    net.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device)
+    else:
+        release_free_heap()
+        reset_peak_rss()
+        baseline = current_rss()
+    step()
+    sync(device)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else peak_rss()
     print(json.dumps({"step_s": statistics.median(times), "peak_mem_bytes": max(peak - baseline, 0)}), flush=True)
 

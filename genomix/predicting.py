@@ -21,7 +21,7 @@ from genomix.batching import bucket_batches, pad, window_starts
 from genomix.calibration import apply_temperature
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
-from genomix.files import atomic_path
+from genomix.files import atomic_path, check_writable
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record, read_inputs
 from genomix.tokens import encode, reverse_complement
@@ -124,6 +124,8 @@ def predict(
 
     With `threshold` (binary models only), a record is called positive when p_positive ≥ threshold.
     """
+    if output is not None and str(output) != "-":
+        check_writable(output)
     model = load_model(model_path)
     if threshold is not None:
         if model.positive_class is None:

@@ -18,6 +18,7 @@ import csv
 import gzip
 import io
 import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ SEQUENCE_COLUMNS = ("sequence", "seq")
 ID_COLUMNS = ("id", "name")
 LABEL_COLUMN = "label"
 
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
 _INVALID = ord("!")
 _GAPS = b"-. \t\r\n\v\f"
 _NORMALISE = bytearray([_INVALID]) * 256
@@ -88,7 +90,10 @@ def open_binary(path: str) -> BinaryIO:
             raise GenomixError(f"{path}: no such file")
         if file.is_dir():
             raise GenomixError(f"{path}: is a directory, not a sequence file")
-        raw = open(file, "rb")  # noqa: SIM115 - closed by the caller through the returned stream
+        try:
+            raw = open(file, "rb")  # noqa: SIM115 - closed by the caller through the returned stream
+        except OSError as err:
+            raise GenomixError(f"{path}: cannot open ({err.strerror})") from None
     if not hasattr(raw, "peek"):
         raw = io.BufferedReader(raw)
     magic = raw.peek(3)[:3]
@@ -103,9 +108,9 @@ def _sniff(stream: BinaryIO, source: str) -> str:
     """'fasta', 'fastq' or 'table', from the first bytes of the decompressed stream."""
     try:
         head = stream.peek(65536)
-    except (OSError, EOFError) as err:  # corrupt gzip/bzip2 data
+    except (OSError, EOFError, zlib.error) as err:  # corrupt gzip/bzip2 data
         raise GenomixError(f"{source}: cannot decompress ({err})") from None
-    start = head.lstrip()
+    start = head.removeprefix(_BOM).lstrip()
     if not start:
         raise GenomixError(f"{source}: is empty")
     if start[:1] == b">":
@@ -139,9 +144,13 @@ def _parse_sequences(text: TextIO, fmt: str, source: str) -> Iterator[Record]:
 
 def _parse_table(text: TextIO, source: str) -> Iterator[Record]:
     header_line = text.readline()
+    while header_line and not header_line.strip():
+        header_line = text.readline()
     delimiter = "\t" if "\t" in header_line else ","
     header = [c.strip().lower() for c in next(csv.reader([header_line], delimiter=delimiter))]
-    seq_col = next(header.index(c) for c in SEQUENCE_COLUMNS if c in header)
+    seq_col = next((header.index(c) for c in SEQUENCE_COLUMNS if c in header), None)
+    if seq_col is None:
+        raise GenomixError(f"{source}: no sequence column (expected one named {' or '.join(SEQUENCE_COLUMNS)})")
     id_col = next((header.index(c) for c in ID_COLUMNS if c in header), None)
     label_col = header.index(LABEL_COLUMN) if LABEL_COLUMN in header else None
     stem = Path(source).name.split(".")[0] if source != STDIN else "stdin"
@@ -160,13 +169,13 @@ def read_records(path: str) -> Iterator[Record]:
     stream = open_binary(path)
     try:
         fmt = _sniff(stream, path)
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="replace", newline="")
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
         try:
             if fmt == "table":
                 yield from _parse_table(text, path)
             else:
                 yield from _parse_sequences(text, fmt, path)
-        except (ValueError, EOFError, OSError) as err:  # malformed FASTQ, truncated compressed data
+        except (ValueError, EOFError, OSError, zlib.error) as err:  # malformed FASTQ, corrupt compressed data
             raise GenomixError(f"{path}: {err}") from None
     finally:
         if path != STDIN:
@@ -199,23 +208,40 @@ def _text_lines(path: str) -> Iterator[str]:
             stream.close()
 
 
-def read_inputs(inputs: Iterable[str], labels: str | None = None) -> Iterator[Record]:
+class LabelTable:
+    """A `--labels` table that remembers which of its ids matched a record, across several inputs."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.labels = read_label_table(path)
+        self.unmatched = set(self.labels)
+
+    def get(self, record_id: str) -> str | None:
+        self.unmatched.discard(record_id)
+        return self.labels.get(record_id)
+
+    def check_all_matched(self) -> None:
+        """An id that matches no record is most likely a typo or the wrong table: a user error."""
+        if self.unmatched:
+            example = sorted(self.unmatched)[0]
+            raise GenomixError(f"{self.path}: {len(self.unmatched)} id(s) match no input record, e.g. '{example}'")
+
+
+def read_inputs(inputs: Iterable[str], labels: str | LabelTable | None = None) -> Iterator[Record]:
     """Stream the records of every input in order, each labelled by the precedence rules above.
 
-    An id of the `labels` table that matches no record is reported once everything has been read.
+    Given a path, the `labels` table's ids must all match a record of these inputs (checked at the end);
+    given a LabelTable, shared by several calls, the caller checks once everything has been read.
     """
-    table = read_label_table(labels) if labels else {}
-    unmatched = set(table)
+    table = LabelTable(labels) if isinstance(labels, str) else labels
     for arg in inputs:
         file_label, path = split_input(arg)
         for record in read_records(path):
             label = record.label
-            if record.id in table:
-                unmatched.discard(record.id)
-                label = table[record.id]
+            if table is not None and (listed := table.get(record.id)) is not None:
+                label = listed
             if file_label is not None:
                 label = file_label
             yield Record(record.id, record.seq, label) if label != record.label else record
-    if unmatched:
-        example = sorted(unmatched)[0]
-        raise GenomixError(f"{labels}: {len(unmatched)} id(s) match no input record, e.g. '{example}'")
+    if isinstance(labels, str):
+        table.check_all_matched()

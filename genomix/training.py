@@ -30,7 +30,7 @@ from genomix.modelfile import TrainedModel, save_model
 from genomix.models import MODELS, create_model, model_options
 from genomix.models.paramixer import PROTOCOLS
 from genomix.predicting import log_probs
-from genomix.reading import Record, read_inputs
+from genomix.reading import LabelTable, Record, read_inputs
 from genomix.tokens import encode, reverse_complement
 
 DEFAULT_MAX_LEN_CAP = 16384  # default --max-len: the longest training sequence, at most this
@@ -315,9 +315,14 @@ def train(
 ) -> TrainedModel:
     """`genomix train`: read labelled inputs, fit, write the model file, and show the validation report."""
     check_writable(output)
-    records = list(read_inputs(inputs, labels))
-    val_records = list(read_inputs(val_inputs, labels)) if val_inputs else None
     checkpoint = checkpoint_path(output)
+    if resume and not checkpoint.is_file():
+        raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
+    table = LabelTable(labels) if labels else None
+    records = list(read_inputs(inputs, table))
+    val_records = list(read_inputs(val_inputs, table)) if val_inputs else None
+    if table is not None:
+        table.check_all_matched()
     model = fit(records, settings, val_records, checkpoint, resume)
     model.metadata["training"]["inputs"] = [str(i) for i in inputs]
     save_model(model, output)

@@ -58,19 +58,6 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, invoke: Callable, tr
     return path
 
 
-@pytest.fixture
-def genomix_cmd(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run the real console entry point (`python -m genomix ARGS...`) in tmp_path as a subprocess."""
-
-    def run(*args: object, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "genomix", *(str(a) for a in args)],
-            cwd=tmp_path, input=stdin, capture_output=True, timeout=120,
-        )
-
-    return run
-
-
 def check_user_error(proc: subprocess.CompletedProcess, *fragments: str, one_line: bool = True) -> str:
     """Exit code 2, no traceback, the error as the (only) stderr line, naming every fragment; returns it."""
     stderr = proc.stderr.decode()

@@ -65,8 +65,6 @@ def test_compressed_fastq_and_table(tmp_path):
     assert records(table) == [Record("s1", "AC", "x")]
 
 
-@pytest.mark.xfail(reason="reading.py _sniff/read_records catch OSError and EOFError, but corrupt deflate data "
-                          "raises zlib.error (not an OSError) -> traceback instead of a user error", strict=True)
 def test_corrupt_gzip_is_an_error_naming_the_file(tmp_path):
     path = write(tmp_path, "bad.fa.gz", b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
     with pytest.raises(GenomixError, match=r"bad\.fa\.gz"):
@@ -128,15 +126,11 @@ def test_table_row_with_wrong_column_count(tmp_path):
         records(path)
 
 
-@pytest.mark.xfail(reason="reading.py _parse_table: a blank line before the CSV header (accepted by _sniff) "
-                          "makes next() raise StopIteration inside the generator -> RuntimeError", strict=True)
 def test_table_with_leading_blank_line(tmp_path):
     path = write(tmp_path, "t.csv", "\nid,sequence,label\ns1,AC,x\n")
     assert records(path) == [Record("s1", "AC", "x")]
 
 
-@pytest.mark.xfail(reason="reading.py: a UTF-8 byte-order mark (Excel CSV) stays in the first column name, so "
-                          "the 'id' column is silently ignored and records get made-up ids", strict=True)
 def test_table_with_utf8_bom_keeps_its_id_column(tmp_path):
     path = write(tmp_path, "t.csv", "\ufeffid,sequence,label\ns1,AC,x\n".encode())
     assert records(path) == [Record("s1", "AC", "x")]
