@@ -89,7 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 is steadier on a shared machine")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.records < 1 or args.window < 1 or args.batch_size < 1:
+        parser.error("--repeats, --records, --window and --batch-size must be at least 1")
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,11 +21,11 @@ import argparse
 import ctypes
 import json
 import os
-import resource
 import select
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import nullcontext, suppress
@@ -69,6 +69,7 @@ def sync(device: torch.device) -> None:
 
 
 def label(model: str, protocol: str | None) -> str:
+    """How a model is named in tables and in --models: paramixer-cdil, paramixer-chord, transformer."""
     return f"{model}-{protocol}" if protocol else model
 
 
@@ -82,17 +83,20 @@ def current_rss() -> int:
 
 
 def reset_peak_rss() -> None:
-    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0), so ru_maxrss covers only what follows.
-
-    Without it, a peak reached while importing or building the model could hide the step's own peak.
-    """
-    with suppress(OSError), open("/proc/self/clear_refs", "w") as f:  # if not: ru_maxrss is an upper bound
+    """Reset the kernel's RSS high-water mark (Linux ≥ 4.0), so that VmHWM covers only what follows."""
+    with suppress(OSError), open("/proc/self/clear_refs", "w") as f:  # if not: VmHWM is an upper bound
         f.write("5")
 
 
 def peak_rss() -> int:
-    """Highest resident set size since the last reset, in bytes (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """Highest resident set size since the last reset, in bytes: VmHWM of /proc/self/status.
+
+    Not getrusage's ru_maxrss: that also keeps the high-water mark of the parent's memory image this
+    process was forked from, so a child of a big parent would report the parent's size.
+    """
+    with open("/proc/self/status") as f:
+        kib = next(line.split()[1] for line in f if line.startswith("VmHWM:"))
+    return int(kib) * 1024
 
 
 def build(model: str, protocol: str | None, n: int) -> nn.Module:
@@ -118,7 +122,7 @@ def measure_one(model: str, protocol: str | None, n: int, batch: int, device: to
 
     Peak memory is what a step adds above the model, its inputs and everything before (compiled kernels
     included, which the warm-up builds): on CUDA the allocator's peak counter, on the CPU the RSS
-    high-water mark minus the RSS just before, with freed heap memory returned to the OS first. It is
+    high-water mark (VmHWM) minus the RSS just before, with freed heap memory returned to the OS first. It is
     taken on a separate, untimed step so that trimming the heap never slows a timed one.
     """
     torch.manual_seed(0)
@@ -162,30 +166,31 @@ def measure_one(model: str, protocol: str | None, n: int, batch: int, device: to
 
 def run_child(argv: list[str], time_limit: float) -> tuple[dict | None, str | None]:
     """Run one measurement; (result, None), or (None, why) on a step over the limit, OOM or crash."""
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + STARTUP_S + time_limit
-    try:
-        while True:
-            ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
-            if not ready:
-                return None, f"step over {time_limit:g} s"
-            line = proc.stdout.readline()
-            if not line:  # the child ended without a result
-                proc.wait()
-                err = proc.stderr.read()
-                if proc.returncode in (-9, 137) or "memory" in err.lower():
-                    return None, "out of memory"
-                return None, f"failed ({(err.strip().splitlines() or ['exit ' + str(proc.returncode)])[-1]})"
-            row = json.loads(line)
-            if "step_s" in row:
-                return row, None
-            deadline = time.monotonic() + time_limit  # a step finished: the next one gets the full limit
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
+    with tempfile.TemporaryFile("w+") as stderr:  # a file, not a pipe: a chatty child can never block on it
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        deadline = time.monotonic() + STARTUP_S + time_limit
+        try:
+            while True:
+                ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+                if not ready:
+                    return None, f"step over {time_limit:g} s"
+                line = proc.stdout.readline()
+                if not line:  # the child ended without a result
+                    proc.wait()
+                    stderr.seek(0)
+                    err = stderr.read()
+                    if proc.returncode in (-9, 137) or "memory" in err.lower():
+                        return None, "out of memory"
+                    return None, f"failed ({(err.strip().splitlines() or [f'exit {proc.returncode}'])[-1]})"
+                row = json.loads(line)
+                if "step_s" in row:
+                    return row, None
+                deadline = time.monotonic() + time_limit  # a step finished: the next one gets the full limit
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
 
 
 def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[int]) -> list[dict]:
@@ -200,7 +205,7 @@ def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[
             row = {"model": model, "protocol": protocol, "n": n, "batch": args.batch, "dim": CONFIG["dim"],
                    "step_s": None, "peak_mem_bytes": None}
             if name in stopped:
-                row["note"] = "skipped (smaller N over time)"
+                row["note"] = "skipped"
             else:
                 argv = [sys.executable, __file__, "--one", f"{model}:{protocol or ''}:{n}", "--batch",
                         str(args.batch), "--device", device.type, "--repeats", str(args.repeats),
@@ -212,7 +217,7 @@ def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[
                     row["note"] = why
                     if why and why.startswith("step over"):
                         stopped.add(name)
-            log.log(f"{name:18} N={n:>8,}  " + (f"{row['step_s']:.4f} s  {row['peak_mem_bytes'] / 2**20:.1f} MB"
+            log.log(f"{name:18} N={n:>8,}  " + (f"{row['step_s']:.4f} s  {row['peak_mem_bytes'] / 2**20:.1f} MiB"
                                                  if row["step_s"] is not None else row["note"]))
             rows.append(row)
     return rows
@@ -277,6 +282,7 @@ def bandwidth_rows(args: argparse.Namespace, device: torch.device, sizes: list[i
 
 
 def fmt(x: float | None, spec: str) -> str:
+    """A number for a table cell; a dash where there is none (a point not measured)."""
     return "—" if x is None else format(x, spec)
 
 
@@ -286,7 +292,7 @@ def print_tables(steps: list[dict], bandwidth: list[dict], device: torch.device,
     baseline = {r["n"]: r for r in steps if r["model"] == "transformer"}
     table = Table(title=f"Train step (forward + backward), batch {args.batch}, D={CONFIG['dim']}, "
                         f"H={CONFIG['hidden']}, 1 block, {device.type}")
-    for col in ("model", "N", "step s", "µs / position", "peak MB", "time ÷ transformer", "memory ÷ transformer"):
+    for col in ("model", "N", "step s", "µs / position", "peak MiB", "time ÷ transformer", "memory ÷ transformer"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for r in steps:
         t = baseline.get(r["n"], {})
@@ -342,6 +348,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="also write the JSON list to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: MODEL:PROTOCOL:N
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(args.models) - set(names)
     if unknown:

@@ -19,10 +19,7 @@ def padding_mask(lengths: Tensor, n: int) -> Tensor:
 
 
 class SequenceClassifier(nn.Module):
-    """Token embedding (+ optional local convolution and learned positions) → mixing → pool → head.
-
-    Pooling concatenates the mean (composition, e.g. codon usage) and the maximum (a motif anywhere,
-    e.g. a TATA box) over the real positions.
+    """Token embedding (+ optional local convolution and learned positions) → mixing → mean pool → head.
 
     The convolutional stem gives each position a view of its k-mer context before long-range mixing;
     learned positions let a model use where a motif sits (e.g. relative to a TSS in promoter windows).
@@ -47,7 +44,7 @@ class SequenceClassifier(nn.Module):
         self.pos = nn.Embedding(max_len, dim) if pos_embedding else None
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(2 * dim, num_classes)
+        self.head = nn.Linear(dim, num_classes)
 
     def embed_tokens(self, tokens: Tensor, mask: Tensor) -> Tensor:
         x = self.embed(tokens) * mask[..., None]
@@ -66,7 +63,5 @@ class SequenceClassifier(nn.Module):
             raise ValueError(f"input of length {tokens.shape[1]} exceeds the model's max_len {self.max_len}")
         mask = padding_mask(lengths, tokens.shape[1])
         x = self.embed_tokens(tokens, mask)
-        h = self.norm(self.mix(x, lengths, mask))
-        mean = (h * mask[..., None]).sum(1) / lengths[:, None].to(h.dtype)
-        peak = h.masked_fill(~mask[..., None], float("-inf")).amax(1)
-        return self.head(torch.cat([mean, peak], -1))
+        h = self.norm(self.mix(x, lengths, mask)) * mask[..., None]
+        return self.head(h.sum(1) / lengths[:, None].to(h.dtype))

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
 from genomix.batching import pad
@@ -62,6 +61,8 @@ class Kmer(nn.Module):
     def fit_direct(self, train: tuple[list[np.ndarray], np.ndarray], val: tuple[list[np.ndarray], np.ndarray] | None,
                    seed: int) -> None:
         """Fit the standardisation and the regression (C chosen on validation when there is one)."""
+        from sklearn.linear_model import LogisticRegression  # imported here: loading sklearn costs ~1 s
+
         features, y = self.feature_matrix(train[0]), train[1]
         mean, scale = features.mean(0), features.std(0) + 1e-6
         standardised = (features - mean) / scale

@@ -77,18 +77,19 @@ class ShiftIndex:
 
 def _product(rows: Tensor, weights: Tensor, gather: Tensor) -> Tensor:
     """Σ_k weights[:, k] · rows[gather[k]]: the factor product on flat (B*N, ·) rows."""
-    out = weights[:, :1] * rows[gather[0]]
-    for k in range(1, gather.shape[0]):
-        out = out + weights[:, k : k + 1] * rows[gather[k]]
+    out = torch.zeros_like(rows)
+    for k in range(gather.shape[0]):
+        out.addcmul_(weights[:, k : k + 1], rows.index_select(0, gather[k]))
     return out
 
 
 def _product_backward(rows: Tensor, weights: Tensor, grad: Tensor, gather: Tensor, scatter: Tensor):
     """Gradients of `_product`: shifts are recomputed, and the transpose of a shift is the opposite shift."""
-    grad_w = torch.stack([(grad * rows[gather[k]]).sum(-1) for k in range(gather.shape[0])], 1)
-    grad_rows = weights[scatter[0], :1] * grad[scatter[0]]
-    for k in range(1, scatter.shape[0]):
-        grad_rows = grad_rows + weights[scatter[k], k : k + 1] * grad[scatter[k]]
+    grad_w = torch.empty_like(weights)
+    grad_rows = torch.zeros_like(rows)
+    for k in range(gather.shape[0]):
+        grad_w[:, k] = (grad * rows.index_select(0, gather[k])).sum(-1)
+        grad_rows.addcmul_(weights.index_select(0, scatter[k])[:, k : k + 1], grad.index_select(0, scatter[k]))
     return grad_w, grad_rows
 
 
