@@ -1,0 +1,70 @@
+"""Prediction beyond the model's length, thresholds and evaluation figures."""
+
+import numpy as np
+import pytest
+import torch
+
+from genomix.errors import GenomixError
+from genomix.modelfile import TrainedModel, save_model
+from genomix.models import create_model
+from genomix.predicting import decide, log_probs, predict
+from genomix.tokens import encode
+
+
+def test_long_sequence_is_the_mean_of_its_window_log_probabilities():
+    torch.manual_seed(0)
+    network = create_model("paramixer", 2, max_len=32, dim=8, hidden=8, layers=1).eval()
+    rng = np.random.default_rng(0)
+    tokens = encode("".join(rng.choice(list("ACGT"), 80)))  # windows start at 0, 32 and 48 (flush with the end)
+    windows = [tokens[0:32], tokens[32:64], tokens[48:80]]
+    each = log_probs(network, windows, batch_size=8, device=torch.device("cpu"))
+    expected = torch.log_softmax(torch.from_numpy(each.mean(0)), 0).numpy()
+    np.testing.assert_allclose(log_probs(network, [tokens], 8, torch.device("cpu"))[0], expected, atol=1e-6)
+
+
+def test_decide_uses_the_threshold_on_the_positive_class():
+    probs = np.array([0.7, 0.3])
+    assert decide(probs, None) == 0
+    assert decide(probs, 0.25) == 1
+    assert decide(probs, 0.35) == 0
+
+
+@pytest.fixture(scope="module")
+def binary_model(tmp_path_factory):
+    torch.manual_seed(1)
+    network = create_model("paramixer", 2, max_len=64, dim=8, hidden=8, layers=1).eval()
+    path = tmp_path_factory.mktemp("m") / "m.gmx"
+    save_model(TrainedModel(network, ["background", "promoter"], {"positive_class": "promoter"}), path)
+    return path
+
+
+def rows_of(tsv) -> list[list[str]]:
+    return [line.rstrip("\n").split("\t") for line in tsv.read_text().splitlines()[1:]]
+
+
+def test_predict_threshold_calls_positive_exactly_at_or_above_it(binary_model, tmp_path):
+    fasta = tmp_path / "x.fa"
+    rng = np.random.default_rng(2)
+    fasta.write_text("".join(f">s{i}\n{''.join(rng.choice(list('ACGT'), 50))}\n" for i in range(30)))
+    out = tmp_path / "p.tsv"
+    predict(binary_model, [str(fasta)], out, device="cpu")
+    threshold = float(np.median([float(r[5]) for r in rows_of(out)]))
+    predict(binary_model, [str(fasta)], out, device="cpu", threshold=threshold)
+    calls = [(row[2] == "promoter", float(row[5]) >= threshold) for row in rows_of(out)]
+    assert all(called == expected for called, expected in calls) and 0 < sum(c for c, _ in calls) < len(calls)
+    with pytest.raises(GenomixError, match="between 0 and 1"):
+        predict(binary_model, [str(fasta)], out, device="cpu", threshold=1.5)
+
+
+def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
+    from genomix.evaluating import evaluate
+
+    fasta = tmp_path / "y.fa"
+    rng = np.random.default_rng(3)
+    labels = ["background", "promoter"] * 10
+    fasta.write_text("".join(f">s{i} label={c}\n{''.join(rng.choice(list('ACGT'), 40))}\n"
+                             for i, c in enumerate(labels)))
+    result, classes = evaluate(binary_model, [str(fasta)], device="cpu", plots=tmp_path / "figures")
+    assert classes == ["background", "promoter"] and result["n"] == 20
+    for name in ("roc.png", "pr.png", "confusion.png"):
+        assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
