@@ -27,6 +27,7 @@ from rich.table import Table
 
 from genomix.batching import bucket_batches, pad
 from genomix.console import console as genomix_console
+from genomix.console import reuse_large_allocations
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
@@ -97,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    reuse_large_allocations()  # as the genomix CLI does, so the figures are what a user gets
     if not args.genome.is_file():
         log.log(f"skipped: {args.genome} is absent (it comes with ../shared/data; see --genome)")
         return

@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import torch
@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
+from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.models import create_model
 from genomix.models.paramixer import ShiftIndex, factor_product, factor_shifts, num_factors
 
@@ -46,20 +47,6 @@ CONFIG = dict(dim=64, hidden=128, layers=1, stem_kernel=0, pos_embedding=False, 
 STARTUP_S = 60.0  # allowance for a child's imports, model creation and first-step set-up, before any limit
 
 log = Console(stderr=True, highlight=False)
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` means CUDA when present; an explicit `cuda` without one is an error, not a silent CPU run."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA, as genomix trains there; full precision on the CPU, as genomix does."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 def sync(device: torch.device) -> None:
@@ -359,6 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    reuse_large_allocations()  # as the genomix CLI does, so the figures are what a user gets
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from genomix import __version__, training
+from genomix.console import reuse_large_allocations
 from genomix.errors import GenomixError
 from genomix.training import TrainSettings
 
@@ -149,24 +149,9 @@ def info(
     typer.echo(json.dumps(header, indent=2) if as_json else describe(header))
 
 
-def _reuse_large_allocations() -> None:
-    """Let glibc's malloc reuse freed blocks of up to 1 GiB instead of returning them to the system.
-
-    By default blocks over 32 MiB are mmap'ed afresh at each allocation, and every batch then pays
-    millions of page faults: measured 1.6x on a training step at N = 65,536 and up to 4x in prediction
-    (docs/PERFORMANCE.md). Other C libraries are left as they are.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep freed memory for the next batch
-    except (OSError, AttributeError):
-        pass
-
-
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
-    _reuse_large_allocations()
+    reuse_large_allocations()
     try:
         app()
     except GenomixError as err:
