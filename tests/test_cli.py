@@ -376,51 +376,24 @@ def test_python_m_genomix_help(cli_errors):
         assert command in proc.stdout.decode()
 
 
-def test_missing_input_file(cli_errors, user_error):
-    proc, folder = cli_errors["missing"]
-    user_error(proc, "missing.fa: no such file")
-    assert outputs(folder) == []
+USER_ERRORS = {  # case → what the one line must name; none of them may leave an output behind
+    "missing": ["missing.fa: no such file"],
+    "empty": ["empty.fa: is empty"],
+    "not_fasta": ["notes.txt: not a FASTA, FASTQ or CSV/TSV file"],
+    "bad_char": ["bad.fa", "record 's2'", "'J'", "position 7"],
+    "bad_stdin": ["-: not a FASTA"],
+    "one_class": ["at least two classes", "'only'"],
+    "labels_unmatched": ["ids.tsv", "'no_such_record'"],
+    "corrupt_model": ["random.gmx: not a genomix model file"],
+    "foreign_model": ["foreign.safetensors: not a genomix model file", "without genomix metadata"],
+    "resume": ["--resume: no checkpoint at", "m.gmx.ckpt"],  # checked before any work: the only line
+}
 
 
-def test_empty_input_file(cli_errors, user_error):
-    proc, folder = cli_errors["empty"]
-    user_error(proc, "empty.fa: is empty")
-    assert outputs(folder) == []
-
-
-def test_not_a_fasta_file(cli_errors, user_error):
-    proc, folder = cli_errors["not_fasta"]
-    user_error(proc, "notes.txt: not a FASTA, FASTQ or CSV/TSV file")
-    assert outputs(folder) == []
-
-
-def test_bad_character(cli_errors, user_error):
-    proc, folder = cli_errors["bad_char"]
-    user_error(proc, "bad.fa", "record 's2'", "'J'", "position 7")
-    assert outputs(folder) == []
-
-
-def test_bad_stdin(cli_errors, user_error):
-    proc, folder = cli_errors["bad_stdin"]
-    user_error(proc, "-: not a FASTA")
-    assert outputs(folder) == []
-
-
-def test_training_set_with_one_class(cli_errors, user_error):
-    proc, folder = cli_errors["one_class"]
-    user_error(proc, "at least two classes", "'only'")
-    assert outputs(folder) == []
-
-
-def test_labels_id_matching_nothing(cli_errors, user_error):
-    proc, folder = cli_errors["labels_unmatched"]
-    user_error(proc, "ids.tsv", "'no_such_record'")
-    assert outputs(folder) == []
-
-
-def test_corrupt_model_file(cli_errors, user_error):
-    proc, folder = cli_errors["corrupt_model"]
-    user_error(proc, "random.gmx: not a genomix model file")
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_user_error_is_one_line_and_leaves_no_output(cli_errors, user_error, case):
+    proc, folder = cli_errors[case]
+    user_error(proc, *USER_ERRORS[case])
     assert outputs(folder) == []
 
 
@@ -430,28 +403,12 @@ def test_truncated_model_file(cli_errors, user_error):
     assert proc.stdout == b""
 
 
-def test_foreign_safetensors_file(cli_errors, user_error):
-    proc, folder = cli_errors["foreign_model"]
-    user_error(proc, "foreign.safetensors: not a genomix model file", "without genomix metadata")
-    assert outputs(folder) == []
-
-
-def test_resume_without_checkpoint(cli_errors, user_error):
-    proc, folder = cli_errors["resume"]
-    user_error(proc, "--resume: no checkpoint at", "m.gmx.ckpt", one_line=False)
-    assert outputs(folder) == []
-
-
-def test_resume_without_checkpoint_fails_before_any_work(cli_errors, user_error):
-    user_error(cli_errors["resume"][0], "--resume: no checkpoint at")
-
-
 def test_output_folder_does_not_exist(cli_errors, user_error):
     proc, folder = cli_errors["no_folder_train"]
     user_error(proc, "nowhere/m.gmx", "folder nowhere does not exist")
     assert not (folder / "nowhere").exists()
     proc, folder = cli_errors["no_folder_predict"]
-    user_error(proc, "nowhere/p.tsv", "folder nowhere does not exist", one_line=False)  # after the model's log
+    user_error(proc, "nowhere/p.tsv", "folder nowhere does not exist")
     assert not (folder / "nowhere").exists()
     assert proc.stdout == b""
 

@@ -27,13 +27,19 @@ def register(name: str):
 
 
 def create_model(name: str, num_classes: int, **config) -> nn.Module:
-    """Build a registered model; unknown names or options are user errors, reported before any work."""
+    """Build a registered model, with its `config` attribute set; unknown names or options are user errors."""
     if name not in MODELS:
         raise GenomixError(f"unknown model '{name}' (choose from: {', '.join(sorted(MODELS))})")
     unknown = sorted(set(config) - model_options(name))
     if unknown:
         raise GenomixError(f"model '{name}' has no option {', '.join(unknown)}")
-    return MODELS[name](num_classes=num_classes, **config)
+    cls = MODELS[name]
+    model = cls(num_classes=num_classes, **config)
+    # The full config, defaults included, is what the model file stores to rebuild the model.
+    bound = inspect.signature(cls.__init__).bind(None, num_classes, **config)
+    bound.apply_defaults()
+    model.config = {k: v for k, v in bound.arguments.items() if k not in ("self", "num_classes")}
+    return model
 
 
 def model_options(name: str) -> set[str]:

@@ -37,7 +37,6 @@ class SequenceClassifier(nn.Module):
         dropout: float,
     ) -> None:
         super().__init__()
-        self.config: dict = {}
         self.max_len = max_len
         self.embed = nn.Embedding(VOCAB_SIZE, dim)
         self.stem = nn.Conv1d(dim, dim, stem_kernel, padding=stem_kernel // 2) if stem_kernel else None

@@ -46,8 +46,6 @@ class CNN(SequenceClassifier):
         pos_embedding: bool = True,
     ) -> None:
         super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
-        self.config = dict(max_len=max_len, dim=dim, hidden=hidden, layers=layers, kernel=kernel, dropout=dropout,
-                           stem_kernel=stem_kernel, pos_embedding=pos_embedding)
         self.blocks = nn.ModuleList(ConvBlock(dim, hidden, kernel, 2**i, dropout) for i in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:

@@ -27,7 +27,6 @@ class Kmer(nn.Module):
 
     def __init__(self, num_classes: int, max_len: int, k_max: int = 6) -> None:
         super().__init__()
-        self.config = dict(max_len=max_len, k_max=k_max)
         self.max_len, self.k_max = max_len, k_max
         n_features = sum(4**k for k in range(1, k_max + 1))
         self.register_buffer("mean", torch.zeros(n_features))

@@ -194,8 +194,6 @@ class Paramixer(SequenceClassifier):
         pos_embedding: bool = True,
     ) -> None:
         super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
-        self.config = dict(max_len=max_len, protocol=protocol, dim=dim, hidden=hidden, layers=layers,
-                           dropout=dropout, stem_kernel=stem_kernel, pos_embedding=pos_embedding)
         shifts = factor_shifts(protocol, num_factors(max_len))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
         self.blocks = nn.ModuleList(ParamixerBlock(dim, hidden, shifts, dropout) for _ in range(layers))

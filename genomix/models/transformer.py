@@ -50,8 +50,6 @@ class Transformer(SequenceClassifier):
         pos_embedding: bool = True,
     ) -> None:
         super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
-        self.config = dict(max_len=max_len, dim=dim, hidden=hidden, layers=layers, heads=heads,
-                           dropout=dropout, stem_kernel=stem_kernel, pos_embedding=pos_embedding)
         self.blocks = nn.ModuleList(AttentionBlock(dim, hidden, heads, dropout) for _ in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
