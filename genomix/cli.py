@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 
-from genomix import __version__, training
-from genomix.console import reuse_large_allocations
+from genomix import __version__, evaluating, predicting, training
+from genomix.console import console, reuse_large_allocations
 from genomix.errors import GenomixError
+from genomix.metrics import report_table
+from genomix.modelfile import describe, read_header
 from genomix.training import TrainSettings
 
 app = typer.Typer(
@@ -105,9 +107,7 @@ def predict(
     ] = None,
 ) -> None:
     """Score sequences: a TSV row per record (id, length, label, score, p_<class>...) in input order."""
-    from genomix.predicting import predict as run_prediction
-
-    run_prediction(model, inputs, output, batch_size=batch_size, device=device, rc=rc, threshold=threshold)
+    predicting.predict(model, inputs, output, batch_size=batch_size, device=device, rc=rc, threshold=threshold)
 
 
 @app.command()
@@ -125,12 +125,8 @@ def evaluate(
     ] = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
-    from genomix.console import console
-    from genomix.evaluating import evaluate as run_evaluation
-    from genomix.training import report_table
-
-    result, classes = run_evaluation(model, inputs, labels=labels, batch_size=batch_size, device=device, rc=rc,
-                                     plots=plots)
+    result, classes = evaluating.evaluate(model, inputs, labels=labels, batch_size=batch_size, device=device,
+                                          rc=rc, plots=plots)
     if as_json:
         typer.echo(json.dumps(result | {"classes": classes}, indent=2))
     else:
@@ -143,8 +139,6 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole description as JSON.")] = False,
 ) -> None:
     """Describe a model file: architecture, classes, training data and settings, validation metrics."""
-    from genomix.modelfile import describe, read_header
-
     header = read_header(model)
     typer.echo(json.dumps(header, indent=2) if as_json else describe(header))
 

@@ -6,7 +6,10 @@ average of one-vs-rest. A metric that is undefined on the data (AUROC with one c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+from rich.table import Table
 from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
@@ -37,3 +40,18 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: i
         result["auroc"] = float(skm.roc_auc_score(onehot, scores, average="macro"))
         result["auprc"] = float(skm.average_precision_score(onehot, scores, average="macro"))
     return result
+
+
+def report_table(result: dict, classes: Sequence[str], title: str) -> Table:
+    """Metrics and confusion matrix as a rich table."""
+    table = Table(title=f"{title} ({result['n']} sequences)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc", "auprc", "ece_uncalibrated", "ece"):
+        if name.startswith("ece") and name not in result:
+            continue
+        value = result.get(name)
+        table.add_row(name, "n/a" if value is None else f"{value:.4f}")
+    for cls, row in zip(classes, result["confusion"]):
+        table.add_row(f"true {cls}", " ".join(f"{c:>6d}" for c in row))
+    return table

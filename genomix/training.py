@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from sklearn.model_selection import train_test_split
 
 from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
@@ -25,7 +24,7 @@ from genomix.calibration import apply_temperature, expected_calibration_error, f
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
-from genomix.metrics import classification_metrics
+from genomix.metrics import classification_metrics, report_table
 from genomix.modelfile import TrainedModel, save_model
 from genomix.models import MODELS, create_model, model_options
 from genomix.models.paramixer import PROTOCOLS
@@ -331,18 +330,3 @@ def train(
     if model.metadata["validation"]:
         console.print(report_table(model.metadata["validation"], model.classes, "validation"))
     return model
-
-
-def report_table(result: dict, classes: Sequence[str], title: str) -> Table:
-    """Metrics and confusion matrix as a rich table."""
-    table = Table(title=f"{title} ({result['n']} sequences)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for name in ("accuracy", "balanced_accuracy", "macro_f1", "mcc", "auroc", "auprc", "ece_uncalibrated", "ece"):
-        if name.startswith("ece") and name not in result:
-            continue
-        value = result.get(name)
-        table.add_row(name, "n/a" if value is None else f"{value:.4f}")
-    for cls, row in zip(classes, result["confusion"]):
-        table.add_row(f"true {cls}", " ".join(f"{c:>6d}" for c in row))
-    return table
