@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import TextIO
 
@@ -26,7 +25,7 @@ from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record, read_inputs
 from genomix.tokens import encode, reverse_complement
 
-CHUNK_BATCHES = 32  # records read ahead per batch size: enough for good length buckets, bounded memory
+CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
 
 
 @dataclass(frozen=True)
@@ -82,12 +81,26 @@ def predict_records(
     torch_device = resolve_device(device)
     temperature = model.temperature if calibrated else 1.0
     network = model.network.to(torch_device).eval()
-    records = iter(records)
-    while chunk := list(islice(records, batch_size * CHUNK_BATCHES)):
+    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):
         tokens = [encode(r.seq) for r in chunk]
         probs = apply_temperature(log_probs(network, tokens, batch_size, torch_device, rc), temperature)
         for record, p in zip(chunk, probs):
             yield Prediction(record.id, len(record.seq), p)
+
+
+def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:
+    """Consecutive groups of records holding about `max_bases` bases (at least one record each), so that
+    memory stays bounded whether the input holds short reads or whole chromosomes."""
+    chunk: list[Record] = []
+    bases = 0
+    for record in records:
+        chunk.append(record)
+        bases += len(record.seq)
+        if bases >= max_bases:
+            yield chunk
+            chunk, bases = [], 0
+    if chunk:
+        yield chunk
 
 
 def decide(probs: np.ndarray, threshold: float | None) -> int:

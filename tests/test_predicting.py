@@ -68,3 +68,13 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
     assert classes == ["background", "promoter"] and result["n"] == 20
     for name in ("roc.png", "pr.png", "confusion.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
+    from genomix.predicting import _chunks
+    from genomix.reading import Record
+
+    records = [Record(f"r{i}", "A" * length) for i, length in enumerate([5, 50, 3, 3, 3, 40, 1])]
+    chunks = list(_chunks(records, max_bases=10))
+    assert [r.id for chunk in chunks for r in chunk] == [r.id for r in records]
+    assert [[r.id for r in chunk] for chunk in chunks] == [["r0", "r1"], ["r2", "r3", "r4", "r5"], ["r6"]]

@@ -54,7 +54,6 @@ class ShiftIndex:
     """
 
     def __init__(self, lengths: Tensor, n: int) -> None:
-        self.n = n
         self.lengths = lengths[:, None]
         self.positions = torch.arange(n, device=lengths.device)[None, :]
         self.offsets = self.positions.new_tensor(range(0, len(lengths) * n, n))[:, None]
