@@ -47,8 +47,8 @@ class TrainedModel:
 
     @property
     def positive_class(self) -> str | None:
-        """For a binary model, the class whose probability is the score (the second in sorted order)."""
-        return self.metadata.get("positive_class") if len(self.classes) == 2 else None
+        """For a binary model, the class that `--threshold` calls: the second, as classes are sorted."""
+        return self.classes[1] if len(self.classes) == 2 else None
 
 
 def save_model(model: TrainedModel, path: str | Path) -> None:
@@ -61,6 +61,7 @@ def save_model(model: TrainedModel, path: str | Path) -> None:
         "model": model.network.name,
         "config": model.network.config,
         "classes": model.classes,
+        "positive_class": model.positive_class,
         **model.metadata,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
@@ -104,7 +105,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     except (KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise GenomixError(f"{path}: corrupt model file ({str(err).splitlines()[0]})") from None
     metadata = {k: v for k, v in header.items()
-                if k not in {"format", "format_version", "tokenizer", "model", "config", "classes"}}
+                if k not in {"format", "format_version", "tokenizer", "model", "config", "classes", "positive_class"}}
     return TrainedModel(network.to(device).eval(), list(header["classes"]), metadata)
 
 

@@ -189,7 +189,6 @@ def fit(
         console.log(f"temperature {temperature:.3f} fitted on validation: expected calibration error "
                     f"{validation['ece_uncalibrated']:.4f} → {validation['ece']:.4f}")
     metadata = {
-        "positive_class": classes[1] if len(classes) == 2 else None,
         "temperature": temperature,
         "training": {
             "records": len(tokens),

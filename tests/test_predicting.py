@@ -34,7 +34,7 @@ def binary_model(tmp_path_factory):
     torch.manual_seed(1)
     network = create_model("paramixer", 2, max_len=64, dim=8, hidden=8, layers=1).eval()
     path = tmp_path_factory.mktemp("m") / "m.gmx"
-    save_model(TrainedModel(network, ["background", "promoter"], {"positive_class": "promoter"}), path)
+    save_model(TrainedModel(network, ["background", "promoter"]), path)
     return path
 
 
