@@ -1,0 +1,213 @@
+"""Reference genomes: random access through pyfaidx, held-out regions, windows, and BED regions.
+
+A genome is opened once and read by position, so a file of gigabases costs only its index in memory.
+Plain FASTA is indexed on first use (`.fai` next to it, or in the user cache when its folder is read-only);
+gzip must be bgzip, because ordinary gzip cannot be read at an offset.
+
+Held-out regions: every contig keeps its last `holdout_fraction` for evaluation, the first half of that
+for validation and the second half for test, so no validation or test window overlaps a training window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pyfaidx
+
+from genomix.errors import GenomixError
+from genomix.reading import Record, normalise, open_binary, split_input
+
+SPLITS = ("train", "val", "test")
+MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
+SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
+_COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+
+
+def reverse_complement(seq: str) -> str:
+    """The other strand of a normalised sequence."""
+    return seq.translate(_COMPLEMENT)[::-1]
+
+
+def _index_path(path: Path, suffix: str) -> Path:
+    """Next to the genome when its folder is writable (samtools' convention), else in the user cache."""
+    beside = path.with_name(path.name + suffix)
+    if beside.exists() or os.access(path.parent, os.W_OK):
+        return beside
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genomix" / "index"
+    cache.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
+    return cache / f"{path.name}.{digest}{suffix}"
+
+
+def _is_plain_gzip(path: Path) -> bool:
+    """True for gzip that is not BGZF (bgzip writes an extra field 'BC' in every block header)."""
+    with open(path, "rb") as file:
+        head = file.read(14)
+    return head[:2] == b"\x1f\x8b" and not (len(head) == 14 and head[3] & 4 and head[12:14] == b"BC")
+
+
+class Genome:
+    """One indexed FASTA file: contig names and lengths, and normalised sequence by position."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise GenomixError(f"{path}: no such genome file")
+        if _is_plain_gzip(self.path):
+            name = self.path.name
+            raise GenomixError(f"{path}: gzip but not bgzip, so it cannot be read by position; decompress it "
+                               f"(`gunzip {name}`) or recompress it (`gunzip -c {name} | bgzip > bgz.{name}`)")
+        try:
+            self.fasta = pyfaidx.Fasta(str(self.path), indexname=str(_index_path(self.path, ".fai")),
+                                       gzi_indexname=str(_index_path(self.path, ".gzi")), as_raw=True,
+                                       sequence_always_upper=True, rebuild=False)
+        except (pyfaidx.FastaIndexingError, pyfaidx.FetchError, OSError, ValueError) as err:
+            raise GenomixError(f"{path}: cannot index this genome ({err})") from None
+        if not self.fasta.keys():
+            raise GenomixError(f"{path}: no sequences in this genome file")
+
+    @cached_property
+    def contigs(self) -> dict[str, int]:
+        """Contig name → length, in file order."""
+        return {name: len(record) for name, record in self.fasta.records.items()}
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        """Bases [start, end) of a contig, 0-based, normalised (IUPAC codes → N)."""
+        try:
+            raw = self.fasta[contig][start:end]
+        except (pyfaidx.FetchError, KeyError, ValueError) as err:
+            raise GenomixError(f"{self.path}: cannot read {contig}:{start}-{end} ({err})") from None
+        return normalise(raw, str(self.path), f"{contig}:{start}-{end}")
+
+    def regions(self, split: str, holdout_fraction: float) -> list[tuple[str, int, int]]:
+        """(contig, start, end) of one split on every contig; see the module docstring."""
+        regions = []
+        for contig, length in self.contigs.items():
+            held = round(length * holdout_fraction / 2)
+            bounds = {"train": (0, length - 2 * held), "val": (length - 2 * held, length - held),
+                      "test": (length - held, length)}[split]
+            if bounds[1] > bounds[0]:
+                regions.append((contig, *bounds))
+        return regions
+
+
+def n_fraction(seq: str) -> float:
+    return seq.count("N") / len(seq)
+
+
+@dataclass(frozen=True)
+class GenomeSet:
+    """Labelled genomes (`CLASS=genome.fa`, several per class allowed) read as windows of `window` bases."""
+
+    genomes: tuple[tuple[str, Genome], ...]
+    window: int
+    holdout_fraction: float = 0.2
+
+    @classmethod
+    def open(cls, specs: Sequence[str], window: int, holdout_fraction: float = 0.2) -> GenomeSet:
+        if window < 8:
+            raise GenomixError("--window must be at least 8")
+        if not 0 < holdout_fraction < 1:
+            raise GenomixError("--holdout-fraction must be in (0, 1)")
+        genomes = []
+        for spec in specs:
+            label, path = split_input(spec)
+            if label is None:
+                raise GenomixError(f"--genome {spec}: give the class as CLASS=genome.fa")
+            genomes.append((label, Genome(path)))
+        if len({label for label, _ in genomes}) < 2:
+            raise GenomixError("--genome: training needs genomes of at least two classes")
+        return cls(tuple(genomes), window, holdout_fraction)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted({label for label, _ in self.genomes})
+
+    def sample(self, per_class: int, rng: np.random.Generator) -> list[Record]:
+        """Random training windows, `per_class` for every class: genomes and contigs drawn by length."""
+        records = []
+        for label in self.classes:
+            pool = [(g, *r) for lab, g in self.genomes if lab == label
+                    for r in g.regions("train", self.holdout_fraction) if r[2] - r[1] >= self.window]
+            if not pool:
+                raise GenomixError(f"class '{label}': no contig has {self.window} bases outside the held-out part; "
+                                   "lower --window or --holdout-fraction")
+            sizes = np.array([end - start - self.window + 1 for _, _, start, end in pool], dtype=np.float64)
+            for _ in range(per_class):
+                records.append(self._draw(label, pool, sizes / sizes.sum(), rng))
+        return records
+
+    def _draw(self, label, pool, weights, rng) -> Record:
+        for _ in range(SAMPLE_TRIES):
+            genome, contig, start, end = pool[rng.choice(len(pool), p=weights)]
+            at = int(rng.integers(start, end - self.window + 1))
+            seq = genome.fetch(contig, at, at + self.window)
+            if n_fraction(seq) <= MAX_N_FRACTION:
+                return Record(f"{contig}:{at}-{at + self.window}", seq, label)
+        raise GenomixError(f"class '{label}': {SAMPLE_TRIES} random windows in a row were mostly N")
+
+    def tiles(self, split: str, per_class: int | None = None) -> list[Record]:
+        """Non-overlapping windows over the held-out regions of `split`, evenly thinned to `per_class`.
+
+        A region shorter than the window gives one shorter sequence; mostly-N windows are skipped.
+        """
+        records = []
+        for label in self.classes:
+            spots = [(g, contig, at, min(at + self.window, end))
+                     for lab, g in self.genomes if lab == label
+                     for contig, start, end in g.regions(split, self.holdout_fraction)
+                     for at in range(start, max(start + 1, end - self.window + 1), self.window)]
+            if per_class is not None and len(spots) > per_class:
+                spots = [spots[i] for i in np.linspace(0, len(spots) - 1, per_class).round().astype(int)]
+            for genome, contig, at, stop in spots:
+                seq = genome.fetch(contig, at, stop)
+                if n_fraction(seq) <= MAX_N_FRACTION:
+                    records.append(Record(f"{contig}:{at}-{stop}", seq, label))
+        return records
+
+
+def read_bed(spec: str, reference: Genome) -> Iterator[Record]:
+    """Records for the regions of a BED file (`CLASS=regions.bed` labels them all; else the name column).
+
+    Minus-strand regions are reverse-complemented; ids are `contig:start-end(strand)` as bedtools writes them.
+    """
+    label, path = split_input(spec)
+    stream = open_binary(path)
+    try:
+        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), 1):
+            fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+            if not fields or fields[0].startswith(("#", "track", "browser")):
+                continue
+            yield _bed_record(fields, label, f"{path}: line {number}", reference)
+    finally:
+        if path != "-":
+            stream.close()
+
+
+def _bed_record(fields: list[str], label: str | None, where: str, reference: Genome) -> Record:
+    if len(fields) < 3:
+        raise GenomixError(f"{where}: a BED line needs at least chrom, start and end")
+    contig, strand = fields[0], fields[5] if len(fields) > 5 else "."
+    try:
+        start, end = int(fields[1]), int(fields[2])
+    except ValueError:
+        raise GenomixError(f"{where}: start and end must be integers, got {fields[1]!r} and {fields[2]!r}") from None
+    if contig not in reference.contigs:
+        raise GenomixError(f"{where}: contig '{contig}' is not in {reference.path}")
+    if not 0 <= start < end <= reference.contigs[contig]:
+        raise GenomixError(f"{where}: region {start}-{end} is empty or outside {contig} "
+                           f"(length {reference.contigs[contig]})")
+    if strand not in "+-.":
+        raise GenomixError(f"{where}: strand must be +, - or ., got {strand!r}")
+    seq = reference.fetch(contig, start, end)
+    if strand == "-":
+        seq = reverse_complement(seq)
+    name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
+    return Record(f"{contig}:{start}-{end}({strand})", seq, label or name)
