@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from genomix.calibration import apply_temperature, expected_calibration_error
 from genomix.errors import GenomixError
+from genomix.genomes import GenomeSet, read_regions
 from genomix.metrics import classification_metrics
 from genomix.modelfile import load_model
 from genomix.predicting import predict_records
@@ -23,12 +25,21 @@ def evaluate(
     device: str = "auto",
     rc: bool = False,
     plots: str | Path | None = None,
+    bed: Sequence[str] = (),
+    reference: str | None = None,
+    genomes: Sequence[str] = (),
 ) -> tuple[dict, list[str]]:
     """`genomix evaluate`: metrics of the model on labelled inputs, and the model's class names.
 
+    The inputs are sequence files and BED regions, or `CLASS=genome.fa` genomes, whose test regions (held
+    out at training, with the training window and holdout fraction) are tiled into windows.
     The metrics use the calibrated probabilities; `ece_uncalibrated` and `ece` give the expected
     calibration error before and after the model's temperature. `plots` names a folder for PNG figures.
     """
+    if genomes and (inputs or bed):
+        raise GenomixError("--genome evaluates on held-out genome windows: give it without sequence files or --bed")
+    if not (genomes or inputs or bed):
+        raise GenomixError("nothing to evaluate: give sequence files, --bed regions or --genome CLASS=genome.fa")
     model = load_model(model_path)
     index = {c: i for i, c in enumerate(model.classes)}
     truth: list[int] = []
@@ -43,8 +54,16 @@ def evaluate(
             truth.append(index[record.label])
             yield record
 
-    predictions = predict_records(model, checked(read_inputs(inputs, labels)), batch_size, device, rc,
-                                  calibrated=False)
+    if genomes:
+        settings = model.metadata.get("training", {}).get("settings", {})
+        holdout = settings.get("holdout_fraction") if settings.get("window") else None
+        if holdout is None:
+            raise GenomixError(f"{model_path}: --genome needs a model trained with --genome (it knows the held-out "
+                               "regions)")
+        records: Iterable[Record] = GenomeSet.open(genomes, settings["window"], holdout).tiles("test")
+    else:
+        records = chain(read_inputs(inputs, labels), read_regions(bed, reference))
+    predictions = predict_records(model, checked(records), batch_size, device, rc, calibrated=False)
     raw = [p.probs for p in predictions]
     if not raw:
         raise GenomixError("no records to evaluate")

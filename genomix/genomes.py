@@ -211,3 +211,15 @@ def _bed_record(fields: list[str], label: str | None, where: str, reference: Gen
         seq = reverse_complement(seq)
     name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
     return Record(f"{contig}:{start}-{end}({strand})", seq, label or name)
+
+
+def read_regions(bed: Sequence[str], reference: str | None) -> Iterator[Record]:
+    """Records of every `--bed` input, cut from the `--reference` genome (empty when there is no BED)."""
+    if bed and reference is None:
+        raise GenomixError("--bed needs --reference genome.fa, the genome its regions are cut from")
+    if reference is not None and not bed:
+        raise GenomixError("--reference is used with --bed only")
+    if bed:
+        genome = Genome(reference)
+        for spec in bed:
+            yield from read_bed(spec, genome)

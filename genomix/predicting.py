@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, islice
 from pathlib import Path
 from typing import TextIO
 
@@ -21,6 +22,7 @@ from genomix.calibration import apply_temperature
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.genomes import read_regions
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record, read_inputs
 from genomix.tokens import encode, reverse_complement
@@ -124,6 +126,17 @@ def write_predictions(predictions: Iterable[Prediction], classes: Sequence[str],
     return rows
 
 
+def parse_shard(shard: str) -> tuple[int, int]:
+    """`I/N` (1-based, as `split -n l/I/N`) → (I - 1, N)."""
+    try:
+        index, count = (int(part) for part in shard.split("/"))
+    except ValueError:
+        raise GenomixError(f"--shard {shard}: expected I/N, e.g. 1/4") from None
+    if not 1 <= index <= count:
+        raise GenomixError(f"--shard {shard}: I must be between 1 and N")
+    return index - 1, count
+
+
 def predict(
     model_path: str | Path,
     inputs: Sequence[str],
@@ -132,11 +145,19 @@ def predict(
     device: str = "auto",
     rc: bool = False,
     threshold: float | None = None,
+    bed: Sequence[str] = (),
+    reference: str | None = None,
+    shard: str | None = None,
 ) -> int:
-    """`genomix predict`: score every record of the inputs into a TSV at `output` ('-' or None: stdout).
+    """`genomix predict`: score every record of the inputs and BED regions into a TSV at `output` ('-' or
+    None: stdout).
 
     With `threshold` (binary models only), a record is called positive when p_positive ≥ threshold.
+    With `shard` "I/N", only records I, I+N, I+2N... are scored, so N jobs together score every record once.
     """
+    if not (inputs or bed):
+        raise GenomixError("nothing to score: give sequence files or --bed regions with --reference")
+    first, step = parse_shard(shard) if shard else (0, 1)
     if output is not None and str(output) != "-":
         check_writable(output)
     model = load_model(model_path)
@@ -147,7 +168,8 @@ def predict(
             raise GenomixError("--threshold must be between 0 and 1")
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
-    predictions = predict_records(model, read_inputs(inputs), batch_size, device, rc)
+    records = islice(chain(read_inputs(inputs), read_regions(bed, reference)), first, None, step)
+    predictions = predict_records(model, records, batch_size, device, rc)
     if output is None or str(output) == "-":
         return write_predictions(predictions, model.classes, sys.stdout, threshold)
     with atomic_path(output) as tmp, open(tmp, "w") as out:

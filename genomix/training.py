@@ -1,5 +1,7 @@
 """Training a classifier: records → tokens → crops/RC augmentation → bucketed batches → AdamW.
 
+The records are a fixed labelled set, or windows drawn afresh every epoch from labelled genomes.
+
 Warm-up then cosine learning-rate decay, gradient clipping, class weights for imbalanced sets, bf16
 autocast on CUDA, early stopping on validation MCC (ties broken by validation loss) with the best epoch's
 weights kept, and a checkpoint after every epoch so that `--resume` continues an interrupted run.
@@ -10,8 +12,9 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +22,13 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sklearn.model_selection import train_test_split
 
+from genomix import distributed
 from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.genomes import GenomeSet, read_regions
 from genomix.metrics import classification_metrics, report_table
 from genomix.modelfile import TrainedModel, save_model
 from genomix.models import MODELS, create_model, model_options
@@ -55,6 +60,9 @@ class TrainSettings:
     val_fraction: float = 0.1
     patience: int = 4
     rc_augment: bool = False  # promoters are strand-specific: augmentation lowered validation MCC there
+    window: int | None = None  # genomes only: bases per window (also the model's max_len)
+    holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
+    windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
     seed: int = 0
     device: str = "auto"
 
@@ -66,11 +74,15 @@ class TrainSettings:
                 raise GenomixError(f"--protocol applies to paramixer only, not to {self.model}")
             if self.protocol not in PROTOCOLS:
                 raise GenomixError(f"--protocol {self.protocol}: choose from {', '.join(PROTOCOLS)}")
-        for name in ("dim", "hidden", "layers", "epochs", "batch_size", "patience"):
+        for name in ("dim", "hidden", "layers", "epochs", "batch_size", "patience", "windows_per_epoch"):
             if getattr(self, name) < 1:
                 raise GenomixError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_len is not None and self.max_len < 8:
             raise GenomixError("--max-len must be at least 8")
+        if self.window is not None and self.window < 8:
+            raise GenomixError("--window must be at least 8")
+        if not 0 < self.holdout_fraction < 1:
+            raise GenomixError("--holdout-fraction must be in (0, 1)")
         if not 0 <= self.dropout < 1:
             raise GenomixError("--dropout must be in [0, 1)")
         if not 0 <= self.val_fraction < 1:
@@ -129,9 +141,15 @@ def _progress() -> Progress:
     )
 
 
+def _scores(network, tokens, batch_size, device) -> np.ndarray:
+    """Log-probabilities of every sequence; under torchrun each rank scores its share and all gather."""
+    mine = log_probs(network, tokens[distributed.rank() :: distributed.world_size()], batch_size, device)
+    return distributed.gather_rows(mine, len(tokens))
+
+
 def _validate(network, tokens, y, batch_size, device, num_classes) -> dict:
     network.eval()
-    scores = log_probs(network, tokens, batch_size, device)
+    scores = _scores(network, tokens, batch_size, device)
     network.train()
     result = classification_metrics(y, np.exp(scores), num_classes)
     result["loss"] = float(-scores[np.arange(len(y)), y].mean())
@@ -139,16 +157,24 @@ def _validate(network, tokens, y, batch_size, device, num_classes) -> dict:
 
 
 def fit(
-    records: Sequence[Record],
+    data: Sequence[Record] | GenomeSet,
     settings: TrainSettings | None = None,
     val_records: Sequence[Record] | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
 ) -> TrainedModel:
-    """Train a model on labelled records; validation is `val_records` or a stratified split of `records`."""
+    """Train a model on labelled records, or on windows drawn afresh every epoch from labelled genomes.
+
+    Validation is `val_records`, else the genomes' validation regions, else a stratified split of the records.
+    """
     settings = settings or TrainSettings()
     started = time.perf_counter()
-    records = list(records)
+    if isinstance(data, GenomeSet):
+        per_class = max(1, settings.windows_per_epoch // len(data.classes))
+        records = data.sample(per_class, np.random.default_rng([settings.seed, 0]))
+        val_records = val_records if val_records is not None else data.tiles("val", max(8, per_class // 4))
+    else:
+        records = list(data)
     if not records:
         raise GenomixError("no training records")
     y, classes = _labels(records, None, "training")
@@ -161,9 +187,16 @@ def fit(
     val = ([encode(r.seq) for r in val_records], val_y) if val_records else None
     longest = max(len(t) for t in tokens)
     max_len = settings.max_len or min(longest, DEFAULT_MAX_LEN_CAP)
+
+    def epoch_data(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The fixed set, or (genomes) the first epoch's windows then a fresh draw for every later epoch."""
+        if epoch == 0 or not isinstance(data, GenomeSet):
+            return tokens, y
+        drawn = data.sample(per_class, np.random.default_rng([settings.seed, epoch]))
+        return [encode(r.seq) for r in drawn], _labels(drawn, classes, "training")[0]
     counts = np.bincount(y, minlength=len(classes))
 
-    device = resolve_device(settings.device)
+    device = distributed.start(resolve_device(settings.device))
     torch.manual_seed(settings.seed)
     network = create_model(settings.model, len(classes), **settings.model_config(max_len)).to(device)
     console.log(f"training {settings.model} on {len(tokens)} sequences "
@@ -176,13 +209,13 @@ def fit(
         best_val = _validate(network, *val, settings.batch_size, device, len(classes)) if val else None
         state = {"epoch": 0, "best_state": network.state_dict(), "best_val": best_val, "history": []}
     else:
-        state = _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint, resume, classes)
+        state = _train_epochs(network, epoch_data, val, settings, max_len, device, checkpoint, resume, classes)
 
     network.load_state_dict(state["best_state"])
     network.eval()
     validation, temperature = state.get("best_val"), None
     if val:
-        scores = log_probs(network, val[0], settings.batch_size, device)
+        scores = _scores(network, val[0], settings.batch_size, device)
         temperature = fit_temperature(scores, val[1])
         validation |= {"ece_uncalibrated": expected_calibration_error(val[1], np.exp(scores)),
                        "ece": expected_calibration_error(val[1], apply_temperature(scores, temperature))}
@@ -196,6 +229,7 @@ def fit(
             "length_range": [min(len(t) for t in tokens), longest],
             "settings": asdict(settings),
             "device": str(device),
+            "processes": distributed.world_size(),
             "epochs_run": state["epoch"],
             "best_epoch": state.get("best_epoch"),
             "seconds": round(time.perf_counter() - started, 1),
@@ -206,13 +240,23 @@ def fit(
     return TrainedModel(network.cpu(), classes, metadata)
 
 
-def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint, resume, classes) -> dict:
+def _train_epochs(
+    network, epoch_data: Callable[[int], tuple[list[np.ndarray], np.ndarray]], val, settings, max_len, device,
+    checkpoint, resume, classes,
+) -> dict:
     """The gradient loop: a fresh crop (and strand) per sequence each epoch; early stopping on validation."""
+    tokens, y = epoch_data(0)
+    model = network
+    if distributed.world_size() > 1:
+        device_ids = [device] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
     decay = [p for p in network.parameters() if p.dim() >= 2]
     no_decay = [p for p in network.parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": settings.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=settings.lr)
-    total_steps = num_batches(len(tokens), settings.batch_size) * settings.epochs
+    total_steps = num_batches(len(tokens), settings.batch_size) // distributed.world_size() * settings.epochs
+    if total_steps == 0:
+        raise GenomixError(f"too few training batches for {distributed.world_size()} processes")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps))
     weights = torch.tensor(len(y) / (len(classes) * np.bincount(y, minlength=len(classes))), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
@@ -223,14 +267,15 @@ def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint
     network.train()
     while state["epoch"] < settings.epochs and state["bad_epochs"] < settings.patience:
         epoch = state["epoch"]
+        tokens, y = epoch_data(epoch)
         rng = np.random.default_rng([settings.seed, epoch])
-        torch.manual_seed(settings.seed * 100_003 + epoch)
+        torch.manual_seed((settings.seed * 100_003 + epoch) * 1009 + distributed.rank())  # own dropout per rank
         epoch_tokens = [random_crop(t, max_len, rng) for t in tokens]
         if settings.rc_augment:
             flips = rng.random(len(epoch_tokens)) < 0.5
             epoch_tokens = [reverse_complement(t) if f else t for t, f in zip(epoch_tokens, flips)]
         lengths = np.array([len(t) for t in epoch_tokens])
-        batches = bucket_batches(lengths, settings.batch_size, rng)
+        batches = distributed.share(bucket_batches(lengths, settings.batch_size, rng))
         loss_sum, seen, tick = 0.0, 0, time.perf_counter()
         with _progress() as progress:
             task = progress.add_task(f"epoch {epoch + 1}/{settings.epochs}", total=len(batches), loss=0.0, speed=0.0)
@@ -238,7 +283,7 @@ def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint
                 batch_tokens, batch_lengths = pad([epoch_tokens[i] for i in batch])
                 target = torch.from_numpy(y[batch]).to(device)
                 with autocast(device):
-                    logits = network(batch_tokens.to(device), batch_lengths.to(device))
+                    logits = model(batch_tokens.to(device), batch_lengths.to(device))
                 loss = loss_fn(logits.float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -248,6 +293,7 @@ def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint
                 loss_sum += loss.item() * len(batch)
                 seen += len(batch)
                 progress.update(task, advance=1, loss=loss_sum / seen, speed=seen / (time.perf_counter() - tick))
+        loss_sum, seen = distributed.total(loss_sum, seen)
         entry = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "seq_per_s": seen / (time.perf_counter() - tick),
                  "padding": padding_fraction(lengths, batches)}
         message = f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
@@ -267,7 +313,7 @@ def _train_epochs(network, tokens, y, val, settings, max_len, device, checkpoint
         console.log(f"{message}; {entry['seq_per_s']:.0f} seq/s, padding {100 * entry['padding']:.1f}%")
         state["history"].append(entry)
         state["epoch"] = epoch + 1
-        if checkpoint is not None:
+        if checkpoint is not None and distributed.is_main():
             _save_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes, state)
     if state["bad_epochs"] >= settings.patience:
         console.log(f"early stop: no validation improvement for {settings.patience} epochs")
@@ -310,22 +356,44 @@ def train(
     labels: str | None = None,
     val_inputs: Sequence[str] | None = None,
     resume: bool = False,
+    genomes: Sequence[str] = (),
+    bed: Sequence[str] = (),
+    reference: str | None = None,
 ) -> TrainedModel:
-    """`genomix train`: read labelled inputs, fit, write the model file, and show the validation report."""
+    """`genomix train`: read labelled inputs, fit, write the model file, and show the validation report.
+
+    The inputs are sequence files and BED regions of a reference, or `CLASS=genome.fa` genomes to draw
+    windows of `settings.window` bases from.
+    """
+    settings = settings or TrainSettings()
     check_writable(output)
     checkpoint = checkpoint_path(output)
     if resume and not checkpoint.is_file():
         raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
+    if genomes and (inputs or bed):
+        raise GenomixError("--genome trains on windows of whole genomes: give it without sequence files or --bed")
+    if not (genomes or inputs or bed):
+        raise GenomixError("nothing to train on: give sequence files, --bed regions or --genome CLASS=genome.fa")
+    if genomes and settings.window is None:
+        raise GenomixError("--genome needs --window, the length of the windows to train on")
+    if settings.window is not None and not genomes:
+        raise GenomixError("--window applies to --genome training; use --max-len to crop sequence files")
     table = LabelTable(labels) if labels else None
-    records = list(read_inputs(inputs, table))
     val_records = list(read_inputs(val_inputs, table)) if val_inputs else None
+    if genomes:
+        data = GenomeSet.open(genomes, settings.window, settings.holdout_fraction)
+        settings = replace(settings, max_len=settings.max_len or settings.window)
+    else:
+        data = list(chain(read_inputs(inputs, table), read_regions(bed, reference)))
     if table is not None:
         table.check_all_matched()
-    model = fit(records, settings, val_records, checkpoint, resume)
-    model.metadata["training"]["inputs"] = [str(i) for i in inputs]
-    save_model(model, output)
-    checkpoint.unlink(missing_ok=True)
-    console.log(f"wrote {output}")
+    model = fit(data, settings, val_records, checkpoint, resume)
+    model.metadata["training"]["inputs"] = [str(i) for i in chain(inputs, bed, genomes)]
+    if distributed.is_main():
+        save_model(model, output)
+        checkpoint.unlink(missing_ok=True)
+        console.log(f"wrote {output}")
+    distributed.stop()
     if model.metadata["validation"]:
         console.print(report_table(model.metadata["validation"], model.classes, "validation"))
     return model

@@ -1,0 +1,268 @@
+"""`genomix scan`: a model slid along every contig of a genome, written as a bedGraph track (and BED regions).
+
+Windows of W bases start every S bases, the last one flush with the contig end, so that every base is read
+(a contig shorter than W is one window). Each window owns the stretch between the midpoints of its centre and
+its neighbours' centres, so the track's intervals tile a contig without overlap; windows that are mostly N
+are skipped and leave a gap. A contig is fetched about BLOCK_BASES at a time and every output is streamed, so
+memory does not grow with chromosome or genome size.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from genomix.calibration import apply_temperature
+from genomix.console import console, resolve_device
+from genomix.errors import GenomixError
+from genomix.files import atomic_path, check_writable
+from genomix.genomes import MAX_N_FRACTION, Genome
+from genomix.modelfile import TrainedModel, load_model
+from genomix.predicting import log_probs
+from genomix.tokens import ALPHABET, encode
+
+BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
+MIN_WINDOW = 8
+N_TOKEN = ALPHABET.index("N") + 1
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the windows of one contig lie: starts 0, S, 2S, … and a last one flush with the contig end."""
+
+    length: int
+    width: int  # bases per window: W, or the contig length when that is shorter
+    step: int
+    count: int
+
+    @classmethod
+    def of(cls, length: int, window: int, step: int) -> Layout:
+        if length <= window:
+            return cls(length, length, step, 1)
+        return cls(length, window, step, -(-(length - window) // step) + 1)
+
+    def starts(self, ks: np.ndarray) -> np.ndarray:
+        return np.minimum(ks * self.step, self.length - self.width)
+
+    def owned(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[lo, hi) of the windows `ks`: from the midpoint with the previous centre to that with the next."""
+        starts = self.starts(ks)
+        lo = np.where(ks == 0, 0, (self.starts(ks - 1) + starts + self.width) // 2)
+        hi = np.where(ks == self.count - 1, self.length, (starts + self.starts(ks + 1) + self.width) // 2)
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Consecutive windows of one contig: their starts, the intervals they own, and class probabilities
+    (rows of NaN for mostly-N windows, which were not scored)."""
+
+    contig: str
+    width: int
+    starts: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    probs: np.ndarray
+
+    @property
+    def scored(self) -> np.ndarray:
+        return ~np.isnan(self.probs[:, 0])
+
+
+def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, batch_size: int,
+                 device: torch.device, rc: bool = False) -> Iterator[Windows]:
+    """Score every window of every contig, a batch at a time, in genome order.
+
+    Windows longer than the model's max_len are scored as `genomix predict` scores a long record (its tiles'
+    log-probabilities averaged); probabilities are temperature-calibrated; `rc` averages both strands.
+    """
+    network = model.network.to(device).eval()
+    per_block = batch_size * max(1, BLOCK_BASES // (step * batch_size))  # whole batches: one shape until the end
+    for contig, length in genome.contigs.items():
+        if length == 0:  # an empty record: nothing to read, nothing to write
+            continue
+        layout = Layout.of(length, window, step)
+        for first in range(0, layout.count, per_block):
+            ks = np.arange(first, min(first + per_block, layout.count))
+            starts = layout.starts(ks)
+            offset = int(starts[0])
+            tokens = encode(genome.fetch(contig, offset, int(starts[-1]) + layout.width))
+            n_before = np.zeros(len(tokens) + 1, dtype=np.int32)
+            np.cumsum(tokens == N_TOKEN, out=n_before[1:])
+            n_counts = n_before[starts - offset + layout.width] - n_before[starts - offset]
+            for at in range(0, len(ks), batch_size):
+                part = slice(at, at + batch_size)
+                keep = n_counts[part] <= MAX_N_FRACTION * layout.width
+                pieces = [tokens[s - offset : s - offset + layout.width] for s in starts[part][keep].tolist()]
+                probs = np.full((len(keep), len(model.classes)), np.nan)
+                if pieces:
+                    scores = log_probs(network, pieces, batch_size, device, rc)
+                    probs[keep] = apply_temperature(scores, model.temperature)
+                lo, hi = layout.owned(ks[part])
+                yield Windows(contig, layout.width, starts[part], lo, hi, probs)
+
+
+class RegionMerger:
+    """BED lines of the regions where one class's probability reaches a threshold: the full extents of those
+    windows, merged where they overlap or touch, scored 1000 × the highest probability within."""
+
+    def __init__(self, out: TextIO, column: int, name: str, threshold: float) -> None:
+        self.out, self.column, self.name, self.threshold = out, column, name, threshold
+        self.open: list | None = None  # [contig, start, end, max probability] of the region being extended
+        self.regions = 0
+
+    def add(self, windows: Windows) -> None:
+        probs = windows.probs[:, self.column]
+        above = probs >= self.threshold  # False for NaN: skipped windows break regions
+        for start, p in zip(windows.starts[above].tolist(), probs[above].tolist()):
+            region = self.open
+            if region is not None and region[0] == windows.contig and start <= region[2]:
+                region[2], region[3] = start + windows.width, max(region[3], p)
+            else:
+                self.close()
+                self.open = [windows.contig, start, start + windows.width, p]
+
+    def close(self) -> None:
+        if self.open is not None:
+            contig, start, end, p = self.open
+            self.out.write(f"{contig}\t{start}\t{end}\t{self.name}\t{int(1000 * p)}\t.\n")
+            self.regions += 1
+            self.open = None
+
+
+def bedgraph_lines(windows: Windows, column: int) -> str:
+    """`contig start end value` for the scored windows, the probability of class `column` to 6 decimals."""
+    keep = windows.scored
+    rows = zip(windows.lo[keep].tolist(), windows.hi[keep].tolist(), windows.probs[keep, column].tolist())
+    return "".join(f"{windows.contig}\t{lo}\t{hi}\t{p:.6f}\n" for lo, hi, p in rows)
+
+
+def class_output(output: Path, name: str) -> Path:
+    """out.bedgraph → out.NAME.bedgraph; characters other than letters, digits, '.', '+', '-' and '_' become '_'."""
+    safe = re.sub(r"[^\w.+-]", "_", name)
+    return output.with_name(f"{output.stem}.{safe}{output.suffix}")
+
+
+def _geometry(window: int | None, step: int | None, max_len: int) -> tuple[int, int]:
+    window = max_len if window is None else window
+    if window < MIN_WINDOW:
+        raise GenomixError(f"--window must be at least {MIN_WINDOW} bases, got {window}")
+    step = window // 2 if step is None else step
+    if not 1 <= step <= window:
+        raise GenomixError(f"--step must be between 1 and the window ({window}), got {step}")
+    return window, step
+
+
+def _choose_class(model: TrainedModel, class_name: str | None, all_classes: bool, bed: bool) -> str | None:
+    """The class of the single track and of --bed-out: --class, else a binary model's positive class."""
+    listed = ", ".join(model.classes)
+    if class_name is not None and class_name not in model.classes:
+        raise GenomixError(f"--class {class_name}: not a class of this model ({listed})")
+    chosen = class_name or model.positive_class
+    if chosen is None and not all_classes:
+        raise GenomixError(f"this model has {len(model.classes)} classes ({listed}): choose one with --class NAME, "
+                           "or write them all with --all-classes")
+    if chosen is None and bed:
+        raise GenomixError(f"--bed-out needs --class NAME on a model of {len(model.classes)} classes ({listed})")
+    return chosen
+
+
+def _open_text(path: str | Path, stack: ExitStack) -> TextIO:
+    """stdout for '-', else a file that replaces `path` only when the whole scan succeeds."""
+    if str(path) == "-":
+        return sys.stdout
+    return stack.enter_context(open(stack.enter_context(atomic_path(path)), "w"))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} bp"),
+        TextColumn("{task.fields[speed]:,.0f} bp/s"), TimeRemainingColumn(), console=console, transient=True,
+    )
+
+
+def scan(
+    model_path: str | Path,
+    genome_path: str | Path,
+    output: str | Path,
+    window: int | None = None,
+    step: int | None = None,
+    class_name: str | None = None,
+    all_classes: bool = False,
+    bed_out: str | Path | None = None,
+    threshold: float = 0.5,
+    batch_size: int = 64,
+    device: str = "auto",
+    rc: bool = False,
+) -> dict:
+    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
+    one per class (see `class_output`), and with `bed_out` the BED regions where p(class) ≥ `threshold`.
+
+    Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
+    """
+    if not 0 < threshold < 1:
+        raise GenomixError(f"--threshold must be between 0 and 1, got {threshold}")
+    if all_classes and str(output) == "-":
+        raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
+    if str(output) == "-" and bed_out is not None and str(bed_out) == "-":
+        raise GenomixError("the track and --bed-out cannot both go to stdout")
+    for path in (output, bed_out):
+        if path is not None and str(path) != "-":
+            check_writable(path)
+    torch_device = resolve_device(device)
+    model = load_model(model_path)
+    window, step = _geometry(window, step, model.max_len)
+    chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
+    tracks = {name: class_output(Path(output), name) for name in model.classes} if all_classes else {chosen: output}
+    genome = Genome(genome_path)
+    total = sum(genome.contigs.values())
+    console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
+                f"{model.network.name} ({', '.join(model.classes)}): windows of {window:,} bp every {step:,} bp")
+
+    start_time = time.perf_counter()
+    done = scored = skipped = 0
+    with ExitStack() as stack:
+        outs = {}
+        for name, path in tracks.items():
+            outs[model.classes.index(name)] = out = _open_text(path, stack)
+            description = (f"p({name}) of {Path(model_path).name} in windows of {window} bp every {step} bp "
+                           f"over {genome.path.name}").replace('"', "'")
+            out.write(f'track type=bedGraph name="genomix p({name})" description="{description}"\n')
+        merger = None
+        if bed_out is not None:
+            merger = RegionMerger(_open_text(bed_out, stack), model.classes.index(chosen), chosen, threshold)
+        with _progress() as progress:
+            task = progress.add_task(genome.path.name, total=total, speed=0.0)
+            for windows in scan_windows(model, genome, window, step, batch_size, torch_device, rc):
+                for column, out in outs.items():
+                    out.write(bedgraph_lines(windows, column))
+                if merger is not None:
+                    merger.add(windows)
+                kept = int(windows.scored.sum())
+                scored, skipped = scored + kept, skipped + len(windows.starts) - kept
+                done += int(windows.hi[-1] - windows.lo[0])
+                progress.update(task, description=windows.contig, completed=done,
+                                speed=done / (time.perf_counter() - start_time))
+        if merger is not None:
+            merger.close()
+        seconds = time.perf_counter() - start_time
+    summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
+               "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
+    console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "
+                f"{total / seconds:,.0f} bp/s")
+    written = [str(p) for p in tracks.values() if str(p) != "-"]
+    if merger is not None:
+        written.append(f"{merger.regions} regions with p({chosen}) ≥ {threshold} to {bed_out}")
+    if written:
+        console.log(f"wrote {', '.join(written)}")
+    return summary
