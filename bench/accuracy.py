@@ -96,6 +96,9 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         "uncontended epoch of human_nontata_promoters takes about 30 s): read them as upper bounds.",
         "",
         *target_lines(rows),
+        "Long sequences (species from whole genomes at 1,024 and 16,384 bases, and a synthetic task that needs "
+        "distant positions): `docs/LONG_RANGE.md`, from `bench/long_range.py`.",
+        "",
     ]
     for dataset in sorted({r["dataset"] for r in rows}):
         lines += [f"## {dataset}", ""]

@@ -1,0 +1,214 @@
+"""What long context buys: species of origin from genome windows, and a synthetic long-range task.
+
+Species: every species in ../shared/data/genomes with at least 500 kb of sequence is a class (the two
+E. coli files are one class). Windows of 1,024 and 16,384 bases are drawn from each genome's training
+region; validation and test come from the held-out ends of every contig (`genomix train --genome`).
+
+Synthetic "same ends": the first and last 3/8 of a random sequence of N bases are each drawn GC-rich or
+AT-rich (GC content 0.5 ± CONTRAST), the middle quarter neutral (GC 0.5); the label says whether the two
+ends are alike. Every k-mer frequency of a "different" sequence is the average of those of the two "same"
+kinds, and so is the mean of any feature computed from a window shorter than N/4 (a CNN's pooled
+features), at whatever position: a linear read-out of such features cannot separate the classes (it is
+an XOR of the ends). Only a model that links positions at least N/4 apart can do better than chance.
+
+Results are merged into docs/long_range.json (the benchmark can run in pieces) and docs/LONG_RANGE.md is
+rewritten from them.
+
+    python bench/long_range.py --task synthetic --lengths 16384 --models paramixer cnn kmer
+    python bench/long_range.py --task species --lengths 1024 16384
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genomix.console import console, reuse_large_allocations
+from genomix.evaluating import evaluate
+from genomix.genomes import GenomeSet
+from genomix.modelfile import save_model
+from genomix.reading import Record
+from genomix.training import TrainSettings, fit
+
+REPO = Path(__file__).resolve().parents[1]
+GENOMES = REPO.parent / "shared" / "data" / "genomes"
+RESULTS_JSON = REPO / "docs" / "long_range.json"
+REPORT = REPO / "docs" / "LONG_RANGE.md"
+MODELS = ("paramixer", "transformer", "cnn", "kmer")
+MIN_SPECIES_BASES = 500_000
+CONTRAST = 0.3
+
+
+def species_specs(folder: Path) -> list[str]:
+    """CLASS=path for every genome of a species with at least MIN_SPECIES_BASES (a class = genus_species)."""
+    sizes: dict[str, int] = {}
+    files: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.fna")):
+        species = "_".join(path.name.split("_")[:2])
+        with open(path) as handle:
+            bases = sum(len(line) - 1 for line in handle if not line.startswith(">"))
+        sizes[species] = sizes.get(species, 0) + bases
+        files.setdefault(species, []).append(path)
+    return [f"{s}={p}" for s in sorted(files) if sizes[s] >= MIN_SPECIES_BASES for p in files[s]]
+
+
+def decompress_genomes(target: Path) -> Path:
+    """The genomes as plain FASTA (the shared copies are ordinary gzip, which cannot be read by position)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for source in sorted(GENOMES.glob("*.fna.gz")):
+        plain = target / source.name.removesuffix(".gz")
+        if not plain.exists():
+            with gzip.open(source, "rb") as src, open(plain, "wb") as out:
+                shutil.copyfileobj(src, out)
+    return target
+
+
+def synthetic_records(count: int, length: int, seed: int) -> list[Record]:
+    """Balanced "same ends" records (see the module docstring), reproducible from the seed."""
+    rng = np.random.default_rng(seed)
+    end = 3 * length // 8
+    records = []
+    for i in range(count):
+        same = i % 2 == 0
+        first_gc = bool(rng.integers(2))
+        parts = [(0.5 + CONTRAST if first_gc else 0.5 - CONTRAST, end), (0.5, length - 2 * end),
+                 (0.5 + CONTRAST if first_gc == same else 0.5 - CONTRAST, end)]
+        seq = np.concatenate([rng.choice(list("ACGT"), size=size, p=[(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
+                              for gc, size in parts])
+        records.append(Record(f"synthetic_{seed}_{i}", "".join(seq), "same" if same else "different"))
+    return records
+
+
+def train_and_test(train, val, test_inputs: list[str], test_genomes: list[str], settings: TrainSettings,
+                   folder: Path) -> tuple[dict, float, int]:
+    """Fit, save, evaluate on the test inputs (or the genomes' test regions): (metrics, seconds, epochs)."""
+    started = time.perf_counter()
+    trained = fit(train, settings, val)
+    seconds = time.perf_counter() - started
+    path = folder / "model.gmx"
+    save_model(trained, path)
+    result, _ = evaluate(path, test_inputs, device=settings.device, genomes=test_genomes)
+    return result, seconds, trained.metadata["training"]["epochs_run"]
+
+
+def run_species(length: int, model: str, args, folder: Path) -> dict:
+    specs = species_specs(decompress_genomes(args.work_dir / "genomes"))
+    settings = TrainSettings(model=model, window=length, max_len=length, epochs=args.epochs, rc_augment=True,
+                             windows_per_epoch=max(64, args.bases_per_epoch // length), seed=args.seed,
+                             batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
+    data = GenomeSet.open(specs, length, settings.holdout_fraction)
+    result, seconds, epochs = train_and_test(data, None, [], specs, settings, folder)
+    command = (f"genomix train {' '.join(f'--genome {s}' for s in specs)} --window {length} --model {model} "
+               f"--rc-augment --epochs {args.epochs} --windows-per-epoch {settings.windows_per_epoch} "
+               f"--batch-size {settings.batch_size} -o species.gmx && genomix evaluate species.gmx "
+               f"{' '.join(f'--genome {s}' for s in specs)}")
+    return {"classes": len({s.split('=')[0] for s in specs}), "command": command, "train_seconds": seconds,
+            "epochs": epochs, **result}
+
+
+def run_synthetic(length: int, model: str, args, folder: Path) -> dict:
+    settings = TrainSettings(model=model, max_len=length, epochs=args.epochs, seed=args.seed, patience=args.epochs,
+                             batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
+    train = synthetic_records(args.records, length, seed=1)
+    val = synthetic_records(max(64, args.records // 5), length, seed=2)
+    test_file = folder / "test.fa"
+    test_file.write_text("".join(f">{r.id} label={r.label}\n{r.seq}\n"
+                                 for r in synthetic_records(max(200, args.records // 5), length, seed=3)))
+    result, seconds, epochs = train_and_test(train, val, [str(test_file)], [], settings, folder)
+    command = (f"python bench/long_range.py --task synthetic --lengths {length} --models {model} "
+               f"--records {args.records} --epochs {args.epochs}")
+    return {"classes": 2, "command": command, "train_seconds": seconds, "epochs": epochs, **result}
+
+
+def targets(rows: list[dict]) -> list[str]:
+    """The issue's targets, each with the measured figures and whether it is met."""
+    found = {(r["task"], r["length"], r["model"]): r for r in rows}
+    lines = ["## Targets", "", "| target | measured | met? |", "|---|---|---|"]
+    for task in ("species", "synthetic"):
+        at_long = {m: found[(task, 16384, m)]["accuracy"] for m in MODELS if (task, 16384, m) in found}
+        if "paramixer" in at_long and len(at_long) > 1:
+            best = max(at_long, key=at_long.get)
+            figures = ", ".join(f"{m} {a:.4f}" for m, a in at_long.items())
+            lines.append(f"| {task} at 16,384: paramixer most accurate | {figures} | "
+                         f"{'yes' if best == 'paramixer' else f'no ({best})'} |")
+    short, long = found.get(("species", 1024, "paramixer")), found.get(("species", 16384, "paramixer"))
+    if short and long:
+        lines.append(f"| species: paramixer at 16,384 beats itself at 1,024 | {long['accuracy']:.4f} vs "
+                     f"{short['accuracy']:.4f} | {'yes' if long['accuracy'] > short['accuracy'] else 'no'} |")
+    for length in sorted({r["length"] for r in rows if r["task"] == "synthetic"}):
+        mine = found.get(("synthetic", length, "paramixer"))
+        local = [found[("synthetic", length, m)] for m in ("kmer", "cnn") if ("synthetic", length, m) in found]
+        if mine and local:
+            figures = ", ".join(f"{r['model']} {r['accuracy']:.4f}" for r in [mine, *local])
+            met = mine["accuracy"] >= 0.75 and all(r["accuracy"] < 0.6 for r in local)
+            lines.append(f"| synthetic at {length:,}: paramixer ≥ 0.75 while kmer and cnn stay < 0.6 | {figures} "
+                         f"| {'yes' if met else 'no'} |")
+    return lines + [""]
+
+
+def write_report(rows: list[dict]) -> None:
+    lines = ["# What long context buys", "", (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
+             (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
+             f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+             f"{torch.__version__}. Produced by `python bench/long_range.py`; each row's command is listed below.", "",
+             *targets(rows)]
+    for task in ("species", "synthetic"):
+        task_rows = sorted((r for r in rows if r["task"] == task),
+                           key=lambda r: (r["length"], MODELS.index(r["model"])))
+        if not task_rows:
+            continue
+        lines += [f"## {task}", "",
+                  "| window | model | test windows | accuracy | MCC | AUROC | epochs | train time (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['length']:,} | {r['model']} | {r['n']} | {r['accuracy']:.4f} | {r['mcc']:.4f} | "
+                  f"{r['auroc']:.4f} | {r['epochs'] or '—'} | {r['train_seconds']:.0f} |" for r in task_rows]
+        lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in task_rows] + [""]
+    REPORT.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=("species", "synthetic"), required=True)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 16384])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--bases-per-epoch", type=int, default=2_000_000, help="species: training bases per epoch")
+    parser.add_argument("--bases-per-batch", type=int, default=32 * 1024, help="batch size = this / length")
+    parser.add_argument("--records", type=int, default=2000, help="synthetic: training records")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "genomix-long-range")
+    parser.add_argument("--report-only", action="store_true", help="rewrite LONG_RANGE.md from the results file")
+    args = parser.parse_args()
+    reuse_large_allocations()
+    rows = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else []
+    if not args.report_only:
+        if args.task == "species" and not GENOMES.is_dir():
+            raise SystemExit(f"no genomes at {GENOMES}: the species task needs the shared data")
+        for length in args.lengths:
+            for model in args.models:
+                console.rule(f"{args.task} · {length} · {model}")
+                with tempfile.TemporaryDirectory() as tmp:
+                    run = run_species if args.task == "species" else run_synthetic
+                    row = {"task": args.task, "length": length, "model": model} | run(length, model, args, Path(tmp))
+                console.log(f"{args.task} {length} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
+                            f"{row['train_seconds']:.0f} s")
+                keep = {k: row[k] for k in ("task", "length", "model", "classes", "n", "accuracy", "mcc", "auroc",
+                                            "epochs", "train_seconds", "command")}
+                rows = [r for r in rows if (r["task"], r["length"], r["model"]) != (args.task, length, model)] + [keep]
+                RESULTS_JSON.write_text(json.dumps(rows, indent=1))
+                write_report(rows)
+    write_report(rows)
+
+
+if __name__ == "__main__":
+    main()
