@@ -120,9 +120,13 @@ def describe(header: dict) -> str:
     ]
     if training:
         counts = ", ".join(f"{c}: {n}" for c, n in training["class_counts"].items())
+        window = (training.get("settings") or {}).get("window")
+        data = (f"{training['records']} fresh windows of {window} bp per epoch ({counts}, held-out fraction "
+                f"{training['settings']['holdout_fraction']})" if window else
+                f"{training['records']} sequences ({counts}), lengths {training['length_range'][0]}"
+                f"-{training['length_range'][1]}")
         lines += [
-            f"trained on {training['records']} sequences ({counts}), lengths {training['length_range'][0]}"
-            f"-{training['length_range'][1]}, from {', '.join(training.get('inputs', [])) or 'Python'}",
+            f"trained on {data}, from {', '.join(training.get('inputs', [])) or 'Python'}",
             f"training   {training['epochs_run']} epochs (best {training['best_epoch']}), "
             f"{training['seconds']} s on {training['device']}",
         ]

@@ -124,6 +124,8 @@ def test_train_and_evaluate_on_held_out_genome_windows(genomes, tmp_path, invoke
     # test windows: gc1 [7200, 8000), at1 [5400, 6000) and at2 [3600, 4000) tiled by 64
     assert metrics["n"] == 12 + 9 + 6
     assert metrics["accuracy"] > 0.9  # GC content tells the classes apart; chance is about 0.5
+    info = invoke("info", tmp_path / "g.gmx").stdout
+    assert "200 fresh windows of 64 bp per epoch (at: 100, gc: 100, held-out fraction 0.2)" in info
 
 
 def test_predict_bed_regions_in_shards(genomes, tmp_path, invoke, trained_model):
