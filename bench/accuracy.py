@@ -50,9 +50,11 @@ def run_one(dataset: str, model: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         save_model(trained, Path(tmp) / "model.gmx")
         result, _ = evaluate(Path(tmp) / "model.gmx", [str(test_file)], device="cpu")
-    command = (f"genomix train ../shared/data/{dataset}/train.fa.gz -o {dataset}.gmx --model {model} --seed {seed} "
+    protocol = trained.network.config.get("protocol")
+    flags = f"--model {model}" + (f" --protocol {protocol}" if protocol else "")
+    command = (f"genomix train ../shared/data/{dataset}/train.fa.gz -o {dataset}.gmx {flags} --seed {seed} "
                f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
-    return {"dataset": dataset, "model": model, "seed": seed, "train_seconds": round(seconds, 1),
+    return {"dataset": dataset, "model": model, "protocol": protocol, "seed": seed, "train_seconds": round(seconds, 1),
             "epochs": trained.metadata["training"]["epochs_run"], "command": command,
             **{k: result[k] for k in ("n", "accuracy", "balanced_accuracy", "mcc", "auroc", "auprc", "ece")}}
 
@@ -93,7 +95,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}. Produced by `python bench/accuracy.py`; each row's own command is listed below. "
         "Training times are wall-clock on a 2-core machine that was at times shared with other jobs (an "
-        "uncontended epoch of human_nontata_promoters takes about 30 s): read them as upper bounds.",
+        "uncontended epoch of human_nontata_promoters takes about 30 s): read them as upper bounds. "
+        "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`).",
         "",
         *target_lines(rows),
         "Long sequences (species from whole genomes at 1,024 and 16,384 bases, and a synthetic task that needs "
@@ -109,7 +112,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         best = max((r for r in rows if r["dataset"] == dataset), key=lambda r: r["mcc"])
         for r in sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: MODELS.index(r["model"])):
             mark = " **best**" if r is best else ""
-            lines.append(f"| {r['model']}{mark} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['mcc']:.4f} "
+            name = f"{r['model']} ({r['protocol']})" if r.get("protocol") else r["model"]
+            lines.append(f"| {name}{mark} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['mcc']:.4f} "
                          f"| {r['auroc']:.4f} | {r['auprc']:.4f} | {r['ece']:.4f} | {r['epochs'] or '—'} "
                          f"| {r['train_seconds']:.0f} |")
         lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["dataset"] == dataset] + [""]

@@ -71,7 +71,10 @@ def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
     inputs: OptionalInputs = None,
     model: Annotated[str, typer.Option(help="paramixer, transformer, cnn or kmer.")] = TrainSettings.model,
-    protocol: Annotated[Optional[str], typer.Option(help="Paramixer protocol: cdil or chord.")] = None,  # noqa: UP045
+    protocol: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Paramixer protocol: cdil (default) or chord (links distant positions better)."),
+    ] = None,
     max_len: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped."),
