@@ -118,10 +118,10 @@ def run_species(length: int, model: str, args, folder: Path) -> dict:
                              batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
     data = GenomeSet.open(specs, length, settings.holdout_fraction)
     result, seconds, epochs = train_and_test(data, None, [], specs, settings, folder)
-    command = (f"genomix train {' '.join(f'--genome {s}' for s in specs)} --window {length} {flags} "
-               f"--rc-augment --epochs {args.epochs} --windows-per-epoch {settings.windows_per_epoch} "
-               f"--batch-size {settings.batch_size} -o species.gmx && genomix evaluate species.gmx "
-               f"{' '.join(f'--genome {s}' for s in specs)}")
+    command = (f"python bench/long_range.py --task species --lengths {length} --models {model} --epochs {args.epochs} "
+               f"--bases-per-epoch {args.bases_per_epoch}  # = genomix train --genome CLASS=genome.fna ... {flags} "
+               f"--window {length} --rc-augment --windows-per-epoch {settings.windows_per_epoch} "
+               f"--batch-size {settings.batch_size}")
     return {"classes": len({s.split('=')[0] for s in specs}), "command": command, "train_seconds": seconds,
             "epochs": epochs, **result}
 
@@ -173,7 +173,9 @@ def write_report(rows: list[dict]) -> None:
     lines = ["# What long context buys", "", (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
              (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
              f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-             f"{torch.__version__}. Produced by `python bench/long_range.py`; each row's command is listed below.", "",
+             f"{torch.__version__}. Produced by `python bench/long_range.py`; each row's command is listed below. "
+             "Training times were taken while other jobs shared the 2 cores: read them as upper bounds. "
+             "What the figures mean: `docs/GENOMES.md`.", "",
              *targets(rows)]
     for task in ("species", "synthetic"):
         task_rows = sorted((r for r in rows if r["task"] == task),
