@@ -24,7 +24,6 @@ import pyfaidx
 from genomix.errors import GenomixError
 from genomix.reading import Record, normalise, open_binary, split_input
 
-SPLITS = ("train", "val", "test")
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
