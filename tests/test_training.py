@@ -9,6 +9,7 @@ from genomix.calibration import apply_temperature, expected_calibration_error, f
 from genomix.errors import GenomixError
 from genomix.modelfile import load_model, save_model
 from genomix.models import create_model
+from genomix.models.base import kmer_codes
 from genomix.predicting import predict_records
 from genomix.reading import Record
 from genomix.tokens import encode
@@ -52,6 +53,22 @@ def test_kmer_features_are_known_frequencies():
     pairs = features[4:].reshape(4, 4)  # row: first base, column: second base
     assert pairs[0, 1] == pairs[1, 2] == pairs[2, 3] == pytest.approx(1 / 3)  # AC, CG, GT; TN is skipped
     assert float(pairs.sum()) == pytest.approx(1.0)
+
+
+def test_kmer_codes_known_answers_and_embedding_rows():
+    tokens = torch.from_numpy(encode("ACGTNAC").astype(np.int64))[None].repeat(2, 1)
+    lengths = torch.tensor([7, 3])
+    codes, valid = kmer_codes(tokens, lengths, 2)
+    assert codes[0, :3].tolist() == [1, 6, 11]  # AC = 0*4+1, CG = 1*4+2, GT = 2*4+3
+    assert valid.tolist() == [[True, True, True, False, False, True], [True, True, False, False, False, False]]
+    # Each position of a model with kmer=2 adds the embedding row of the 2-mer starting there, none past N or
+    # the end: zeroing every other input shows exactly those rows.
+    model = create_model("paramixer", 2, max_len=16, dim=4, hidden=8, kmer=2, stem_kernel=0, pos_embedding=False).eval()
+    model.embed.weight.data.zero_()
+    x = model.embed_tokens(tokens[:1], lengths[:1], torch.ones(1, 7, dtype=torch.bool))[0]
+    table = model.kmer_embed.weight
+    torch.testing.assert_close(x, torch.stack([table[1], table[6], table[11], 0 * table[0], 0 * table[0], table[1],
+                                               0 * table[0]]))
 
 
 def test_temperature_recovers_known_overconfidence():

@@ -18,10 +18,26 @@ def padding_mask(lengths: Tensor, n: int) -> Tensor:
     return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
 
 
+def kmer_codes(tokens: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Codes 0 … 4^k - 1 of the k-mers starting at positions 0 … N - k, and whether each is valid.
+
+    A k-mer is valid when all its bases are A, C, G or T inside the sequence (not N, not padding).
+    Both tensors are (B, N - k + 1); N must be at least k.
+    """
+    bases = tokens - 1  # A, C, G, T → 0 … 3; N → 4 and PAD → -1 are invalid
+    valid = (bases >= 0) & (bases < 4) & padding_mask(lengths, tokens.shape[1])
+    place = 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)
+    codes = (bases.clamp(0, 3).unfold(1, k, 1) * place).sum(-1)
+    return codes, valid.unfold(1, k, 1).all(-1)
+
+
 class SequenceClassifier(nn.Module):
     """Token embedding (+ optional local convolution and learned positions) → mixing → mean pool → head.
 
-    The convolutional stem gives each position a view of its k-mer context before long-range mixing;
+    The k-mer embedding adds, at each position, a vector for the k-mer that starts there: one table
+    look-up gives a position its k-mer identity, and mean pooling of those vectors is a learned linear
+    read-out of k-mer frequencies, the composition signal that species and many regulatory tasks rest on.
+    The convolutional stem gives each position a view of its wider context before long-range mixing;
     learned positions let a model use where a motif sits (e.g. relative to a TSS in promoter windows).
     """
 
@@ -35,18 +51,26 @@ class SequenceClassifier(nn.Module):
         stem_kernel: int,
         pos_embedding: bool,
         dropout: float,
+        kmer: int = 0,
     ) -> None:
         super().__init__()
-        self.max_len = max_len
+        self.max_len, self.kmer = max_len, kmer
         self.embed = nn.Embedding(VOCAB_SIZE, dim)
+        # Row 4^k stands for "no valid k-mer here" (N, padding, or too close to the end) and stays zero.
+        self.kmer_embed = nn.Embedding(4**kmer + 1, dim, padding_idx=4**kmer) if kmer else None
         self.stem = nn.Conv1d(dim, dim, stem_kernel, padding=stem_kernel // 2) if stem_kernel else None
         self.pos = nn.Embedding(max_len, dim) if pos_embedding else None
         self.dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def embed_tokens(self, tokens: Tensor, mask: Tensor) -> Tensor:
-        x = self.embed(tokens) * mask[..., None]
+    def embed_tokens(self, tokens: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
+        x = self.embed(tokens)
+        if self.kmer_embed is not None and tokens.shape[1] >= self.kmer:
+            codes, valid = kmer_codes(tokens, lengths, self.kmer)
+            codes = codes.masked_fill(~valid, 4**self.kmer)
+            x = x + nn.functional.pad(self.kmer_embed(codes), (0, 0, 0, self.kmer - 1))  # last k-1: none
+        x = x * mask[..., None]
         if self.stem is not None:
             x = x + nn.functional.gelu(self.stem(x.transpose(1, 2))).transpose(1, 2)
         if self.pos is not None:
@@ -61,6 +85,6 @@ class SequenceClassifier(nn.Module):
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"input of length {tokens.shape[1]} exceeds the model's max_len {self.max_len}")
         mask = padding_mask(lengths, tokens.shape[1])
-        x = self.embed_tokens(tokens, mask)
+        x = self.embed_tokens(tokens, lengths, mask)
         h = self.norm(self.mix(x, lengths, mask)) * mask[..., None]
         return self.head(h.sum(1) / lengths[:, None].to(h.dtype))

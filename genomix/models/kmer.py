@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from genomix.batching import pad
 from genomix.models import register
-from genomix.models.base import padding_mask
+from genomix.models.base import kmer_codes
 
 REGULARISATION = (0.01, 0.1, 1.0)  # inverse strengths C tried; the best on validation is kept
 
@@ -35,17 +35,13 @@ class Kmer(nn.Module):
 
     def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """(B, features): for each k, the frequency of each of the 4^k k-mers among the valid ones."""
-        bases = tokens - 1  # A, C, G, T → 0 … 3; N → 4 and PAD → -1 are invalid
-        valid = (bases >= 0) & (bases < 4) & padding_mask(lengths, tokens.shape[1])
         profiles = []
         for k in range(1, self.k_max + 1):
             if tokens.shape[1] < k:
                 profiles.append(tokens.new_zeros(len(tokens), 4**k, dtype=torch.float32))
                 continue
-            windows = bases.clamp(0, 3).unfold(1, k, 1)
-            codes = (windows * 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)).sum(-1)
-            ok = valid.unfold(1, k, 1).all(-1).float()
-            counts = torch.zeros(len(tokens), 4**k, device=tokens.device).scatter_add_(1, codes, ok)
+            codes, ok = kmer_codes(tokens, lengths, k)
+            counts = torch.zeros(len(tokens), 4**k, device=tokens.device).scatter_add_(1, codes, ok.float())
             profiles.append(counts / counts.sum(1, keepdim=True).clamp(min=1))
         return torch.cat(profiles, 1)
 
