@@ -42,10 +42,11 @@ class CNN(SequenceClassifier):
         layers: int = 4,
         kernel: int = 9,
         dropout: float = 0.1,
+        kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
     ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
         self.blocks = nn.ModuleList(ConvBlock(dim, hidden, kernel, 2**i, dropout) for i in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:

@@ -46,10 +46,11 @@ class Transformer(SequenceClassifier):
         layers: int = 2,
         heads: int = 4,
         dropout: float = 0.1,
+        kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
     ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout)
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
         self.blocks = nn.ModuleList(AttentionBlock(dim, hidden, heads, dropout) for _ in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
