@@ -19,7 +19,7 @@ from torch import nn
 from genomix import __version__
 from genomix.errors import GenomixError
 from genomix.files import atomic_path
-from genomix.models import create_model
+from genomix.models import MODELS, create_model, model_options
 from genomix.tokens import ALPHABET
 
 FORMAT = "genomix-model"
@@ -94,11 +94,18 @@ def read_header(path: str | Path) -> dict:
     return header
 
 
+# Model options added after model files were first written, with the value that rebuilds those older files
+# (a file stores every option, so a missing one means the file predates it).
+ADDED_OPTIONS = {"kmer": 0, "factor_norm": False}
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
     """Rebuild the network from the file's config and load its weights, in evaluation mode."""
     header = read_header(path)
     try:
-        network = create_model(header["model"], len(header["classes"]), **header["config"])
+        accepted = model_options(header["model"]) if header["model"] in MODELS else set()
+        older = {k: v for k, v in ADDED_OPTIONS.items() if k in accepted}
+        network = create_model(header["model"], len(header["classes"]), **older | header["config"])
         with safe_open(str(path), framework="pt", device="cpu") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
         network.load_state_dict(state, strict=True)

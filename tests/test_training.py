@@ -123,6 +123,19 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
         fit(records, TrainSettings(epochs=4, seed=5, **TINY), checkpoint=checkpoint, resume=True)
 
 
+def test_model_file_from_before_kmer_and_factor_norm_still_loads(tmp_path):
+    """A file written before those options existed has neither key; it must rebuild the model it was."""
+    records = motif_records(40, seed=5)
+    old = fit(records, TrainSettings(epochs=1, **TINY))
+    old.network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False)
+    old.network.config = {k: v for k, v in old.network.config.items() if k not in ("kmer", "factor_norm")}
+    save_model(old, tmp_path / "old.gmx")
+    loaded = load_model(tmp_path / "old.gmx")
+    assert loaded.network.kmer_embed is None and loaded.network.blocks[0].out_norm is None
+    before = [p.probs for p in predict_records(old, records[:5], device="cpu")]
+    np.testing.assert_allclose([p.probs for p in predict_records(loaded, records[:5], device="cpu")], before, atol=1e-6)
+
+
 def test_model_file_round_trip_keeps_predictions_and_temperature(tmp_path):
     records = motif_records(80, seed=4)
     trained = fit(records, TrainSettings(epochs=1, **TINY))
