@@ -95,7 +95,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         f"CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}. Produced by `python bench/accuracy.py`; each row's own command is listed below. "
         "Training times are wall-clock on a 2-core machine that was at times shared with other jobs (an "
-        "uncontended epoch of human_nontata_promoters takes about 30 s): read them as upper bounds. "
+        "uncontended epoch of human_nontata_promoters takes about 35 s): read them as upper bounds. "
         "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`).",
         "",
         *target_lines(rows),
