@@ -7,7 +7,7 @@ import torch
 import genomix.training as training
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
-from genomix.modelfile import load_model, save_model
+from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.models.base import kmer_codes
 from genomix.predicting import predict_records
@@ -126,9 +126,9 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
 def test_model_file_from_before_kmer_and_factor_norm_still_loads(tmp_path):
     """A file written before those options existed has neither key; it must rebuild the model it was."""
     records = motif_records(40, seed=5)
-    old = fit(records, TrainSettings(epochs=1, **TINY))
-    old.network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False)
-    old.network.config = {k: v for k, v in old.network.config.items() if k not in ("kmer", "factor_norm")}
+    network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False)
+    network.config = {k: v for k, v in network.config.items() if k not in ("kmer", "factor_norm")}
+    old = TrainedModel(network.eval(), ["motif", "plain"])
     save_model(old, tmp_path / "old.gmx")
     loaded = load_model(tmp_path / "old.gmx")
     assert loaded.network.kmer_embed is None and loaded.network.blocks[0].out_norm is None
