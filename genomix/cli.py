@@ -49,6 +49,11 @@ Genomes = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per batch.")]
+Strands = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option("--rc/--no-rc", help="Average each score over both strands. Default: as the model was trained "
+                 "(yes after --rc-augment)."),
+]
 
 
 def _version(value: bool) -> None:
@@ -98,8 +103,11 @@ def train(
         int, typer.Option(help="Stop after this many epochs without validation gain.")
     ] = TrainSettings.patience,
     rc_augment: Annotated[
-        bool, typer.Option("--rc-augment/--no-rc-augment",
-                           help="Train on random reverse complements (for strand-free tasks such as species).")
+        Optional[bool],  # noqa: UP045
+        typer.Option("--rc-augment/--no-rc-augment",
+                     help="Train on random reverse complements and score both strands. Default: on when the "
+                     "training sequences have no strand (cannot be told from their reverse complements), as for "
+                     "species or enhancers; off for promoters."),
     ] = TrainSettings.rc_augment,
     seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = TrainSettings.seed,
     device: Device = "auto",
@@ -138,7 +146,7 @@ def predict(
     output: Annotated[str, typer.Option("--output", "-o", help="TSV to write; '-' for stdout.")] = "-",
     batch_size: BatchSize = 64,
     device: Device = "auto",
-    rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+    rc: Strands = None,
     threshold: Annotated[
         Optional[float],  # noqa: UP045
         typer.Option(help="Binary models: call the positive class when its probability reaches this."),
@@ -163,7 +171,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
     batch_size: BatchSize = 64,
     device: Device = "auto",
-    rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+    rc: Strands = None,
     plots: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(help="Folder for ROC, precision-recall and confusion-matrix PNGs."),
@@ -216,7 +224,7 @@ def scan(
     threshold: Annotated[float, typer.Option(help="Probability that --bed-out regions reach.")] = 0.5,
     batch_size: BatchSize = 64,
     device: Device = "auto",
-    rc: Annotated[bool, typer.Option(help="Average over both strands.")] = False,
+    rc: Strands = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
     scanning.scan(model, genome, output, window=window, step=step, class_name=class_name, all_classes=all_classes,

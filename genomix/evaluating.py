@@ -23,7 +23,7 @@ def evaluate(
     labels: str | None = None,
     batch_size: int = 64,
     device: str = "auto",
-    rc: bool = False,
+    rc: bool | None = None,
     plots: str | Path | None = None,
     bed: Sequence[str] = (),
     reference: str | None = None,

@@ -46,6 +46,13 @@ class TrainedModel:
         return self.metadata.get("temperature") or 1.0
 
     @property
+    def both_strands(self) -> bool:
+        """Whether scoring averages a sequence and its reverse complement by default: so for models trained on
+        both strands (`rc_augment`), whose task has no strand."""
+        settings = (self.metadata.get("training") or {}).get("settings") or {}
+        return bool(settings.get("rc_augment"))
+
+    @property
     def positive_class(self) -> str | None:
         """For a binary model, the class that `--threshold` calls: the second, as classes are sorted."""
         return self.classes[1] if len(self.classes) == 2 else None
@@ -137,6 +144,10 @@ def describe(header: dict) -> str:
             f"training   {training['epochs_run']} epochs (best {training['best_epoch']}), "
             f"{training['seconds']} s on {training['device']}",
         ]
+        signal = training.get("strand_signal")
+        lines.append("strands    " + ("both (trained on reverse complements too, scored on both)"
+                                      if (training.get("settings") or {}).get("rc_augment") else "as given")
+                     + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
     validation = header.get("validation")
     if validation:
         lines.append("validation " + ", ".join(

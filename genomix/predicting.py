@@ -73,14 +73,16 @@ def predict_records(
     records: Iterable[Record],
     batch_size: int = 64,
     device: str = "auto",
-    rc: bool = False,
+    rc: bool | None = None,
     calibrated: bool = True,
 ) -> Iterator[Prediction]:
     """Stream predictions for records, in input order, a chunk of records at a time.
 
     Probabilities are temperature-calibrated when the model has a temperature and `calibrated` is set.
+    `rc` averages both strands; None leaves it to the model (`TrainedModel.both_strands`).
     """
     torch_device = resolve_device(device)
+    rc = model.both_strands if rc is None else rc
     temperature = model.temperature if calibrated else 1.0
     network = model.network.to(torch_device).eval()
     for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):
@@ -143,7 +145,7 @@ def predict(
     output: str | Path | None = None,
     batch_size: int = 64,
     device: str = "auto",
-    rc: bool = False,
+    rc: bool | None = None,
     threshold: float | None = None,
     bed: Sequence[str] = (),
     reference: str | None = None,

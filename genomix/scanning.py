@@ -80,13 +80,15 @@ class Windows:
 
 
 def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, batch_size: int,
-                 device: torch.device, rc: bool = False) -> Iterator[Windows]:
+                 device: torch.device, rc: bool | None = None) -> Iterator[Windows]:
     """Score every window of every contig, a batch at a time, in genome order.
 
     Windows longer than the model's max_len are scored as `genomix predict` scores a long record (its tiles'
-    log-probabilities averaged); probabilities are temperature-calibrated; `rc` averages both strands.
+    log-probabilities averaged); probabilities are temperature-calibrated; `rc` averages both strands (None:
+    as the model was trained, `TrainedModel.both_strands`).
     """
     network = model.network.to(device).eval()
+    rc = model.both_strands if rc is None else rc
     per_block = batch_size * max(1, BLOCK_BASES // (step * batch_size))  # whole batches: one shape until the end
     for contig, length in genome.contigs.items():
         if length == 0:  # an empty record: nothing to read, nothing to write
@@ -203,7 +205,7 @@ def scan(
     threshold: float = 0.5,
     batch_size: int = 64,
     device: str = "auto",
-    rc: bool = False,
+    rc: bool | None = None,
 ) -> dict:
     """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
     one per class (see `class_output`), and with `bed_out` the BED regions where p(class) ≥ `threshold`.

@@ -35,6 +35,7 @@ from genomix.models import MODELS, create_model, model_options
 from genomix.models.paramixer import PROTOCOLS
 from genomix.predicting import log_probs
 from genomix.reading import LabelTable, Record, read_inputs
+from genomix.strand import is_stranded, strand_signal
 from genomix.tokens import encode, reverse_complement
 
 DEFAULT_MAX_LEN_CAP = 16384  # default --max-len: the longest training sequence, at most this
@@ -59,7 +60,7 @@ class TrainSettings:
     weight_decay: float = 0.05
     val_fraction: float = 0.1
     patience: int = 4
-    rc_augment: bool = False  # promoters are strand-specific: augmentation lowered validation MCC there
+    rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.strand)
     window: int | None = None  # genomes only: bases per window (also the model's max_len)
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
     windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
@@ -141,15 +142,16 @@ def _progress() -> Progress:
     )
 
 
-def _scores(network, tokens, batch_size, device) -> np.ndarray:
+def _scores(network, tokens, batch_size, device, rc) -> np.ndarray:
     """Log-probabilities of every sequence; under torchrun each rank scores its share and all gather."""
-    mine = log_probs(network, tokens[distributed.rank() :: distributed.world_size()], batch_size, device)
+    mine = log_probs(network, tokens[distributed.rank() :: distributed.world_size()], batch_size, device, rc)
     return distributed.gather_rows(mine, len(tokens))
 
 
-def _validate(network, tokens, y, batch_size, device, num_classes) -> dict:
+def _validate(network, tokens, y, batch_size, device, num_classes, rc) -> dict:
+    """Validation metrics, scored as the model will be applied (both strands when trained on both)."""
     network.eval()
-    scores = _scores(network, tokens, batch_size, device)
+    scores = _scores(network, tokens, batch_size, device, rc)
     network.train()
     result = classification_metrics(y, np.exp(scores), num_classes)
     result["loss"] = float(-scores[np.arange(len(y)), y].mean())
@@ -187,6 +189,13 @@ def fit(
     val = ([encode(r.seq) for r in val_records], val_y) if val_records else None
     longest = max(len(t) for t in tokens)
     max_len = settings.max_len or min(longest, DEFAULT_MAX_LEN_CAP)
+    strand = None
+    if settings.rc_augment is None:
+        strand = strand_signal(tokens, settings.seed)
+        settings = replace(settings, rc_augment=not is_stranded(strand))
+        verdict = "too few sequences to tell" if strand is None else f"{strand:.3f} (0.5: none)"
+        console.log(f"strand signal of the training sequences: {verdict}; reverse-complement augmentation and "
+                    f"two-strand scoring {'on' if settings.rc_augment else 'off'}")
 
     def epoch_data(epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The fixed set, or (genomes) the first epoch's windows then a fresh draw for every later epoch."""
@@ -205,8 +214,12 @@ def fit(
                 f"parameters; max_len {max_len} (longest sequence {longest}); device {device}")
     if hasattr(network, "fit_direct"):  # closed-form models (kmer) skip the gradient loop
         rng = np.random.default_rng(settings.seed)
-        network.fit_direct(([random_crop(t, max_len, rng) for t in tokens], y), val, settings.seed)
-        best_val = _validate(network, *val, settings.batch_size, device, len(classes)) if val else None
+        crops, labels = [random_crop(t, max_len, rng) for t in tokens], y
+        if settings.rc_augment:  # both strands, as the model will be scored
+            crops, labels = crops + [reverse_complement(t) for t in crops], np.concatenate([y, y])
+        network.fit_direct((crops, labels), val, settings.seed)
+        best_val = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment) \
+            if val else None
         state = {"epoch": 0, "best_state": network.state_dict(), "best_val": best_val, "history": []}
     else:
         state = _train_epochs(network, epoch_data, val, settings, max_len, device, checkpoint, resume, classes)
@@ -215,7 +228,7 @@ def fit(
     network.eval()
     validation, temperature = state.get("best_val"), None
     if val:
-        scores = _scores(network, val[0], settings.batch_size, device)
+        scores = _scores(network, val[0], settings.batch_size, device, settings.rc_augment)
         temperature = fit_temperature(scores, val[1])
         validation |= {"ece_uncalibrated": expected_calibration_error(val[1], np.exp(scores)),
                        "ece": expected_calibration_error(val[1], apply_temperature(scores, temperature))}
@@ -228,6 +241,7 @@ def fit(
             "class_counts": dict(zip(classes, counts.tolist())),
             "length_range": [min(len(t) for t in tokens), longest],
             "settings": asdict(settings),
+            "strand_signal": strand,
             "device": str(device),
             "processes": distributed.world_size(),
             "epochs_run": state["epoch"],
@@ -299,7 +313,7 @@ def _train_epochs(
         message = f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
         result, score, improved = None, None, True
         if val:
-            result = _validate(network, *val, settings.batch_size, device, len(classes))
+            result = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment)
             entry |= {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_mcc": result["mcc"]}
             score = (round(result["mcc"], 4), -result["loss"])
             improved = state["best_score"] is None or score > tuple(state["best_score"])

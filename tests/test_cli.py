@@ -135,6 +135,8 @@ def test_info_shows_classes(invoke, trained_model):
     assert result.exit_code == 0, result.stderr
     assert f"classes    {CLASSES[0]}, {CLASSES[1]} (positive: {CLASSES[1]})" in result.stdout.splitlines()
     assert "paramixer" in result.stdout and "trained on 540 sequences" in result.stdout
+    strands = next(line for line in result.stdout.splitlines() if line.startswith("strands"))
+    assert strands.startswith("strands    both") and "strand signal 0." in strands  # species: no strand
 
 
 def test_info_json(invoke, trained_model):

@@ -51,7 +51,7 @@ def expected_windows(seqs: dict[str, str], window: int, step: int) -> list[tuple
     return rows
 
 
-def reference_probs(model_path: Path, seqs: dict[str, str], rows, rc: bool = False) -> np.ndarray:
+def reference_probs(model_path: Path, seqs: dict[str, str], rows, rc: bool | None = None) -> np.ndarray:
     """p(class) of the scored windows as `genomix predict` computes them."""
     records = [Record(f"{c}:{s}-{e}", seqs[c][s:e]) for c, s, e, *_, scored in rows if scored]
     return np.array([p.probs for p in predict_records(load_model(model_path), records, device="cpu", rc=rc)])
