@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from genomix.console import console
+from genomix.console import console, reuse_large_allocations
 from genomix.evaluating import evaluate
 from genomix.modelfile import save_model
 from genomix.reading import read_inputs
@@ -56,6 +56,8 @@ def run_one(dataset: str, model: str, seed: int) -> dict:
                f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
     return {"dataset": dataset, "model": model, "protocol": protocol, "seed": seed, "train_seconds": round(seconds, 1),
             "epochs": trained.metadata["training"]["epochs_run"], "command": command,
+            "strands": "both" if trained.both_strands else "given",
+            "strand_signal": trained.metadata["training"]["strand_signal"],
             **{k: result[k] for k in ("n", "accuracy", "balanced_accuracy", "mcc", "auroc", "auprc", "ece")}}
 
 
@@ -96,7 +98,9 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         f"{torch.__version__}. Produced by `python bench/accuracy.py`; each row's own command is listed below. "
         "Training times are wall-clock on a 2-core machine that was at times shared with other jobs (an "
         "uncontended epoch of human_nontata_promoters takes about 35 s): read them as upper bounds. "
-        "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`).",
+        "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`). Strands: `both` where "
+        "training found that the set has no strand (its sequences cannot be told from their reverse complements) "
+        "and so trained on both strands and scores their average; `given` otherwise (`genomix/strand.py`).",
         "",
         *target_lines(rows),
         "Long sequences (species from whole genomes at 1,024 and 16,384 bases, and a synthetic task that needs "
@@ -107,14 +111,15 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         lines += [f"## {dataset}", ""]
         if dataset in PUBLISHED:
             lines += [f"Published: {PUBLISHED[dataset]}.", ""]
-        lines += ["| model | accuracy | balanced acc. | MCC | AUROC | AUPRC | ECE | epochs | train time (s) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| model | accuracy | balanced acc. | MCC | AUROC | AUPRC | ECE | strands | epochs "
+                  "| train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
         best = max((r for r in rows if r["dataset"] == dataset), key=lambda r: r["mcc"])
         for r in sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: MODELS.index(r["model"])):
             mark = " **best**" if r is best else ""
             name = f"{r['model']} ({r['protocol']})" if r.get("protocol") else r["model"]
             lines.append(f"| {name}{mark} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['mcc']:.4f} "
-                         f"| {r['auroc']:.4f} | {r['auprc']:.4f} | {r['ece']:.4f} | {r['epochs'] or '—'} "
+                         f"| {r['auroc']:.4f} | {r['auprc']:.4f} | {r['ece']:.4f} | {r.get('strands', '—')} "
+                         f"| {r['epochs'] or '—'} "
                          f"| {r['train_seconds']:.0f} |")
         lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["dataset"] == dataset] + [""]
     path.write_text("\n".join(lines))
@@ -133,6 +138,7 @@ def main() -> None:
         return
     if not DATA.is_dir():
         raise SystemExit(f"no data at {DATA}: this benchmark needs the shared DNA sets")
+    reuse_large_allocations()  # as the genomix CLI does, so training times are what a user gets
     rows = json.loads(args.results.read_text()) if args.results.is_file() else []
     for dataset in args.datasets or labelled_sets():
         for model in args.models:

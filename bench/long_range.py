@@ -26,6 +26,7 @@ import gzip
 import json
 import platform
 import shutil
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -47,11 +48,6 @@ REPORT = REPO / "docs" / "LONG_RANGE.md"
 # Paramixer with each protocol (name:protocol, as in bench/speed.py), then the baselines.
 MODELS = ("paramixer:chord", "paramixer:cdil", "transformer", "cnn", "kmer")
 PARAMIXERS = MODELS[:2]
-# Which rows predate the current model code, for the report (rewrite when they are re-run).
-STALE = ("the species rows of paramixer:cdil and cnn were re-measured with the current defaults (k-mer "
-         "embeddings, factor_norm), and kmer does not depend on them; the other rows (paramixer:chord at 16,384 "
-         "and every neural synthetic row) come from the earlier code, without either. The CHORD species row at "
-         "16,384 shows the failure to train that factor_norm fixed (`docs/GENOMES.md`).")
 MIN_SPECIES_BASES = 500_000
 CONTRAST = 0.3
 
@@ -174,6 +170,14 @@ def targets(rows: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def code_version() -> str:
+    """The commit that produced a row ('+': genomix/ had uncommitted changes), so rows made at different
+    times say which code they measure."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "genomix") else "")
+
+
 def write_report(rows: list[dict]) -> None:
     lines = ["# What long context buys", "", (__doc__ or "").split("\n\n")[1].replace("\n", " "), "",
              (__doc__ or "").split("\n\n")[2].replace("\n", " "), "",
@@ -181,7 +185,9 @@ def write_report(rows: list[dict]) -> None:
              f"{torch.__version__}. Produced by `python bench/long_range.py`; each row's command is listed below. "
              "Training times were taken while other jobs shared the 2 cores: read them as upper bounds. "
              "What the figures mean: `docs/GENOMES.md`.", "",
-             f"Rows are merged from runs made at different times: {STALE}", "",
+             "Rows are merged from runs made at different times; the `code` column names the commit each was "
+             "measured with (k-mer embeddings and factor_norm arrived in 985717b, the choice of strands from the "
+             "data in 888f2b4).", "",
              *targets(rows)]
     for task in ("species", "synthetic"):
         task_rows = sorted((r for r in rows if r["task"] == task),
@@ -189,10 +195,11 @@ def write_report(rows: list[dict]) -> None:
         if not task_rows:
             continue
         lines += [f"## {task}", "",
-                  "| window | model | test windows | accuracy | MCC | AUROC | epochs | train time (s) |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| window | model | test windows | accuracy | MCC | AUROC | epochs | train time (s) | code |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['length']:,} | {r['model']} | {r['n']} | {r['accuracy']:.4f} | {r['mcc']:.4f} | "
-                  f"{r['auroc']:.4f} | {r['epochs'] or '—'} | {r['train_seconds']:.0f} |" for r in task_rows]
+                  f"{r['auroc']:.4f} | {r['epochs'] or '—'} | {r['train_seconds']:.0f} | {r['code']} |"
+                  for r in task_rows]
         lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in task_rows] + [""]
     REPORT.write_text("\n".join(lines))
 
@@ -225,7 +232,7 @@ def main() -> None:
                 console.log(f"{args.task} {length} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
                             f"{row['train_seconds']:.0f} s")
                 keep = {k: row[k] for k in ("task", "length", "model", "classes", "n", "accuracy", "mcc", "auroc",
-                                            "epochs", "train_seconds", "command")}
+                                            "epochs", "train_seconds", "command")} | {"code": code_version()}
                 rows = [r for r in rows if (r["task"], r["length"], r["model"]) != (args.task, length, model)] + [keep]
                 RESULTS_JSON.write_text(json.dumps(rows, indent=1))
                 write_report(rows)
