@@ -60,7 +60,6 @@ class TrainSettings:
     weight_decay: float = 0.05
     val_fraction: float = 0.1
     patience: int = 4
-    ema: float = 0.0  # decay of a moving average of the weights, validated and kept instead of them (0: off)
     rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.strand)
     window: int | None = None  # genomes only: bases per window (also the model's max_len)
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
@@ -275,10 +274,6 @@ def _train_epochs(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total_steps))
     weights = torch.tensor(len(y) / (len(classes) * np.bincount(y, minlength=len(classes))), dtype=torch.float32)
     loss_fn = torch.nn.CrossEntropyLoss(weight=weights.to(device))
-    averaged = None
-    if settings.ema:
-        averaged = torch.optim.swa_utils.AveragedModel(
-            network, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.ema))
     state = {"epoch": 0, "best_score": None, "best_state": None, "bad_epochs": 0, "history": []}
     if resume:
         state = _load_checkpoint(checkpoint, network, optimizer, scheduler, settings, classes)
@@ -309,8 +304,6 @@ def _train_epochs(
                 torch.nn.utils.clip_grad_norm_(network.parameters(), CLIP_NORM)
                 optimizer.step()
                 scheduler.step()
-                if averaged is not None:
-                    averaged.update_parameters(network)
                 loss_sum += loss.item() * len(batch)
                 seen += len(batch)
                 progress.update(task, advance=1, loss=loss_sum / seen, speed=seen / (time.perf_counter() - tick))
@@ -319,15 +312,14 @@ def _train_epochs(
                  "padding": padding_fraction(lengths, batches)}
         message = f"epoch {epoch + 1}: train loss {entry['train_loss']:.4f}"
         result, score, improved = None, None, True
-        scored = averaged.module if averaged is not None else network
         if val:
-            result = _validate(scored, *val, settings.batch_size, device, len(classes), settings.rc_augment)
+            result = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment)
             entry |= {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_mcc": result["mcc"]}
             score = (round(result["mcc"], 4), -result["loss"])
             improved = state["best_score"] is None or score > tuple(state["best_score"])
             message += f", val loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, MCC {result['mcc']:.4f}"
         if improved:
-            state |= {"best_score": score, "best_state": copy.deepcopy(scored.state_dict()), "bad_epochs": 0,
+            state |= {"best_score": score, "best_state": copy.deepcopy(network.state_dict()), "bad_epochs": 0,
                       "best_epoch": epoch + 1, "best_val": result}
             message += " (best so far)" if val else ""
         else:
