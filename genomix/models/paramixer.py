@@ -102,9 +102,10 @@ class _Kernels:
     """The factor product's forward and backward, eager or fused by `torch.compile`.
 
     Eager, each of the K terms is a separate pass over memory; compiled, the K gathers and multiply-adds
-    become one loop (about 8x faster on a CPU at N = 16,384). Compiling costs tens of seconds once per
-    process, so it is used only for sequences of at least FUSE_MIN_LEN, where it pays; where compilation
-    is unavailable or fails, the eager code runs. GENOMIX_COMPILE=0 turns it off.
+    become one loop (about 8x faster on a CPU at N = 16,384, 7x at N = 500). Compiling costs tens of seconds
+    once per process, so it is used where that pays: in training, which runs hundreds of steps, and for
+    inputs of at least FUSE_MIN_LEN; short inference runs eager. Where compilation is unavailable or fails,
+    the eager code runs. GENOMIX_COMPILE=0 turns it off.
     """
 
     FUSE_MIN_LEN = 4096
@@ -113,8 +114,8 @@ class _Kernels:
         self.enabled = os.environ.get("GENOMIX_COMPILE", "1") != "0"
         self.compiled = None
 
-    def pick(self, n: int):
-        if not self.enabled or n < self.FUSE_MIN_LEN:
+    def pick(self, n: int, training: bool):
+        if not self.enabled or (n < self.FUSE_MIN_LEN and not training):
             return _product, _product_backward
         if self.compiled is None:
             try:
@@ -133,9 +134,9 @@ class _FactorProduct(torch.autograd.Function):
     """out = W V for one sparse factor; only W and V are kept for backward, where the shifts are redone."""
 
     @staticmethod
-    def forward(ctx, w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex) -> Tensor:
+    def forward(ctx, w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex, training: bool) -> Tensor:
         b, n, d = v.shape
-        product, _ = KERNELS.pick(n)
+        product, _ = KERNELS.pick(n, training)
         out = product(v.reshape(b * n, d), w.reshape(b * n, -1), index.stack(shifts))
         ctx.save_for_backward(w, v)
         ctx.shifts, ctx.index = shifts, index
@@ -145,17 +146,18 @@ class _FactorProduct(torch.autograd.Function):
     def backward(ctx, grad_out: Tensor):
         w, v = ctx.saved_tensors
         b, n, d = v.shape
-        _, product_backward = KERNELS.pick(n)
+        _, product_backward = KERNELS.pick(n, training=True)
         gather = ctx.index.stack(ctx.shifts)
         scatter = ctx.index.stack(tuple(-s for s in ctx.shifts))
         grad_w, grad_v = product_backward(v.reshape(b * n, d), w.reshape(b * n, -1), grad_out.reshape(b * n, d),
                                           gather, scatter)
-        return grad_w.view_as(w), grad_v.view_as(v), None, None
+        return grad_w.view_as(w), grad_v.view_as(v), None, None, None
 
 
 def factor_product(w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex) -> Tensor:
     """(W V) for a sparse factor with values w (B, N, K) at the given shifts, applied to v (B, N, D)."""
-    return _FactorProduct.apply(w.to(v.dtype), v, shifts, index)
+    training = torch.is_grad_enabled() and (w.requires_grad or v.requires_grad)
+    return _FactorProduct.apply(w.to(v.dtype), v, shifts, index, training)
 
 
 def _inverse_rms(v: Tensor) -> Tensor:
