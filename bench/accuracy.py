@@ -26,6 +26,8 @@ from genomix.modelfile import save_model
 from genomix.reading import read_inputs
 from genomix.training import TrainSettings, fit
 
+from provenance import code_version
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 MODELS = ("paramixer", "transformer", "cnn", "kmer")
@@ -56,7 +58,7 @@ def run_one(dataset: str, model: str, seed: int) -> dict:
                f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
     return {"dataset": dataset, "model": model, "protocol": protocol, "seed": seed, "train_seconds": round(seconds, 1),
             "epochs": trained.metadata["training"]["epochs_run"], "command": command,
-            "strands": "both" if trained.both_strands else "given",
+            "strands": "both" if trained.both_strands else "given", "code": code_version(),
             "strand_signal": trained.metadata["training"]["strand_signal"],
             **{k: result[k] for k in ("n", "accuracy", "balanced_accuracy", "mcc", "auroc", "auprc", "ece")}}
 
@@ -112,7 +114,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         if dataset in PUBLISHED:
             lines += [f"Published: {PUBLISHED[dataset]}.", ""]
         lines += ["| model | accuracy | balanced acc. | MCC | AUROC | AUPRC | ECE | strands | epochs "
-                  "| train time (s) |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| train time (s) | code |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         best = max((r for r in rows if r["dataset"] == dataset), key=lambda r: r["mcc"])
         for r in sorted((r for r in rows if r["dataset"] == dataset), key=lambda r: MODELS.index(r["model"])):
             mark = " **best**" if r is best else ""
@@ -120,7 +122,7 @@ def write_markdown(rows: list[dict], path: Path) -> None:
             lines.append(f"| {name}{mark} | {r['accuracy']:.4f} | {r['balanced_accuracy']:.4f} | {r['mcc']:.4f} "
                          f"| {r['auroc']:.4f} | {r['auprc']:.4f} | {r['ece']:.4f} | {r.get('strands', '—')} "
                          f"| {r['epochs'] or '—'} "
-                         f"| {r['train_seconds']:.0f} |")
+                         f"| {r['train_seconds']:.0f} | {r.get('code', '—')} |")
         lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in rows if r["dataset"] == dataset] + [""]
     path.write_text("\n".join(lines))
 

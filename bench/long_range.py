@@ -26,7 +26,6 @@ import gzip
 import json
 import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -40,6 +39,8 @@ from genomix.genomes import GenomeSet
 from genomix.modelfile import save_model
 from genomix.reading import Record
 from genomix.training import TrainSettings, fit
+
+from provenance import code_version
 
 REPO = Path(__file__).resolve().parents[1]
 GENOMES = REPO.parent / "shared" / "data" / "genomes"
@@ -168,14 +169,6 @@ def targets(rows: list[dict]) -> list[str]:
             lines.append(f"| synthetic at {length:,}: paramixer ≥ 0.9 while kmer and cnn stay near their 0.75 "
                          f"ceiling (< 0.8) | {figures} | {'yes' if met else 'no'} |")
     return lines + [""]
-
-
-def code_version() -> str:
-    """The commit that produced a row ('+': genomix/ had uncommitted changes), so rows made at different
-    times say which code they measure."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+" if git("status", "--porcelain", "genomix") else "")
 
 
 def write_report(rows: list[dict]) -> None:
