@@ -102,7 +102,8 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         "uncontended epoch of human_nontata_promoters takes about 35 s): read them as upper bounds. "
         "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`). Strands: `both` where "
         "training found that the set has no strand (its sequences cannot be told from their reverse complements) "
-        "and so trained on both strands and scores their average; `given` otherwise (`genomix/strand.py`).",
+        "and so trained on both strands and scores their average; `given` otherwise (`genomix/strand.py`). "
+        "Rows are merged from runs made at different times; `code` names the commit each was measured with.",
         "",
         *target_lines(rows),
         "Long sequences (species from whole genomes at 1,024 and 16,384 bases, and a synthetic task that needs "
