@@ -211,19 +211,23 @@ def test_predict_reads_stdin(runner, predicted, trained_model, test_records):
                                np.array([r[3:] for r in from_stdin], float), atol=2e-6)
 
 
-def test_predict_rc_scores_a_sequence_and_its_reverse_complement_alike(invoke, trained_model, test_records,
+def test_predict_rc_scores_both_strands_as_strand_free_models_do_by_default(invoke, trained_model, test_records,
                                                                        tmp_path):
     complement = str.maketrans("ACGTN", "TGCAN")
     long_seq = test_records[0].seq[:128]  # a multiple of max_len: its windows mirror those of its RC
     seqs = {"short": test_records[1].seq[:50], "long": long_seq}
     fasta = "".join(f">{name}\n{s}\n>{name}_rc\n{s.translate(complement)[::-1]}\n" for name, s in seqs.items())
     (tmp_path / "pairs.fa").write_text(fasta)
-    result = invoke("predict", trained_model, tmp_path / "pairs.fa", "--rc", "--device", "cpu")
-    assert result.exit_code == 0, result.stderr
-    _, rows = parse_tsv(result.stdout)
-    probs = {r[0]: np.array(r[4:], float) for r in rows}
+    scored = {}
+    for flags in (["--rc"], [], ["--no-rc"]):
+        result = invoke("predict", trained_model, tmp_path / "pairs.fa", *flags, "--device", "cpu")
+        assert result.exit_code == 0, result.stderr
+        scored[" ".join(flags)] = {r[0]: np.array(r[4:], float) for r in parse_tsv(result.stdout)[1]}
     for name in seqs:
-        np.testing.assert_allclose(probs[name], probs[f"{name}_rc"], atol=2e-6)
+        np.testing.assert_allclose(scored["--rc"][name], scored["--rc"][f"{name}_rc"], atol=2e-6)
+    # The species sample has no strand, so its model scores both strands unless told otherwise.
+    assert all(np.array_equal(scored[""][name], p) for name, p in scored["--rc"].items())
+    assert not np.allclose(scored["--no-rc"]["long"], scored["--no-rc"]["long_rc"], atol=2e-6)
 
 
 def test_evaluate_json_agrees_with_predict(invoke, predicted, trained_model, test_fa, test_records):
