@@ -212,7 +212,7 @@ def test_predict_reads_stdin(runner, predicted, trained_model, test_records):
 
 
 def test_predict_rc_scores_both_strands_as_strand_free_models_do_by_default(invoke, trained_model, test_records,
-                                                                       tmp_path):
+                                                                            tmp_path):
     complement = str.maketrans("ACGTN", "TGCAN")
     long_seq = test_records[0].seq[:128]  # a multiple of max_len: its windows mirror those of its RC
     seqs = {"short": test_records[1].seq[:50], "long": long_seq}
