@@ -212,6 +212,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite LONG_RANGE.md from the results file")
     args = parser.parse_args()
     reuse_large_allocations()
+    code = code_version()  # taken before the runs: the code they start with
     rows = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.is_file() else []
     if not args.report_only:
         if args.task == "species" and not GENOMES.is_dir():
@@ -225,7 +226,7 @@ def main() -> None:
                 console.log(f"{args.task} {length} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
                             f"{row['train_seconds']:.0f} s")
                 keep = {k: row[k] for k in ("task", "length", "model", "classes", "n", "accuracy", "mcc", "auroc",
-                                            "epochs", "train_seconds", "command")} | {"code": code_version()}
+                                            "epochs", "train_seconds", "command")} | {"code": code}
                 rows = [r for r in rows if (r["task"], r["length"], r["model"]) != (args.task, length, model)] + [keep]
                 RESULTS_JSON.write_text(json.dumps(rows, indent=1))
                 write_report(rows)
