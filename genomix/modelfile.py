@@ -47,15 +47,20 @@ class TrainedModel:
 
     @property
     def both_strands(self) -> bool:
-        """Whether scoring averages a sequence and its reverse complement by default: so for models trained on
-        both strands (`rc_augment`), whose task has no strand."""
-        settings = (self.metadata.get("training") or {}).get("settings") or {}
-        return bool(settings.get("rc_augment"))
+        """Whether scoring averages a sequence and its reverse complement by default."""
+        return trained_on_both_strands(self.metadata)
 
     @property
     def positive_class(self) -> str | None:
         """For a binary model, the class that `--threshold` calls: the second, as classes are sorted."""
         return self.classes[1] if len(self.classes) == 2 else None
+
+
+def trained_on_both_strands(metadata: dict) -> bool:
+    """Whether a model was trained on both strands (`rc_augment`), because its task has no strand; such a
+    model is scored on both by default."""
+    settings = (metadata.get("training") or {}).get("settings") or {}
+    return bool(settings.get("rc_augment"))
 
 
 def save_model(model: TrainedModel, path: str | Path) -> None:
@@ -146,7 +151,7 @@ def describe(header: dict) -> str:
         ]
         signal = training.get("strand_signal")
         lines.append("strands    " + ("both (trained on reverse complements too, scored on both)"
-                                      if (training.get("settings") or {}).get("rc_augment") else "as given")
+                                      if trained_on_both_strands(header) else "as given")
                      + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
     validation = header.get("validation")
     if validation:

@@ -47,4 +47,5 @@ def strand_signal(tokens: Sequence[np.ndarray], seed: int = 0) -> float | None:
 
 
 def is_stranded(signal: float | None) -> bool:
+    """The verdict on a `strand_signal` score: keep the given strand (True) or train and score on both."""
     return signal is None or signal >= STRANDED
