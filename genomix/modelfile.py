@@ -50,6 +50,10 @@ class TrainedModel:
         """Whether scoring averages a sequence and its reverse complement by default."""
         return trained_on_both_strands(self.metadata)
 
+    def scores_both_strands(self, rc: bool | None) -> bool:
+        """Whether to average both strands: `rc` when the user said, else as the model was trained."""
+        return self.both_strands if rc is None else rc
+
     @property
     def positive_class(self) -> str | None:
         """For a binary model, the class that `--threshold` calls: the second, as classes are sorted."""

@@ -82,7 +82,7 @@ def predict_records(
     `rc` averages both strands; None leaves it to the model (`TrainedModel.both_strands`).
     """
     torch_device = resolve_device(device)
-    rc = model.both_strands if rc is None else rc
+    rc = model.scores_both_strands(rc)
     temperature = model.temperature if calibrated else 1.0
     network = model.network.to(torch_device).eval()
     for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):

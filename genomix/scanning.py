@@ -88,7 +88,7 @@ def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, ba
     as the model was trained, `TrainedModel.both_strands`).
     """
     network = model.network.to(device).eval()
-    rc = model.both_strands if rc is None else rc
+    rc = model.scores_both_strands(rc)
     per_block = batch_size * max(1, BLOCK_BASES // (step * batch_size))  # whole batches: one shape until the end
     for contig, length in genome.contigs.items():
         if length == 0:  # an empty record: nothing to read, nothing to write
