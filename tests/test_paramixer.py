@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from genomix.models import create_model
-from genomix.models.paramixer import ParamixerBlock, ShiftIndex, factor_product, factor_shifts, num_factors
+from genomix.models.paramixer import (
+    ParamixerBlock,
+    ShiftIndex,
+    _Kernels,
+    _product,
+    factor_product,
+    factor_shifts,
+    num_factors,
+)
 
 PROTOCOLS = ["chord", "cdil"]
 
@@ -29,6 +37,15 @@ def test_shift_sets_match_the_protocols():
     assert sorted(cdil[2]) == [-16, -12, -8, -4, 0, 4, 8, 12, 16]
     assert all(len(s) == 9 for s in cdil)
     assert num_factors(16384) == 14 and num_factors(16385) == 15 and num_factors(251) == 8
+
+
+def test_short_inference_runs_eager_until_a_compile_has_been_paid_for():
+    kernels = _Kernels()
+    kernels.enabled = True
+    assert kernels.pick(16, training=False)[0] is _product  # a short prediction job would not repay the compile
+    compiled = kernels.pick(16, training=True)
+    assert compiled[0] is not _product
+    assert kernels.pick(16, training=False) is compiled  # e.g. validation inside training
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -103,9 +103,10 @@ class _Kernels:
 
     Eager, each of the K terms is a separate pass over memory; compiled, the K gathers and multiply-adds
     become one loop (about 8x faster on a CPU at N = 16,384, 7x at N = 500). Compiling costs tens of seconds
-    once per process, so it is used where that pays: in training, which runs hundreds of steps, and for
-    inputs of at least FUSE_MIN_LEN; short inference runs eager. Where compilation is unavailable or fails,
-    the eager code runs. GENOMIX_COMPILE=0 turns it off.
+    once per process, so it is used where that pays: in training, which runs hundreds of steps, for inputs
+    of at least FUSE_MIN_LEN, and for everything after the first compile (validation during training, say).
+    Short inference in a fresh process runs eager. Where compilation is unavailable or fails, the eager
+    code runs. GENOMIX_COMPILE=0 turns it off.
     """
 
     FUSE_MIN_LEN = 4096
@@ -115,7 +116,7 @@ class _Kernels:
         self.compiled = None
 
     def pick(self, n: int, training: bool):
-        if not self.enabled or (n < self.FUSE_MIN_LEN and not training):
+        if not self.enabled or (n < self.FUSE_MIN_LEN and not training and self.compiled is None):
             return _product, _product_backward
         if self.compiled is None:
             try:
