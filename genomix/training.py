@@ -54,7 +54,7 @@ class TrainSettings:
     hidden: int = 128
     layers: int = 2
     dropout: float = 0.2
-    epochs: int = 20
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 0.05

@@ -2,8 +2,10 @@
 
 A block maps V_in to  V_0 = g(V_in),  V_{m+1} = V_m + W_m(X) V_m  (m = 0 … M-1),  out = dropout(V_M).
 Row i of W_m has K non-zeros, at columns (i + s) mod L for the protocol's shifts s, with values f_m(X_i),
-where X is the embedded input shared by all blocks. L is each sequence's own length, so a sequence mixes
-only with itself and padding never changes its result.
+where X is the embedded input shared by all blocks. The f_m of a block share their hidden layer: one MLP
+f maps X_i to the M·K values of row i of every factor, and f_m(X_i) is its m-th slice (1.5x faster
+training than M separate MLPs at no loss of validation accuracy, docs/TUNING.md). L is each sequence's
+own length, so a sequence mixes only with itself and padding never changes its result.
 
 With `factor_norm` (the default) each factor reads V at unit scale, V_{m+1} = V_m + W_m D_m V_m with the
 diagonal D_m = 1 / rms(V_m[j]), and the block ends with a LayerNorm: out = dropout(LN(V_M)). W_m D_m has
@@ -172,7 +174,7 @@ def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
 
 
 class ParamixerBlock(nn.Module):
-    """One Paramixer block: g, then M sparse factors whose values are MLPs of the embedded input X."""
+    """One Paramixer block: g, then M sparse factors whose values an MLP computes from the embedded input X."""
 
     def __init__(self, dim: int, hidden: int, shifts: tuple[tuple[int, ...], ...], dropout: float,
                  factor_norm: bool = True) -> None:
@@ -180,16 +182,18 @@ class ParamixerBlock(nn.Module):
         self.shifts = shifts
         self.out_norm = nn.LayerNorm(dim) if factor_norm else None
         self.g = mlp(dim, hidden, dim)
-        self.f = nn.ModuleList(mlp(dim, hidden, len(s)) for s in shifts)  # f_m: row i of W_m is f_m(X_i)
-        for f_m in self.f:  # W_m starts near zero, so each factor starts near the identity (I + W_m)
-            nn.init.normal_(f_m[-1].weight, std=0.02)
-            nn.init.zeros_(f_m[-1].bias)
+        self.f = mlp(dim, hidden, sum(len(s) for s in shifts))  # row i of every W_m, from X_i
+        nn.init.normal_(self.f[-1].weight, std=0.02)  # each W_m starts near zero, each factor near the identity
+        nn.init.zeros_(self.f[-1].bias)
         self.dropout = nn.Dropout(dropout)
+
+    def factor_values(self, x: Tensor) -> tuple[Tensor, ...]:
+        """f_m(X) for every factor m: (B, N, K) each."""
+        return self.f(x).split([len(s) for s in self.shifts], -1)
 
     def forward(self, v_in: Tensor, x: Tensor, index: ShiftIndex) -> Tensor:
         v = self.g(v_in)
-        for f_m, shifts in zip(self.f, self.shifts):
-            w = f_m(x)
+        for w, shifts in zip(self.factor_values(x), self.shifts):
             if self.out_norm is not None:  # factor_norm: W_m D_m, column j of W_m scaled by 1 / rms(V_m[j])
                 w = w * _inverse_rms(v).reshape(-1)[index.stack(shifts)].T.reshape_as(w)
             v = v + factor_product(w, v, shifts, index)
