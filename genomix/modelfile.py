@@ -112,7 +112,7 @@ def read_header(path: str | Path) -> dict:
 
 # Model options added after model files were first written, with the value that rebuilds those older files
 # (a file stores every option, so a missing one means the file predates it).
-ADDED_OPTIONS = {"kmer": 0, "factor_norm": False}
+ADDED_OPTIONS = {"kmer": 0, "factor_norm": False, "factor_mlp": "factor"}
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:

@@ -80,22 +80,34 @@ def test_factor_product_passes_gradcheck(protocol):
     assert torch.autograd.gradcheck(lambda w, v: factor_product(w, v, shifts, ShiftIndex(lengths, 11)), (w, v))
 
 
+def factor_values_by_hand(block: ParamixerBlock, x: torch.Tensor) -> list[torch.Tensor]:
+    """f_m(X) for each factor: factor_mlp="block" gives factor m the next K outputs of the one MLP."""
+    if isinstance(block.f, torch.nn.ModuleList):
+        return [f_m(x) for f_m in block.f]
+    values, start, out = block.f(x), 0, []
+    for s in block.shifts:
+        out.append(values[..., start : start + len(s)])
+        start += len(s)
+    return out
+
+
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-@pytest.mark.parametrize(("n", "factor_norm"), [(32, False), (27, False), (32, True), (27, True)])
-def test_block_equals_product_of_dense_factors(protocol, n, factor_norm):
+@pytest.mark.parametrize(("n", "factor_norm", "factor_mlp"),
+                         [(32, False, "block"), (27, False, "factor"), (32, True, "factor"), (27, True, "block")])
+def test_block_equals_product_of_dense_factors(protocol, n, factor_norm, factor_mlp):
     torch.manual_seed(2)
     shifts = factor_shifts(protocol, num_factors(n))
-    block = ParamixerBlock(dim=8, hidden=16, shifts=shifts, dropout=0.0, factor_norm=factor_norm).double()
+    block = ParamixerBlock(dim=8, hidden=16, shifts=shifts, dropout=0.0, factor_norm=factor_norm,
+                           factor_mlp=factor_mlp).double()
     lengths = torch.tensor([n, n - 9])
     x, v_in = torch.randn(2, n, 8, dtype=torch.float64), torch.randn(2, n, 8, dtype=torch.float64)
 
     out = block(v_in, x, ShiftIndex(lengths, n))
-    v, values, start = block.g(v_in), block.f(x), 0
-    for s in shifts:  # factor m takes the next K of f's outputs
+    v = block.g(v_in)
+    for w, s in zip(factor_values_by_hand(block, x), shifts):
         # With factor_norm, W_m reads V_m scaled to unit root-mean-square at every position.
         read = v * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + 1e-6) if factor_norm else v
-        v = v + dense_factor(values[..., start : start + len(s)], s, lengths, n) @ read
-        start += len(s)
+        v = v + dense_factor(w, s, lengths, n) @ read
     if factor_norm:
         v = block.out_norm(v)
     torch.testing.assert_close(valid(out, lengths), valid(v, lengths))

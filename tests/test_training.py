@@ -123,15 +123,18 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
         fit(records, TrainSettings(epochs=4, seed=5, **TINY), checkpoint=checkpoint, resume=True)
 
 
-def test_model_file_from_before_kmer_and_factor_norm_still_loads(tmp_path):
-    """A file written before those options existed has neither key; it must rebuild the model it was."""
+def test_model_file_from_before_kmer_factor_norm_and_factor_mlp_still_loads(tmp_path):
+    """A file written before those options existed has none of their keys; it must rebuild the model it was."""
     records = motif_records(40, seed=5)
-    network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False)
-    network.config = {k: v for k, v in network.config.items() if k not in ("kmer", "factor_norm")}
+    added = ("kmer", "factor_norm", "factor_mlp")
+    network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False,
+                           factor_mlp="factor")
+    network.config = {k: v for k, v in network.config.items() if k not in added}
     old = TrainedModel(network.eval(), ["motif", "plain"])
     save_model(old, tmp_path / "old.gmx")
     loaded = load_model(tmp_path / "old.gmx")
     assert loaded.network.kmer_embed is None and loaded.network.blocks[0].out_norm is None
+    assert len(loaded.network.blocks[0].f) == 6  # one MLP per factor (M = 6 at 64 bases)
     before = [p.probs for p in predict_records(old, records[:5], device="cpu")]
     np.testing.assert_allclose([p.probs for p in predict_records(loaded, records[:5], device="cpu")], before, atol=1e-6)
 

@@ -2,10 +2,11 @@
 
 A block maps V_in to  V_0 = g(V_in),  V_{m+1} = V_m + W_m(X) V_m  (m = 0 … M-1),  out = dropout(V_M).
 Row i of W_m has K non-zeros, at columns (i + s) mod L for the protocol's shifts s, with values f_m(X_i),
-where X is the embedded input shared by all blocks. The f_m of a block share their hidden layer: one MLP
-f maps X_i to the M·K values of row i of every factor, and f_m(X_i) is its m-th slice (1.5x faster
-training than M separate MLPs at no loss of validation accuracy, docs/TUNING.md). L is each sequence's
-own length, so a sequence mixes only with itself and padding never changes its result.
+where X is the embedded input shared by all blocks. By default (`factor_mlp="block"`) the f_m of a block
+share their hidden layer: one MLP f maps X_i to the M·K values of row i of every factor, and f_m(X_i) is
+its m-th slice; 1.5x faster training than `factor_mlp="factor"`, one MLP per factor, at no loss of
+validation accuracy (docs/TUNING.md). L is each sequence's own length, so a sequence mixes only with
+itself and padding never changes its result.
 
 With `factor_norm` (the default) each factor reads V at unit scale, V_{m+1} = V_m + W_m D_m V_m with the
 diagonal D_m = 1 / rms(V_m[j]), and the block ends with a LayerNorm: out = dropout(LN(V_M)). W_m D_m has
@@ -36,6 +37,7 @@ from genomix.models import register
 from genomix.models.base import SequenceClassifier
 
 PROTOCOLS = ("chord", "cdil")
+FACTOR_MLPS = ("block", "factor")  # one MLP gives the values of all factors of a block, or one MLP per factor
 
 
 def num_factors(max_len: int) -> int:
@@ -177,18 +179,28 @@ class ParamixerBlock(nn.Module):
     """One Paramixer block: g, then M sparse factors whose values an MLP computes from the embedded input X."""
 
     def __init__(self, dim: int, hidden: int, shifts: tuple[tuple[int, ...], ...], dropout: float,
-                 factor_norm: bool = True) -> None:
+                 factor_norm: bool = True, factor_mlp: str = "block") -> None:
         super().__init__()
+        if factor_mlp not in FACTOR_MLPS:
+            raise ValueError(f"factor_mlp {factor_mlp!r}: choose from {', '.join(FACTOR_MLPS)}")
         self.shifts = shifts
         self.out_norm = nn.LayerNorm(dim) if factor_norm else None
         self.g = mlp(dim, hidden, dim)
-        self.f = mlp(dim, hidden, sum(len(s) for s in shifts))  # row i of every W_m, from X_i
-        nn.init.normal_(self.f[-1].weight, std=0.02)  # each W_m starts near zero, each factor near the identity
-        nn.init.zeros_(self.f[-1].bias)
+        if factor_mlp == "block":  # row i of every W_m, from X_i
+            self.f = mlp(dim, hidden, sum(len(s) for s in shifts))
+            outputs = [self.f[-1]]
+        else:  # f_m: row i of W_m is f_m(X_i)
+            self.f = nn.ModuleList(mlp(dim, hidden, len(s)) for s in shifts)
+            outputs = [f_m[-1] for f_m in self.f]
+        for layer in outputs:  # each W_m starts near zero, so each factor starts near the identity (I + W_m)
+            nn.init.normal_(layer.weight, std=0.02)
+            nn.init.zeros_(layer.bias)
         self.dropout = nn.Dropout(dropout)
 
     def factor_values(self, x: Tensor) -> tuple[Tensor, ...]:
         """f_m(X) for every factor m: (B, N, K) each."""
+        if isinstance(self.f, nn.ModuleList):
+            return tuple(f_m(x) for f_m in self.f)
         return self.f(x).split([len(s) for s in self.shifts], -1)
 
     def forward(self, v_in: Tensor, x: Tensor, index: ShiftIndex) -> Tensor:
@@ -219,11 +231,13 @@ class Paramixer(SequenceClassifier):
         kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
+        factor_mlp: str = "block",
     ) -> None:
         super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
         shifts = factor_shifts(protocol, num_factors(max_len))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-        self.blocks = nn.ModuleList(ParamixerBlock(dim, hidden, shifts, dropout, factor_norm) for _ in range(layers))
+        self.blocks = nn.ModuleList(ParamixerBlock(dim, hidden, shifts, dropout, factor_norm, factor_mlp)
+                                    for _ in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         index = ShiftIndex(lengths, x.shape[1])
