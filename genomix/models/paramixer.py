@@ -4,9 +4,9 @@ A block maps V_in to  V_0 = g(V_in),  V_{m+1} = V_m + W_m(X) V_m  (m = 0 … M-1
 Row i of W_m has K non-zeros, at columns (i + s) mod L for the protocol's shifts s, with values f_m(X_i),
 where X is the embedded input shared by all blocks. By default (`factor_mlp="block"`) the f_m of a block
 share their hidden layer: one MLP f maps X_i to the M·K values of row i of every factor, and f_m(X_i) is
-its m-th slice; 1.5x faster training than `factor_mlp="factor"`, one MLP per factor, at no loss of
-validation accuracy (docs/TUNING.md). L is each sequence's own length, so a sequence mixes only with
-itself and padding never changes its result.
+its m-th slice: 1.5x faster training than `factor_mlp="factor"`, one MLP per factor, with validation
+MCC unchanged on average over the seven real sets but lower on two promoter sets (docs/TUNING.md). L is
+each sequence's own length, so a sequence mixes only with itself and padding never changes its result.
 
 With `factor_norm` (the default) each factor reads V at unit scale, V_{m+1} = V_m + W_m D_m V_m with the
 diagonal D_m = 1 / rms(V_m[j]), and the block ends with a LayerNorm: out = dropout(LN(V_M)). W_m D_m has
