@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genomix.console import console, reuse_large_allocations
+from genomix.console import console, resolve_device, reuse_large_allocations
 from genomix.evaluating import evaluate
 from genomix.genomes import GenomeSet
 from genomix.modelfile import save_model
@@ -226,7 +226,8 @@ def main() -> None:
                 console.log(f"{args.task} {length} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
                             f"{row['train_seconds']:.0f} s")
                 keep = {k: row[k] for k in ("task", "length", "model", "classes", "n", "accuracy", "mcc", "auroc",
-                                            "epochs", "train_seconds", "command")} | {"code": code}
+                                            "epochs", "train_seconds", "command")}
+                keep |= {"code": code, "device": str(resolve_device(args.device))}
                 rows = [r for r in rows if (r["task"], r["length"], r["model"]) != (args.task, length, model)] + [keep]
                 RESULTS_JSON.write_text(json.dumps(rows, indent=1))
                 write_report(rows)

@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from genomix.batching import bucket_batches, pad
+from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.console import console as genomix_console
-from genomix.console import reuse_large_allocations
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
@@ -58,22 +58,25 @@ def write_fasta(windows: list[str], path: Path, source: str) -> None:
             f.writelines(seq[j : j + 80] + "\n" for j in range(0, len(seq), 80))
 
 
-def bare_forward_s(network: torch.nn.Module, windows: list[str], batch_size: int) -> float:
-    """Seconds for the network alone over the windows, tokenised, bucketed and padded beforehand."""
+def bare_forward_s(network: torch.nn.Module, windows: list[str], batch_size: int, device: torch.device) -> float:
+    """Seconds for the network alone over the windows, tokenised, bucketed, padded and on the device beforehand."""
     tokens = [encode(seq) for seq in windows]
     lengths = np.array([len(t) for t in tokens])
-    batches = [pad([tokens[i] for i in batch]) for batch in bucket_batches(lengths, batch_size)]
+    batches = [tuple(t.to(device) for t in pad([tokens[i] for i in batch]))
+               for batch in bucket_batches(lengths, batch_size)]
     start = time.perf_counter()
-    with torch.no_grad():
+    with torch.no_grad(), autocast(device):
         for batch_tokens, batch_lengths in batches:
             network(batch_tokens, batch_lengths)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
-def end_to_end_s(model_path: Path, fasta: Path, output: Path, batch_size: int) -> float:
+def end_to_end_s(model_path: Path, fasta: Path, output: Path, batch_size: int, device: torch.device) -> float:
     """Seconds for `genomix predict` as the CLI runs it: model file and FASTA in, TSV out."""
     start = time.perf_counter()
-    predict(model_path, [str(fasta)], output=output, batch_size=batch_size, device="cpu")
+    predict(model_path, [str(fasta)], output=output, batch_size=batch_size, device=str(device))
     return time.perf_counter() - start
 
 
@@ -89,6 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs of each path, alternating; medians are reported (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads for torch (default: torch's choice); 1 is steadier on a shared machine")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.records < 1 or args.window < 1 or args.batch_size < 1:
@@ -104,6 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     genomix_console.quiet = True  # predict's log lines would interleave with ours, once per repeat
 
     windows = genome_windows(args.genome, args.records, args.window)
@@ -114,22 +119,23 @@ def main(argv: list[str] | None = None) -> None:
         torch.manual_seed(0)
         net = create_model("paramixer", 2, max_len=args.window, protocol=args.protocol)
         save_model(TrainedModel(net, ["a", "b"], {}), model_path)
-        network = load_model(model_path).network  # the weights and mode predict will use
+        network = load_model(model_path, device).network  # the weights and mode predict will use
         log.log(f"{len(windows):,} windows of {args.window:,} bp ({bases / 1e6:.2f} Mb), batch {args.batch_size}, "
-                f"paramixer-{args.protocol}, CPU, {torch.get_num_threads()} threads")
+                f"paramixer-{args.protocol}, {device}, {torch.get_num_threads()} CPU threads")
 
-        bare_forward_s(network, windows[: args.batch_size], args.batch_size)  # warm-up: first-call costs
+        bare_forward_s(network, windows[: args.batch_size], args.batch_size, device)  # warm-up: first-call costs
         e2e, bare = [], []
         for i in range(args.repeats):
-            e2e.append(end_to_end_s(model_path, fasta, output, args.batch_size))
-            bare.append(bare_forward_s(network, windows, args.batch_size))
+            e2e.append(end_to_end_s(model_path, fasta, output, args.batch_size, device))
+            bare.append(bare_forward_s(network, windows, args.batch_size, device))
             log.log(f"run {i + 1}/{args.repeats}: end to end {e2e[-1]:.2f} s, bare forward {bare[-1]:.2f} s")
         rows = len(output.read_text().splitlines()) - 1  # minus the header
         if rows != len(windows):
             sys.exit(f"predict wrote {rows} rows for {len(windows)} windows")
 
     e2e_s, bare_s = statistics.median(e2e), statistics.median(bare)
-    result = {"records": len(windows), "window": args.window, "bases": bases, "batch_size": args.batch_size,
+    result = {"device": str(device), "records": len(windows), "window": args.window, "bases": bases,
+              "batch_size": args.batch_size,
               "threads": torch.get_num_threads(), "end_to_end_s": e2e_s, "bare_forward_s": bare_s,
               "end_to_end_bases_per_s": bases / e2e_s, "bare_bases_per_s": bases / bare_s,
               "overhead": e2e_s / bare_s - 1}

@@ -59,11 +59,11 @@ def child(args: list[str]) -> tuple[dict, float, int]:
 
 def one(argv: list[str]) -> None:
     """The child: one scan as `genomix scan` runs it, its summary as JSON on stdout."""
-    model, genome, output, batch_size, window, step = argv
+    model, genome, output, batch_size, window, step, device = argv
     reuse_large_allocations()
     tracemalloc.start()
     summary = scan(model, genome, output, window=int(window) or None, step=int(step) or None,
-                   batch_size=int(batch_size), device="cpu")
+                   batch_size=int(batch_size), device=device)
     print(json.dumps(summary | {"traced_peak_bytes": tracemalloc.get_traced_memory()[1]}))
 
 
@@ -96,6 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--window", type=int, default=0, help="scan window (default: the model's max_len)")
     parser.add_argument("--step", type=int, default=0, help="scan step (default: half the window)")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per batch (default: 64, as scan)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--json-out", type=Path, help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -114,12 +115,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for name, fasta in (("prefix", prefix), ("whole genome", whole)):
             summary, wall, rss = child([str(model), str(fasta), str(Path(tmp, "track.bedgraph")),
-                                        str(args.batch_size), str(args.window), str(args.step)])
+                                        str(args.batch_size), str(args.window), str(args.step), args.device])
             rows.append({"input": name, **summary, "wall_s": round(wall, 2), "peak_rss_bytes": rss})
             log.log(f"{name}: {summary['bases']:,} bp, {summary['bases_per_s']:,.0f} bp/s, "
                     f"peak RSS {rss / 2**20:,.0f} MiB")
     growth = rows[1]["peak_rss_bytes"] / rows[0]["peak_rss_bytes"] - 1
-    result = {"genome": args.genome.name, "model": str(args.model or "trained: 1 epoch, max-len 1024"),
+    result = {"device": args.device, "genome": args.genome.name,
+              "model": str(args.model or "trained: 1 epoch, max-len 1024"),
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "block_bases": BLOCK_BASES, "runs": rows,
               "peak_rss_growth": growth}
     if args.json_out:

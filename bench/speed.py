@@ -319,6 +319,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--min-log2", type=int, default=10, help="smallest N as a power of two (default: 10)")
     parser.add_argument("--max-log2", type=int, default=None,
                         help="largest N as a power of two (default: 16 on CPU, 20 on CUDA)")
+    parser.add_argument("--step-log2", type=int, default=1, help="N grows by this power of two (default: 1)")
     parser.add_argument("--batch", type=int, default=1, help="sequences per train step (default: 1)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed steps after one warm-up step; the median is reported (default: 3)")
@@ -335,8 +336,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json-out", type=Path, help="also write the JSON list to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: MODEL:PROTOCOL:N
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    if args.repeats < 1 or args.step_log2 < 1:
+        parser.error("--repeats and --step-log2 must be at least 1")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = set(args.models) - set(names)
     if unknown:
@@ -355,7 +356,7 @@ def main(argv: list[str] | None = None) -> None:
         measure_one(model, protocol or None, int(n), args.batch, device, args.repeats)
         return
     max_log2 = args.max_log2 if args.max_log2 is not None else (20 if device.type == "cuda" else 16)
-    sizes = [2**k for k in range(args.min_log2, max_log2 + 1)]
+    sizes = [2**k for k in range(args.min_log2, max_log2 + 1, args.step_log2)]
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log.log(f"torch {torch.__version__} on {where}; N = {sizes[0]:,} … {sizes[-1]:,}, batch {args.batch}")
     bandwidth = [] if args.no_bandwidth else bandwidth_rows(args, device, sizes)

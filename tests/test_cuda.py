@@ -1,0 +1,93 @@
+"""The CUDA path gives the CPU's answers, within what bf16 autocast allows, for every command.
+
+Skipped where no CUDA device is present (CI has none): run `python -m pytest tests/test_cuda.py` on a GPU machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES
+
+from genomix import scanning
+from genomix.modelfile import save_model
+from genomix.models import paramixer
+from genomix.models.paramixer import ShiftIndex, _Kernels, factor_product, factor_shifts, num_factors
+from genomix.predicting import predict_records
+from genomix.reading import read_inputs
+from genomix.training import TrainSettings, fit
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+# A trained model's probabilities under bf16 autocast stay this close to the CPU's fp32 ones.
+BF16_PROB_TOLERANCE = 0.05
+
+
+@pytest.mark.parametrize("protocol", ["cdil", "chord"])
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_factor_product_on_cuda_equals_the_cpu(protocol, compiled, monkeypatch):
+    """Values and gradients of the factor product, eager and Triton-compiled, against the CPU's eager code."""
+    kernels = _Kernels()
+    kernels.enabled = compiled
+    torch.manual_seed(0)
+    n = 300
+    lengths = torch.tensor([n, n - 37, 5])
+    shifts = factor_shifts(protocol, num_factors(n))[-1]
+    w = torch.randn(3, n, len(shifts))
+    v = torch.randn(3, n, 8)
+    upstream = torch.randn(3, n, 8)
+
+    def run(device: str, kernels: _Kernels) -> list[torch.Tensor]:
+        monkeypatch.setattr(paramixer, "KERNELS", kernels)
+        wd, vd = (t.to(device).requires_grad_() for t in (w, v))
+        out = factor_product(wd, vd, shifts, ShiftIndex(lengths.to(device), n))
+        (out * upstream.to(device)).sum().backward()
+        return [t.detach().cpu() for t in (out, wd.grad, vd.grad)]
+
+    eager = _Kernels()
+    eager.enabled = False
+    reference = run("cpu", eager)
+    results = run("cuda", kernels)
+    assert compiled == (kernels.compiled is not None)
+    for cpu, cuda in zip(reference, results):
+        torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module", params=[("paramixer", "cdil"), ("paramixer", "chord"), ("transformer", None),
+                                        ("cnn", None)], ids=lambda p: p[1] or p[0])
+def cuda_model(request, train_fa: Path):
+    """A model trained on the GPU (bf16 autocast) on the species sample."""
+    name, protocol = request.param
+    settings = TrainSettings(model=name, protocol=protocol, epochs=10 if name == "paramixer" else 4, device="cuda",
+                             max_len=512)
+    return fit(list(read_inputs([str(train_fa)])), settings)
+
+
+def test_model_trained_on_cuda_beats_chance_and_predicts_alike_on_cpu(cuda_model, test_fa):
+    assert cuda_model.metadata["training"]["device"].startswith("cuda")
+    records = list(read_inputs([str(test_fa)]))
+    truth = np.array([CLASSES.index(r.label) for r in records])
+    on_gpu = np.array([p.probs for p in predict_records(cuda_model, records, device="cuda")])
+    on_cpu = np.array([p.probs for p in predict_records(cuda_model, records, device="cpu")])
+    assert np.abs(on_gpu - on_cpu).max() < BF16_PROB_TOLERANCE
+    assert (on_gpu.argmax(1) == on_cpu.argmax(1)).mean() >= 0.97
+    assert (on_gpu.argmax(1) == truth).mean() >= 0.65  # two balanced classes: chance is 0.5
+
+
+def test_scan_on_cuda_writes_the_cpu_track(cuda_model, test_fa, tmp_path):
+    """Scanning the test sequences as contigs gives, window by window, the CPU's probabilities."""
+    model_path, genome = tmp_path / "m.gmx", tmp_path / "contigs.fa"
+    save_model(cuda_model, model_path)
+    shutil.copy(test_fa, genome)  # scan indexes its input: keep the index out of the repository
+    tracks = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / f"{device}.bedgraph"
+        scanning.scan(model_path, genome, out, step=256, device=device)
+        tracks[device] = [line.split("\t") for line in out.read_text().splitlines()[1:]]
+    assert [row[:3] for row in tracks["cuda"]] == [row[:3] for row in tracks["cpu"]] and tracks["cpu"]
+    diff = np.abs(np.array([float(r[3]) for r in tracks["cuda"]]) - np.array([float(r[3]) for r in tracks["cpu"]]))
+    assert diff.max() < BF16_PROB_TOLERANCE
