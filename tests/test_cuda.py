@@ -41,8 +41,8 @@ def test_factor_product_on_cuda_equals_the_cpu(protocol, compiled, monkeypatch):
     v = torch.randn(3, n, 8)
     upstream = torch.randn(3, n, 8)
 
-    def run(device: str, kernels: _Kernels) -> list[torch.Tensor]:
-        monkeypatch.setattr(paramixer, "KERNELS", kernels)
+    def run(device: str, chosen: _Kernels) -> list[torch.Tensor]:
+        monkeypatch.setattr(paramixer, "KERNELS", chosen)
         wd, vd = (t.detach().to(device).requires_grad_() for t in (w, v))  # fresh leaves on each device
         out = factor_product(wd, vd, shifts, ShiftIndex(lengths.to(device), n))
         (out * upstream.to(device)).sum().backward()
