@@ -48,7 +48,6 @@ RESULTS_JSON = REPO / "docs" / "long_range.json"
 REPORT = REPO / "docs" / "LONG_RANGE.md"
 # Paramixer with each protocol (name:protocol, as in bench/speed.py), then the baselines.
 MODELS = ("paramixer:chord", "paramixer:cdil", "transformer", "cnn", "kmer")
-PARAMIXERS = MODELS[:2]
 MIN_SPECIES_BASES = 500_000
 CONTRAST = 0.3
 
@@ -95,33 +94,38 @@ def synthetic_records(count: int, length: int, seed: int) -> list[Record]:
 
 def train_and_test(train, val, test_inputs: list[str], test_genomes: list[str], settings: TrainSettings,
                    folder: Path) -> tuple[dict, float, int]:
-    """Fit, save, evaluate on the test inputs (or the genomes' test regions): (metrics, seconds, epochs)."""
+    """Fit, save, evaluate on the test inputs (or the genomes' test regions): (metrics, seconds, epochs).
+
+    The metrics include the k-mer term's weight in the blend, when the model has one."""
     started = time.perf_counter()
     trained = fit(train, settings, val)
     seconds = time.perf_counter() - started
     path = folder / "model.gmx"
     save_model(trained, path)
     result, _ = evaluate(path, test_inputs, device=settings.device, genomes=test_genomes)
+    result["composition_weight"] = trained.metadata["training"]["composition_weight"]
     return result, seconds, trained.metadata["training"]["epochs_run"]
 
 
-def model_settings(variant: str) -> tuple[dict, str]:
-    """TrainSettings fields and CLI flags of a MODELS entry."""
+def model_settings(variant: str, composition: bool) -> tuple[dict, str]:
+    """TrainSettings fields and CLI flags of a MODELS entry, with or without the k-mer composition term."""
     model, _, protocol = variant.partition(":")
-    fields = {"model": model, "protocol": protocol or None}
-    return fields, f"--model {model}" + (f" --protocol {protocol}" if protocol else "")
+    fields = {"model": model, "protocol": protocol or None, "composition": composition}
+    flags = f"--model {model}" + (f" --protocol {protocol}" if protocol else "")
+    return fields, flags + ("" if composition or model == "kmer" else " --no-composition")
 
 
 def run_species(length: int, model: str, args, folder: Path) -> dict:
     specs = species_specs(decompress_genomes(args.work_dir / "genomes"))
-    fields, flags = model_settings(model)
+    fields, flags = model_settings(model, args.composition)
     settings = TrainSettings(**fields, window=length, max_len=length, epochs=args.epochs, rc_augment=True,
                              windows_per_epoch=max(64, args.bases_per_epoch // length), seed=args.seed,
                              batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
     data = GenomeSet.open(specs, length, settings.holdout_fraction)
     result, seconds, epochs = train_and_test(data, None, [], specs, settings, folder)
     command = (f"python bench/long_range.py --task species --lengths {length} --models {model} --epochs {args.epochs} "
-               f"--bases-per-epoch {args.bases_per_epoch}  # = genomix train --genome CLASS=genome.fna ... {flags} "
+               f"--bases-per-epoch {args.bases_per_epoch}{'' if args.composition else ' --no-composition'}"
+               f"  # = genomix train --genome CLASS=genome.fna ... {flags} "
                f"--window {length} --rc-augment --windows-per-epoch {settings.windows_per_epoch} "
                f"--batch-size {settings.batch_size}")
     return {"classes": len({s.split('=')[0] for s in specs}), "command": command, "train_seconds": seconds,
@@ -129,7 +133,7 @@ def run_species(length: int, model: str, args, folder: Path) -> dict:
 
 
 def run_synthetic(length: int, model: str, args, folder: Path) -> dict:
-    fields, _ = model_settings(model)
+    fields, _ = model_settings(model, args.composition)
     settings = TrainSettings(**fields, max_len=length, epochs=args.epochs, seed=args.seed, patience=args.epochs,
                              batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
     train = synthetic_records(args.records, length, seed=1)
@@ -139,32 +143,50 @@ def run_synthetic(length: int, model: str, args, folder: Path) -> dict:
                                  for r in synthetic_records(max(200, args.records // 5), length, seed=3)))
     result, seconds, epochs = train_and_test(train, val, [str(test_file)], [], settings, folder)
     command = (f"python bench/long_range.py --task synthetic --lengths {length} --models {model} "
-               f"--records {args.records} --epochs {args.epochs}")
+               f"--records {args.records} --epochs {args.epochs}" + ("" if args.composition else " --no-composition"))
     return {"classes": 2, "command": command, "train_seconds": seconds, "epochs": epochs, **result}
+
+
+def name(row: dict) -> str:
+    """The model, and whether it blends in the k-mer composition term (rows from before it existed do not)."""
+    if row.get("composition") and row["model"] != "kmer":
+        return f"{row['model']} + k-mer term ({row['composition_weight']:.2f})"
+    return row["model"]
+
+
+def key(row: dict) -> tuple:
+    return row["task"], row["length"], row["model"], bool(row.get("composition")) and row["model"] != "kmer"
 
 
 def targets(rows: list[dict]) -> list[str]:
     """The issue's targets, each with the measured figures and whether it is met."""
-    found = {(r["task"], r["length"], r["model"]): r for r in rows}
+    found = {key(r)[:2] + (name(r),): r for r in rows}
+    mixers = [n for n in dict.fromkeys(name(r) for r in rows) if n.startswith("paramixer")]
     lines = ["## Targets", "", "| target | measured | met? |", "|---|---|---|"]
     for task in ("species", "synthetic"):
-        at_long = {m: found[(task, 16384, m)]["accuracy"] for m in MODELS if (task, 16384, m) in found}
-        if any(m in at_long for m in PARAMIXERS) and len(at_long) > 1:
-            best = max(at_long, key=at_long.get)
-            figures = ", ".join(f"{m} {a:.4f}" for m, a in at_long.items())
-            lines.append(f"| {task} at 16,384: paramixer most accurate | {figures} | "
-                         f"{'yes' if best in PARAMIXERS else f'no ({best})'} |")
-    for variant in PARAMIXERS:
+        at_long = {name(r): r["accuracy"] for r in sorted(rows, key=lambda r: MODELS.index(r["model"]))
+                   if (r["task"], r["length"]) == (task, 16384)}
+        if any(n in at_long for n in mixers) and len(at_long) > 1:
+            top = max(at_long.values())
+            leaders = [n for n, a in at_long.items() if a == top]
+            figures = ", ".join(f"{n} {a:.4f}" for n, a in at_long.items())
+            verdict = "no (" + ", ".join(leaders) + ")"
+            if all(n in mixers for n in leaders):
+                verdict = "yes"
+            elif any(n in mixers for n in leaders):
+                verdict = "tied (" + ", ".join(leaders) + ")"
+            lines.append(f"| {task} at 16,384: paramixer most accurate | {figures} | {verdict} |")
+    for variant in mixers:
         short, long = found.get(("species", 1024, variant)), found.get(("species", 16384, variant))
         if short and long:
             lines.append(f"| species: {variant} at 16,384 beats itself at 1,024 | {long['accuracy']:.4f} vs "
                          f"{short['accuracy']:.4f} | {'yes' if long['accuracy'] > short['accuracy'] else 'no'} |")
     for length in sorted({r["length"] for r in rows if r["task"] == "synthetic"}):
-        mine = max((found[("synthetic", length, m)] for m in PARAMIXERS if ("synthetic", length, m) in found),
+        mine = max((found[("synthetic", length, m)] for m in mixers if ("synthetic", length, m) in found),
                    key=lambda r: r["accuracy"], default=None)
         local = [found[("synthetic", length, m)] for m in ("kmer", "cnn") if ("synthetic", length, m) in found]
         if mine and local:
-            figures = ", ".join(f"{r['model']} {r['accuracy']:.4f}" for r in [mine, *local])
+            figures = ", ".join(f"{name(r)} {r['accuracy']:.4f}" for r in [mine, *local])
             met = mine["accuracy"] >= 0.9 and all(r["accuracy"] < 0.8 for r in local)
             lines.append(f"| synthetic at {length:,}: paramixer ≥ 0.9 while kmer and cnn stay near their 0.75 "
                          f"ceiling (< 0.8) | {figures} | {'yes' if met else 'no'} |")
@@ -184,13 +206,13 @@ def write_report(rows: list[dict]) -> None:
              *targets(rows)]
     for task in ("species", "synthetic"):
         task_rows = sorted((r for r in rows if r["task"] == task),
-                           key=lambda r: (r["length"], MODELS.index(r["model"])))
+                           key=lambda r: (r["length"], MODELS.index(r["model"]), bool(r.get("composition"))))
         if not task_rows:
             continue
         lines += [f"## {task}", "",
                   "| window | model | test windows | accuracy | MCC | AUROC | epochs | train time (s) | code |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['length']:,} | {r['model']} | {r['n']} | {r['accuracy']:.4f} | {r['mcc']:.4f} | "
+        lines += [f"| {r['length']:,} | {name(r)} | {r['n']} | {r['accuracy']:.4f} | {r['mcc']:.4f} | "
                   f"{r['auroc']:.4f} | {r['epochs'] or '—'} | {r['train_seconds']:.0f} | {r['code']} |"
                   for r in task_rows]
         lines += ["", "Commands:", ""] + [f"- `{r['command']}`" for r in task_rows] + [""]
@@ -207,6 +229,8 @@ def main() -> None:
     parser.add_argument("--bases-per-batch", type=int, default=32 * 1024, help="batch size = this / length")
     parser.add_argument("--records", type=int, default=2000, help="synthetic: training records")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-composition", dest="composition", action="store_false",
+                        help="neural models without their k-mer term")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "genomix-long-range")
     parser.add_argument("--report-only", action="store_true", help="rewrite LONG_RANGE.md from the results file")
@@ -226,9 +250,9 @@ def main() -> None:
                 console.log(f"{args.task} {length} {model}: accuracy {row['accuracy']:.4f}, MCC {row['mcc']:.4f}, "
                             f"{row['train_seconds']:.0f} s")
                 keep = {k: row[k] for k in ("task", "length", "model", "classes", "n", "accuracy", "mcc", "auroc",
-                                            "epochs", "train_seconds", "command")}
-                keep |= {"code": code, "device": str(resolve_device(args.device))}
-                rows = [r for r in rows if (r["task"], r["length"], r["model"]) != (args.task, length, model)] + [keep]
+                                            "epochs", "train_seconds", "command", "composition_weight")}
+                keep |= {"code": code, "device": str(resolve_device(args.device)), "composition": args.composition}
+                rows = [r for r in rows if key(r) != key(keep)] + [keep]
                 RESULTS_JSON.write_text(json.dumps(rows, indent=1))
                 write_report(rows)
     write_report(rows)

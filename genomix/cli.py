@@ -109,6 +109,12 @@ def train(
                      "training sequences have no strand (cannot be told from their reverse complements), as for "
                      "species or enhancers; off for promoters."),
     ] = TrainSettings.rc_augment,
+    composition: Annotated[
+        bool,
+        typer.Option("--composition/--no-composition",
+                     help="Neural models: blend in a k-mer logistic regression, weighted by validation likelihood "
+                     "(0 when it does not help)."),
+    ] = TrainSettings.composition,
     seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = TrainSettings.seed,
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")] = False,
@@ -132,8 +138,8 @@ def train(
     settings = TrainSettings(
         model=model, protocol=protocol, max_len=max_len, dim=dim, hidden=hidden, layers=layers, dropout=dropout,
         epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, patience=patience,
-        rc_augment=rc_augment, seed=seed, device=device, window=window, holdout_fraction=holdout_fraction,
-        windows_per_epoch=windows_per_epoch,
+        rc_augment=rc_augment, composition=composition, seed=seed, device=device, window=window,
+        holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch,
     )
     training.train(inputs or [], output, settings, labels=labels, val_inputs=val, resume=resume,
                    genomes=genome or [], bed=bed or [], reference=reference)

@@ -153,6 +153,9 @@ def describe(header: dict) -> str:
             f"training   {training['epochs_run']} epochs (best {training['best_epoch']}), "
             f"{training['seconds']} s on {training['device']}",
         ]
+        if training.get("composition_weight") is not None:
+            lines.append(f"k-mer term weight {training['composition_weight']:.2f} in the blend with the network "
+                         "(chosen on validation)")
         signal = training.get("strand_signal")
         lines.append("strands    " + ("both (trained on reverse complements too, scored on both)"
                                       if trained_on_both_strands(header) else "as given")

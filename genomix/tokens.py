@@ -1,12 +1,15 @@
 """Token ids for DNA: PAD=0, A=1, C=2, G=3, T=4, N=5, through a 256-entry byte lookup table.
 
 Sequences reaching this module are already normalised by the reader (upper-case A, C, G, T, N only),
-so encoding is one vectorised table look-up per sequence, not a Python loop per base.
+so encoding is one vectorised table look-up per sequence, not a Python loop per base. Models read
+batches of these ids as tensors, and turn them into k-mer codes here.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 PAD = 0
 ALPHABET = "ACGTN"
@@ -26,3 +29,21 @@ def encode(seq: str) -> np.ndarray:
 def reverse_complement(tokens: np.ndarray) -> np.ndarray:
     """Reverse complement of one unpadded token sequence."""
     return _COMPLEMENT[tokens[::-1]]
+
+
+def padding_mask(lengths: Tensor, n: int) -> Tensor:
+    """(B, N) boolean mask, True on the real (non-padded) positions."""
+    return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def kmer_codes(tokens: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Codes 0 … 4^k - 1 of the k-mers starting at positions 0 … N - k, and whether each is valid.
+
+    A k-mer is valid when all its bases are A, C, G or T inside the sequence (not N, not padding).
+    Both tensors are (B, N - k + 1); N must be at least k.
+    """
+    bases = tokens - 1  # A, C, G, T → 0 … 3; N → 4 and PAD → -1 are invalid
+    valid = (bases >= 0) & (bases < 4) & padding_mask(lengths, tokens.shape[1])
+    place = 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)
+    codes = (bases.clamp(0, 3).unfold(1, k, 1) * place).sum(-1)
+    return codes, valid.unfold(1, k, 1).all(-1)

@@ -40,6 +40,7 @@ from genomix.tokens import encode, reverse_complement
 
 DEFAULT_MAX_LEN_CAP = 16384  # default --max-len: the longest training sequence, at most this
 WARMUP_FRACTION = 0.05
+COMPOSITION_WEIGHTS = np.linspace(0, 1, 21)  # blend weights a of the k-mer term tried on validation
 CLIP_NORM = 1.0
 
 
@@ -61,6 +62,7 @@ class TrainSettings:
     val_fraction: float = 0.1
     patience: int = 4
     rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.strand)
+    composition: bool = True  # neural models: blend in a k-mer regression, weighted on validation
     window: int | None = None  # genomes only: bases per window (also the model's max_len)
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
     windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
@@ -95,6 +97,7 @@ class TrainSettings:
         """The architecture options that the chosen model takes (e.g. kmer has no width or depth)."""
         options = dict(max_len=max_len, dim=self.dim, hidden=self.hidden, layers=self.layers, dropout=self.dropout)
         options |= {"protocol": self.protocol} if self.protocol else {}
+        options |= {"composition": self.composition}
         accepted = model_options(self.model)
         return {k: v for k, v in options.items() if k in accepted}
 
@@ -213,11 +216,7 @@ def fit(
                 f"{len(val[0]) if val else 0} for validation; {sum(p.numel() for p in network.parameters()):,} "
                 f"parameters; max_len {max_len} (longest sequence {longest}); device {device}")
     if hasattr(network, "fit_direct"):  # closed-form models (kmer) skip the gradient loop
-        rng = np.random.default_rng(settings.seed)
-        crops, labels = [random_crop(t, max_len, rng) for t in tokens], y
-        if settings.rc_augment:  # both strands, as the model will be scored
-            crops, labels = crops + [reverse_complement(t) for t in crops], np.concatenate([y, y])
-        network.fit_direct((crops, labels), val, settings.seed)
+        _fit_direct(network, tokens, y, val, settings, max_len)
         best_val = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment) \
             if val else None
         state = {"epoch": 0, "best_state": network.state_dict(), "best_val": best_val, "history": []}
@@ -226,7 +225,16 @@ def fit(
 
     network.load_state_dict(state["best_state"])
     network.eval()
-    validation, temperature = state.get("best_val"), None
+    validation, temperature, weight = state.get("best_val"), None, None
+    if getattr(network, "composition", None) is not None:
+        if val:
+            weight = _add_composition(network, tokens, y, val, settings, max_len, device)
+            validation = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment)
+            network.eval()
+            console.log(f"k-mer composition term: weight {weight:.2f} (validation likelihood); validation MCC "
+                        f"{state['best_val']['mcc']:.4f} without it, {validation['mcc']:.4f} with it")
+        else:
+            console.log("no validation data to weigh the k-mer composition term: it is left out")
     if val:
         scores = _scores(network, val[0], settings.batch_size, device, settings.rc_augment)
         temperature = fit_temperature(scores, val[1])
@@ -242,6 +250,7 @@ def fit(
             "length_range": [min(len(t) for t in tokens), longest],
             "settings": asdict(settings),
             "strand_signal": strand,
+            "composition_weight": weight,
             "device": str(device),
             "processes": distributed.world_size(),
             "epochs_run": state["epoch"],
@@ -252,6 +261,33 @@ def fit(
         "validation": validation,
     }
     return TrainedModel(network.cpu(), classes, metadata)
+
+
+def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) -> None:
+    """Closed-form fit (the k-mer regression) on one crop of every sequence, and its reverse complement too
+    where the model will score both strands."""
+    rng = np.random.default_rng(settings.seed)
+    crops, labels = [random_crop(t, max_len, rng) for t in tokens], y
+    if settings.rc_augment:
+        crops, labels = crops + [reverse_complement(t) for t in crops], np.concatenate([y, y])
+    network.fit_direct((crops, labels), val, settings.seed)
+
+
+def _add_composition(network, tokens, y, val, settings: TrainSettings, max_len: int, device) -> float:
+    """Fit the trained network's k-mer term, and set and return the blend weight a (`SequenceClassifier`)
+    with the highest validation likelihood."""
+    _fit_direct(network.composition, tokens, y, val, settings, max_len)
+    neural = _scores(network, val[0], settings.batch_size, device, settings.rc_augment)  # a = 0 so far
+    kmer = _scores(network.composition, val[0], settings.batch_size, device, settings.rc_augment)
+    rows = np.arange(len(val[1]))
+
+    def nll(a: float) -> float:
+        blend = torch.from_numpy((1 - a) * neural + a * kmer).log_softmax(1).numpy()
+        return float(-blend[rows, val[1]].mean())
+
+    weight = float(min(COMPOSITION_WEIGHTS, key=nll))
+    network.composition_weight.fill_(weight)
+    return weight
 
 
 def _train_epochs(

@@ -139,6 +139,17 @@ def test_info_shows_classes(invoke, trained_model):
     assert strands.startswith("strands    both") and "strand signal 0." in strands  # species: no strand
 
 
+def test_train_blends_in_the_kmer_term_by_default_and_info_shows_its_weight(invoke, train_fa, tmp_path):
+    network_only = TINY[: TINY.index("--no-composition")]
+    result = invoke("train", train_fa, "-o", tmp_path / "m.gmx", *network_only)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    header = read_header(tmp_path / "m.gmx")
+    assert header["config"]["composition"] is True
+    weight = header["training"]["composition_weight"]
+    assert 0 <= weight <= 1
+    assert f"k-mer term weight {weight:.2f}" in invoke("info", tmp_path / "m.gmx").stdout
+
+
 def test_info_json(invoke, trained_model):
     result = invoke("info", trained_model, "--json")
     assert result.exit_code == 0, result.stderr

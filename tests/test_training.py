@@ -1,18 +1,20 @@
 """Training, calibration and baselines: checked against known answers and held-out data."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 import genomix.training as training
+from genomix.batching import pad
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
-from genomix.models.base import kmer_codes
 from genomix.predicting import predict_records
 from genomix.reading import Record
-from genomix.tokens import encode
+from genomix.tokens import encode, kmer_codes
 from genomix.training import TrainSettings, fit
 
 TINY = dict(dim=16, hidden=32, layers=1, batch_size=16, device="cpu")
@@ -39,7 +41,9 @@ def accuracy(model, records) -> float:
 
 @pytest.mark.parametrize("model", ["paramixer", "kmer"])
 def test_trained_model_beats_chance_on_held_out_data(model):
-    options = TINY | {"dim": 32, "epochs": 20, "lr": 3e-3, "dropout": 0.1} if model == "paramixer" else {}
+    # Paramixer without its k-mer term: the network itself must learn the motif.
+    options = TINY | {"dim": 32, "epochs": 20, "lr": 3e-3, "dropout": 0.1, "composition": False} \
+        if model == "paramixer" else {}
     trained = fit(motif_records(400, seed=0), TrainSettings(model=model, seed=1, **options | {"device": "cpu"}))
     # Chance is 0.5; on 200 held-out sequences its standard deviation is 0.035, so 0.7 is far beyond luck.
     assert accuracy(trained, motif_records(200, seed=99)) > 0.7
@@ -53,6 +57,43 @@ def test_kmer_features_are_known_frequencies():
     pairs = features[4:].reshape(4, 4)  # row: first base, column: second base
     assert pairs[0, 1] == pairs[1, 2] == pairs[2, 3] == pytest.approx(1 / 3)  # AC, CG, GT; TN is skipped
     assert float(pairs.sum()) == pytest.approx(1.0)
+
+
+def gc_records(n: int, seed: int, length: int = 64) -> list[Record]:
+    """Class 'rich' draws G and C with probability 0.65, class 'poor' with 0.35: composition is the signal."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        gc = 0.65 if i % 2 else 0.35
+        seq = "".join(rng.choice(list("ACGT"), length, p=[(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]))
+        records.append(Record(f"g{i}", seq, "rich" if i % 2 else "poor"))
+    return records
+
+
+def test_composition_blend_is_the_weighted_sum_of_log_probabilities():
+    torch.manual_seed(0)
+    model = create_model("paramixer", 2, max_len=32, dim=16, hidden=16, layers=1, composition=True).eval()
+    tokens, lengths = pad([encode("ACGTACGTTTGACA"), encode("GGGCCCAT")])
+    network_only = model(tokens, lengths)  # weight 0: the network's own logits, the k-mer term unused
+    torch.nn.init.normal_(model.composition.head.weight)
+    model.composition_weight.fill_(0.3)
+    expected = 0.7 * network_only.log_softmax(-1) + 0.3 * model.composition(tokens, lengths).log_softmax(-1)
+    torch.testing.assert_close(model(tokens, lengths), expected)
+
+
+def test_composition_weight_is_chosen_on_validation_and_lifts_a_weak_network(tmp_path):
+    """On a GC-content task one epoch leaves a tiny network weak while the k-mer regression is near perfect:
+    the weight must lean to the regression, and the blend must carry its accuracy to held-out data."""
+    settings = TrainSettings(epochs=1, seed=2, **TINY)
+    records, held_out = gc_records(300, seed=6), gc_records(200, seed=7)
+    alone = fit(records, replace(settings, composition=False))
+    blended = fit(records, settings)
+    assert alone.metadata["training"]["composition_weight"] is None and alone.network.composition is None
+    assert blended.metadata["training"]["composition_weight"] >= 0.5
+    assert accuracy(blended, held_out) > max(0.9, accuracy(alone, held_out))
+    save_model(blended, tmp_path / "m.gmx")
+    assert float(load_model(tmp_path / "m.gmx").network.composition_weight) == \
+        blended.metadata["training"]["composition_weight"]
 
 
 def test_kmer_codes_known_answers_and_embedding_rows():

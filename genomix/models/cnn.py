@@ -45,8 +45,9 @@ class CNN(SequenceClassifier):
         kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
+        composition: bool = False,
     ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
         self.blocks = nn.ModuleList(ConvBlock(dim, hidden, kernel, 2**i, dropout) for i in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from genomix.batching import pad
 from genomix.models import register
-from genomix.models.base import kmer_codes
+from genomix.tokens import kmer_codes
 
 REGULARISATION = (0.01, 0.1, 1.0)  # inverse strengths C tried; the best on validation is kept
 

@@ -231,9 +231,10 @@ class Paramixer(SequenceClassifier):
         kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
+        composition: bool = False,
         factor_mlp: str = "block",
     ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
         shifts = factor_shifts(protocol, num_factors(max_len))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
         self.blocks = nn.ModuleList(ParamixerBlock(dim, hidden, shifts, dropout, factor_norm, factor_mlp)

@@ -49,8 +49,9 @@ class Transformer(SequenceClassifier):
         kmer: int = 6,
         stem_kernel: int = 9,
         pos_embedding: bool = True,
+        composition: bool = False,
     ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer)
+        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
         self.blocks = nn.ModuleList(AttentionBlock(dim, hidden, heads, dropout) for _ in range(layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
