@@ -147,24 +147,27 @@ def run_synthetic(length: int, model: str, args, folder: Path) -> dict:
     return {"classes": 2, "command": command, "train_seconds": seconds, "epochs": epochs, **result}
 
 
-def name(row: dict) -> str:
+def label(row: dict) -> str:
     """The model, and whether it blends in the k-mer composition term (rows from before it existed do not)."""
-    if row.get("composition") and row["model"] != "kmer":
-        return f"{row['model']} + k-mer term ({row['composition_weight']:.2f})"
-    return row["model"]
+    return row["model"] + (" + k-mer term" if row.get("composition") and row["model"] != "kmer" else "")
+
+
+def name(row: dict) -> str:
+    """The label, with the weight of the k-mer term that validation chose."""
+    return label(row) + (f" ({row['composition_weight']:.2f})" if label(row) != row["model"] else "")
 
 
 def key(row: dict) -> tuple:
-    return row["task"], row["length"], row["model"], bool(row.get("composition")) and row["model"] != "kmer"
+    return row["task"], row["length"], label(row)
 
 
 def targets(rows: list[dict]) -> list[str]:
     """The issue's targets, each with the measured figures and whether it is met."""
-    found = {key(r)[:2] + (name(r),): r for r in rows}
-    mixers = [n for n in dict.fromkeys(name(r) for r in rows) if n.startswith("paramixer")]
+    found = {key(r): r for r in rows}
+    mixers = [n for n in dict.fromkeys(label(r) for r in rows) if n.startswith("paramixer")]
     lines = ["## Targets", "", "| target | measured | met? |", "|---|---|---|"]
     for task in ("species", "synthetic"):
-        at_long = {name(r): r["accuracy"] for r in sorted(rows, key=lambda r: MODELS.index(r["model"]))
+        at_long = {label(r): r["accuracy"] for r in sorted(rows, key=lambda r: MODELS.index(r["model"]))
                    if (r["task"], r["length"]) == (task, 16384)}
         if any(n in at_long for n in mixers) and len(at_long) > 1:
             top = max(at_long.values())
