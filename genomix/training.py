@@ -156,6 +156,11 @@ def _validate(network, tokens, y, batch_size, device, num_classes, rc) -> dict:
     network.eval()
     scores = _scores(network, tokens, batch_size, device, rc)
     network.train()
+    return _metrics(scores, y, num_classes)
+
+
+def _metrics(scores: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
+    """Classification metrics and the mean negative log-likelihood of log-probabilities `scores`."""
     result = classification_metrics(y, np.exp(scores), num_classes)
     result["loss"] = float(-scores[np.arange(len(y)), y].mean())
     return result
@@ -229,14 +234,14 @@ def fit(
     if getattr(network, "composition", None) is not None:
         if val:
             weight = _add_composition(network, tokens, y, val, settings, max_len, device)
-            validation = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment)
-            network.eval()
-            console.log(f"k-mer composition term: weight {weight:.2f} (validation likelihood); validation MCC "
-                        f"{state['best_val']['mcc']:.4f} without it, {validation['mcc']:.4f} with it")
         else:
             console.log("no validation data to weigh the k-mer composition term: it is left out")
     if val:
         scores = _scores(network, val[0], settings.batch_size, device, settings.rc_augment)
+        if weight is not None:
+            validation = _metrics(scores, val[1], len(classes))
+            console.log(f"k-mer composition term: weight {weight:.2f} (validation likelihood); validation MCC "
+                        f"{state['best_val']['mcc']:.4f} without it, {validation['mcc']:.4f} with it")
         temperature = fit_temperature(scores, val[1])
         validation |= {"ece_uncalibrated": expected_calibration_error(val[1], np.exp(scores)),
                        "ece": expected_calibration_error(val[1], apply_temperature(scores, temperature))}
