@@ -268,14 +268,17 @@ def fit(
     return TrainedModel(network.cpu(), classes, metadata)
 
 
-def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) -> None:
+def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) -> dict:
     """Closed-form fit (the k-mer regression) on one crop of every sequence, and its reverse complement too
-    where the model will score both strands."""
+    where the model will score both strands; returns the options chosen on validation."""
     rng = np.random.default_rng(settings.seed)
     crops, labels = [random_crop(t, max_len, rng) for t in tokens], y
     if settings.rc_augment:
         crops, labels = crops + [reverse_complement(t) for t in crops], np.concatenate([y, y])
-    network.fit_direct((crops, labels), val, settings.seed)
+    chosen = network.fit_direct((crops, labels), val, settings.seed)
+    console.log(f"k-mer regression: k up to {chosen['k']}, C {chosen['C']:g}"
+                + (" (chosen on validation)" if val else ""))
+    return chosen
 
 
 def _add_composition(network, tokens, y, val, settings: TrainSettings, max_len: int, device) -> float:

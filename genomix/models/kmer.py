@@ -4,6 +4,11 @@ A fast and strong floor that any neural model must beat. Features are computed i
 token batches as every other model (k-mers touching N or padding are skipped), and the regression is
 fitted by scikit-learn, then stored as an ordinary linear head: the model file, prediction and evaluation
 are the same as for the neural models.
+
+The longest k used and the regularisation are chosen together on validation: with 4^6 six-mer features
+and a few thousand sequences, human enhancers are read best with k <= 4 and strong regularisation, and
+E. coli promoters with k <= 6 and weak (docs/TUNING.md, seventh round). Shorter k is stored as zero weights
+on the longer k-mers' features, so every fitted model has the same shape.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from genomix.batching import pad
 from genomix.models import register
 from genomix.tokens import kmer_codes
 
-REGULARISATION = (0.01, 0.1, 1.0)  # inverse strengths C tried; the best on validation is kept
+REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation
+LONGEST_K = (4, 5, 6)  # the longest k tried on validation (up to the model's k_max)
 
 
 @register("kmer")
@@ -54,24 +60,39 @@ class Kmer(nn.Module):
         return torch.cat(parts).numpy()
 
     def fit_direct(self, train: tuple[list[np.ndarray], np.ndarray], val: tuple[list[np.ndarray], np.ndarray] | None,
-                   seed: int) -> None:
-        """Fit the standardisation and the regression (C chosen on validation when there is one)."""
+                   seed: int) -> dict:
+        """Fit the standardisation and the regression; return the longest k and C, chosen on validation (by
+        accuracy, then log-likelihood) when there is one."""
         from sklearn.linear_model import LogisticRegression  # imported here: loading sklearn costs ~1 s
+        from sklearn.metrics import log_loss
 
         features, y = self.feature_matrix(train[0]), train[1]
         mean, scale = features.mean(0), features.std(0) + 1e-6
         standardised = (features - mean) / scale
-        candidates = REGULARISATION if val is not None else (0.1,)
-        fits = [LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised, y) for c in candidates]
-        if val is not None:
-            val_features = (self.feature_matrix(val[0]) - mean) / scale
-            best = max(fits, key=lambda f: f.score(val_features, val[1]))
+        if val is None:
+            grid = [(self.k_max, 0.1)]
         else:
-            best = fits[0]
-        coef, intercept = best.coef_, best.intercept_
+            val_features = (self.feature_matrix(val[0]) - mean) / scale
+            grid = [(k, c) for k in sorted({min(k, self.k_max) for k in LONGEST_K}) for c in REGULARISATION]
+
+        def fit_one(k: int, c: float):
+            used = sum(4**j for j in range(1, k + 1))  # the features of k-mers up to k come first
+            fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised[:, :used], y)
+            if val is None:
+                return (), fitted
+            probabilities = fitted.predict_proba(val_features[:, :used])
+            accuracy = float(np.mean(fitted.classes_[probabilities.argmax(1)] == val[1]))
+            return (accuracy, -log_loss(val[1], probabilities, labels=fitted.classes_)), fitted
+
+        fits = [(fit_one(k, c), k, c) for k, c in grid]
+        (_, fitted), k, c = max(fits, key=lambda f: f[0][0])  # accuracy; ties: likelihood
+        coef = np.zeros((fitted.coef_.shape[0], features.shape[1]))
+        coef[:, : fitted.coef_.shape[1]] = fitted.coef_
+        intercept = fitted.intercept_
         if coef.shape[0] == 1:  # binary: softmax over (0, z) is sigmoid(z)
             coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
         self.mean.copy_(torch.from_numpy(mean))
         self.scale.copy_(torch.from_numpy(scale))
         self.head.weight.data.copy_(torch.from_numpy(coef))
         self.head.bias.data.copy_(torch.from_numpy(intercept))
+        return {"k": k, "C": c}
