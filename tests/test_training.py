@@ -59,6 +59,26 @@ def test_kmer_features_are_known_frequencies():
     assert float(pairs.sum()) == pytest.approx(1.0)
 
 
+def test_kmer_regression_keeps_the_validation_choice_and_zero_weights_beyond_its_k():
+    from sklearn.linear_model import LogisticRegression
+
+    (train_tokens, train_y), (val_tokens, val_y) = [
+        ([encode(r.seq) for r in records], np.array([int(r.label == "rich") for r in records]))
+        for records in (gc_records(120, seed=3), gc_records(60, seed=4))]
+    model = create_model("kmer", 2, max_len=64)
+    chosen = model.fit_direct((train_tokens, train_y), (val_tokens, val_y), seed=0)
+    assert chosen["k"] == 4  # the signal is GC content: longer k-mers only add features to overfit
+    used = sum(4**j for j in range(1, chosen["k"] + 1))
+    assert not model.head.weight[:, used:].any()  # k-mers longer than the chosen k carry no weight
+    # The stored head reproduces scikit-learn's regression on the same standardised features.
+    mean, scale = model.mean.numpy(), model.scale.numpy()
+    reference = LogisticRegression(C=chosen["C"], max_iter=2000, random_state=0)
+    reference.fit(((model.feature_matrix(train_tokens) - mean) / scale)[:, :used], train_y)
+    ours = torch.softmax(model(*pad(val_tokens)), -1).detach().numpy()
+    val_features = (model.feature_matrix(val_tokens) - mean) / scale
+    np.testing.assert_allclose(ours, reference.predict_proba(val_features[:, :used]), atol=1e-4)
+
+
 def gc_records(n: int, seed: int, length: int = 64) -> list[Record]:
     """Class 'rich' draws G and C with probability 0.65, class 'poor' with 0.35: composition is the signal."""
     rng = np.random.default_rng(seed)
