@@ -1,4 +1,4 @@
-"""k-mer baseline: frequencies of every k-mer (k = 1 … k_max), standardised, then logistic regression.
+"""k-mer baseline: frequencies of every k-mer (k = 1 … K), standardised, then logistic regression.
 
 A fast and strong floor that any neural model must beat. Features are computed in torch from the same
 token batches as every other model (k-mers touching N or padding are skipped), and the regression is
@@ -7,7 +7,7 @@ are the same as for the neural models.
 
 The longest k used and the regularisation are chosen together on validation: with 4^6 six-mer features
 and a few thousand sequences, human enhancers are read best with k <= 4 and strong regularisation, and
-E. coli promoters with k <= 6 and weak (docs/TUNING.md, seventh round). Shorter k is stored as zero weights
+B. subtilis promoters with k <= 6 and weak (docs/TUNING.md, seventh round). Shorter k is stored as zero weights
 on the longer k-mers' features, so every fitted model has the same shape.
 """
 
