@@ -12,6 +12,7 @@ from genomix.calibration import apply_temperature, expected_calibration_error, f
 from genomix.errors import GenomixError
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
+from genomix.models.kmer import num_features
 from genomix.predicting import predict_records
 from genomix.reading import Record
 from genomix.tokens import encode, kmer_codes
@@ -68,7 +69,7 @@ def test_kmer_regression_keeps_the_validation_choice_and_zero_weights_beyond_its
     model = create_model("kmer", 2, max_len=64)
     chosen = model.fit_direct((train_tokens, train_y), (val_tokens, val_y), seed=0)
     assert chosen["k"] == 4  # the signal is GC content: longer k-mers only add features to overfit
-    used = sum(4**j for j in range(1, chosen["k"] + 1))
+    used = num_features(chosen["k"])
     assert not model.head.weight[:, used:].any()  # k-mers longer than the chosen k carry no weight
     # The stored head reproduces scikit-learn's regression on the same standardised features.
     mean, scale = model.mean.numpy(), model.scale.numpy()

@@ -27,6 +27,11 @@ REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengt
 LONGEST_K = (4, 5, 6)  # the longest k tried on validation (up to the model's k_max)
 
 
+def num_features(k_max: int) -> int:
+    """How many frequencies describe k-mers of length 1 to k_max; they are laid out in order of k."""
+    return sum(4**k for k in range(1, k_max + 1))
+
+
 @register("kmer")
 class Kmer(nn.Module):
     """Logistic regression on k-mer frequency profiles."""
@@ -34,7 +39,7 @@ class Kmer(nn.Module):
     def __init__(self, num_classes: int, max_len: int, k_max: int = 6) -> None:
         super().__init__()
         self.max_len, self.k_max = max_len, k_max
-        n_features = sum(4**k for k in range(1, k_max + 1))
+        n_features = num_features(k_max)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
         self.head = nn.Linear(n_features, num_classes)
@@ -76,7 +81,7 @@ class Kmer(nn.Module):
             grid = [(k, c) for k in sorted({min(k, self.k_max) for k in LONGEST_K}) for c in REGULARISATION]
 
         def fit_one(k: int, c: float):
-            used = sum(4**j for j in range(1, k + 1))  # the features of k-mers up to k come first
+            used = num_features(k)
             fitted = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(standardised[:, :used], y)
             if val is None:
                 return (), fitted
@@ -84,8 +89,9 @@ class Kmer(nn.Module):
             accuracy = float(np.mean(fitted.classes_[probabilities.argmax(1)] == val[1]))
             return (accuracy, -log_loss(val[1], probabilities, labels=fitted.classes_)), fitted
 
-        fits = [(fit_one(k, c), k, c) for k, c in grid]
-        (_, fitted), k, c = max(fits, key=lambda f: f[0][0])  # accuracy; ties: likelihood
+        fits = {(k, c): fit_one(k, c) for k, c in grid}
+        k, c = max(fits, key=lambda choice: fits[choice][0])  # accuracy; ties: likelihood
+        fitted = fits[k, c][1]
         coef = np.zeros((fitted.coef_.shape[0], features.shape[1]))
         coef[:, : fitted.coef_.shape[1]] = fitted.coef_
         intercept = fitted.intercept_
