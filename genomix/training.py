@@ -222,15 +222,13 @@ def fit(
                 f"parameters; max_len {max_len} (longest sequence {longest}); device {device}")
     if hasattr(network, "fit_direct"):  # closed-form models (kmer) skip the gradient loop
         _fit_direct(network, tokens, y, val, settings, max_len)
-        best_val = _validate(network, *val, settings.batch_size, device, len(classes), settings.rc_augment) \
-            if val else None
-        state = {"epoch": 0, "best_state": network.state_dict(), "best_val": best_val, "history": []}
+        state = {"epoch": 0, "best_state": network.state_dict(), "history": []}
     else:
         state = _train_epochs(network, epoch_data, val, settings, max_len, device, checkpoint, resume, classes)
 
     network.load_state_dict(state["best_state"])
     network.eval()
-    validation, temperature, weight = state.get("best_val"), None, None
+    validation, temperature, weight = None, None, None
     if getattr(network, "composition", None) is not None:
         if val:
             weight = _add_composition(network, tokens, y, val, settings, max_len, device)
@@ -238,8 +236,8 @@ def fit(
             console.log("no validation data to weigh the k-mer composition term: it is left out")
     if val:
         scores = _scores(network, val[0], settings.batch_size, device, settings.rc_augment)
+        validation = _metrics(scores, val[1], len(classes))  # the final model's: k-mer term and all
         if weight is not None:
-            validation = _metrics(scores, val[1], len(classes))
             console.log(f"k-mer composition term: weight {weight:.2f} (validation likelihood); validation MCC "
                         f"{state['best_val']['mcc']:.4f} without it, {validation['mcc']:.4f} with it")
         temperature = fit_temperature(scores, val[1])
@@ -268,9 +266,9 @@ def fit(
     return TrainedModel(network.cpu(), classes, metadata)
 
 
-def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) -> dict:
+def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) -> None:
     """Closed-form fit (the k-mer regression) on one crop of every sequence, and its reverse complement too
-    where the model will score both strands; returns the options chosen on validation."""
+    where the model will score both strands."""
     rng = np.random.default_rng(settings.seed)
     crops, labels = [random_crop(t, max_len, rng) for t in tokens], y
     if settings.rc_augment:
@@ -278,7 +276,6 @@ def _fit_direct(network, tokens, y, val, settings: TrainSettings, max_len: int) 
     chosen = network.fit_direct((crops, labels), val, settings.seed)
     console.log(f"k-mer regression: k up to {chosen['k']}, C {chosen['C']:g}"
                 + (" (chosen on validation)" if val else ""))
-    return chosen
 
 
 def _add_composition(network, tokens, y, val, settings: TrainSettings, max_len: int, device) -> float:
