@@ -193,7 +193,8 @@ def targets(rows: list[dict]) -> list[str]:
             met = mine["accuracy"] >= 0.9 and all(r["accuracy"] < 0.8 for r in local)
             lines.append(f"| synthetic at {length:,}: paramixer ≥ 0.9 while kmer and cnn stay near their 0.75 "
                          f"ceiling (< 0.8) | {figures} | {'yes' if met else 'no'} |")
-    return lines + [""]
+    return lines + ["", "Where a target reads `no` or `tied`, `docs/GENOMES.md` (\"Targets not met\") says by how "
+                    "much, what was tried and what is left.", ""]
 
 
 def write_report(rows: list[dict]) -> None:
