@@ -140,7 +140,7 @@ def _lr_factor(step: int, total: int) -> float:
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:.0f} seq/s"),
+        TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[speed]:,.1f} seq/s"),
         TimeRemainingColumn(), console=console, transient=True,
     )
 
@@ -365,7 +365,7 @@ def _train_epochs(
             message += " (best so far)" if val else ""
         else:
             state["bad_epochs"] += 1
-        console.log(f"{message}; {entry['seq_per_s']:.0f} seq/s, padding {100 * entry['padding']:.1f}%")
+        console.log(f"{message}; {entry['seq_per_s']:,.1f} seq/s, padding {100 * entry['padding']:.1f}%")
         state["history"].append(entry)
         state["epoch"] = epoch + 1
         if checkpoint is not None and distributed.is_main():
