@@ -78,7 +78,8 @@ def train(
     model: Annotated[str, typer.Option(help="paramixer, transformer, cnn or kmer.")] = TrainSettings.model,
     protocol: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option(help="Paramixer protocol: cdil (default) or chord (links distant positions better)."),
+        typer.Option(help="Paramixer protocol: cdil (default, O(N log N)) or chord (O(N log² N); every factor "
+                          "links all distances 2^k)."),
     ] = None,
     max_len: Annotated[
         Optional[int],  # noqa: UP045
