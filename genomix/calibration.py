@@ -13,8 +13,13 @@ import torch
 ECE_BINS = 15
 
 
+def calibrate(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """Calibrated log-probabilities (renormalised after scaling)."""
+    return torch.log_softmax(torch.from_numpy(log_probs / temperature), 1).numpy()
+
+
 def apply_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated probabilities from log-probabilities (renormalised after scaling)."""
+    """Calibrated probabilities from log-probabilities."""
     return torch.softmax(torch.from_numpy(log_probs / temperature), 1).numpy()
 
 

@@ -1,11 +1,14 @@
-"""The `genomix` command line: parses options and delegates each command to a library function."""
+"""The `genomix` command line: parses options and delegates each command to a library function.
+
+Options shared by several commands are defined once below, so a flag means the same thing everywhere.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -13,7 +16,10 @@ from genomix import __version__, evaluating, predicting, scanning, training
 from genomix.console import console, reuse_large_allocations
 from genomix.errors import GenomixError
 from genomix.metrics import report_table
-from genomix.modelfile import describe, read_header
+from genomix.modelfile import describe, read_card, read_header
+from genomix.models import DEFAULT_MODEL, MODELS, list_models
+from genomix.scoring import BATCH_SIZE
+from genomix.sources import RecordSource
 from genomix.training import TrainSettings
 
 app = typer.Typer(
@@ -24,15 +30,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+DEFAULTS = TrainSettings.__dataclass_fields__  # training defaults live in TrainSettings only
 
+
+def _default(name: str) -> Any:
+    return DEFAULTS[name].default
+
+
+# --- options shared by several commands ------------------------------------------------------------------
+ModelFile = Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")]
 Inputs = Annotated[
-    list[str],
-    typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file."),
-]
-OptionalInputs = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file."),
 ]
+Labels = Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")]  # noqa: UP045
 Bed = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--bed", help="BED regions (strand respected), labelled by their name column or CLASS=FILE. "
@@ -42,17 +53,26 @@ Reference = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(help="Genome FASTA (plain or bgzip) that --bed regions are cut from."),
 ]
-Genomes = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
-                 "Repeatable, several genomes per class allowed."),
-]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per batch.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+ScoreBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per scoring batch.")]
 Strands = Annotated[
     Optional[bool],  # noqa: UP045
-    typer.Option("--rc/--no-rc", help="Average each score over both strands. Default: as the model was trained "
-                 "(yes after --rc-augment)."),
+    typer.Option("--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
+                 "(both after training with --rc-augment)."),
+]
+Threshold = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option(help="Call the class (a binary model's positive class, or scan's --class) when its probability "
+                 "reaches this. Default: the most probable class."),
+]
+Output = Annotated[str, typer.Option("--output", "-o", help="File to write; '-' for stdout.")]
+Window = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="Bases per window cut from a genome."),
+]
+ModelName = Annotated[
+    str, typer.Option("--model", help=f"Model to train: {', '.join(list_models())} (`genomix models` lists their "
+                      "options).")
 ]
 
 
@@ -71,93 +91,111 @@ def _root(
     """Train and apply DNA sequence classifiers built on Paramixer."""
 
 
+def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
+    """The model options of `--set KEY=VALUE` pairs and of the shorthand flags that were given."""
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not (sep and key):
+            raise GenomixError(f"--set {pair}: expected KEY=VALUE, e.g. --set heads=8")
+        options[key.strip().replace("-", "_")] = value.strip()
+    for key, value in flags.items():
+        if value is not None:
+            if key in options:
+                raise GenomixError(f"--{key} and --set {key}=... both given: give one")
+            options[key] = value
+    return options
+
+
 @app.command()
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
-    inputs: OptionalInputs = None,
-    model: Annotated[str, typer.Option(help="paramixer, transformer, cnn or kmer.")] = TrainSettings.model,
-    protocol: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Paramixer protocol: cdil (default, O(N log N)) or chord (O(N log² N); every factor "
-                          "links all distances 2^k)."),
+    inputs: Inputs = None,
+    model: ModelName = DEFAULT_MODEL,
+    set_: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable."),
+    ] = None,
+    dim: Annotated[Optional[int], typer.Option(help="Embedding width D (model default 64).")] = None,  # noqa: UP045
+    hidden: Annotated[Optional[int], typer.Option(help="Hidden width H (model default 128).")] = None,  # noqa: UP045
+    layers: Annotated[Optional[int], typer.Option(help="Mixing blocks (model default 2).")] = None,  # noqa: UP045
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout rate (model default 0.2).")] = None,  # noqa: UP045
+    composition: Annotated[
+        Optional[bool],  # noqa: UP045
+        typer.Option("--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
+                     "weighted by validation likelihood (0 when it does not help). Default: on."),
     ] = None,
     max_len: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped."),
+        typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped. "
+                     f"Default: the --window, else the longest training sequence, at most "
+                     f"{training.DEFAULT_MAX_LEN_CAP:,}."),
     ] = None,
-    dim: Annotated[int, typer.Option(help="Embedding width D.")] = TrainSettings.dim,
-    hidden: Annotated[int, typer.Option(help="Hidden width H of the MLPs.")] = TrainSettings.hidden,
-    layers: Annotated[int, typer.Option(help="Number of mixing blocks.")] = TrainSettings.layers,
-    dropout: Annotated[float, typer.Option(help="Dropout rate.")] = TrainSettings.dropout,
-    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = TrainSettings.epochs,
-    batch_size: BatchSize = TrainSettings.batch_size,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")] = TrainSettings.lr,
-    val_fraction: Annotated[
-        float, typer.Option("--val-fraction", help="Share of the inputs held out (stratified) for validation.")
-    ] = TrainSettings.val_fraction,
+    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = _default("epochs"),
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
+    = _default("batch_size"),
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")] = _default("lr"),
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of the inputs held out (stratified) for validation.")] = _default("val_fraction"),
     val: Annotated[
         Optional[list[str]],  # noqa: UP045
         typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
     ] = None,
-    labels: Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")] = None,  # noqa: UP045
-    patience: Annotated[
-        int, typer.Option(help="Stop after this many epochs without validation gain.")
-    ] = TrainSettings.patience,
+    labels: Labels = None,
+    patience: Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
+    = _default("patience"),
     rc_augment: Annotated[
         Optional[bool],  # noqa: UP045
         typer.Option("--rc-augment/--no-rc-augment",
                      help="Train on random reverse complements and score both strands. Default: on when the "
                      "training sequences have no strand (cannot be told from their reverse complements), as for "
                      "species or enhancers; off for promoters."),
-    ] = TrainSettings.rc_augment,
-    composition: Annotated[
-        bool,
-        typer.Option("--composition/--no-composition",
-                     help="Neural models: blend in a k-mer logistic regression, weighted by validation likelihood "
-                     "(0 when it does not help)."),
-    ] = TrainSettings.composition,
-    seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = TrainSettings.seed,
+    ] = None,
+    positive_class: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
+                     "Default: the second in sorted order."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = _default("seed"),
     device: Device = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")] = False,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Genomes = None,
-    window: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="With --genome: bases per training window (and the model's --max-len)."),
+    genome: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
+                     "Repeatable, several genomes per class allowed."),
     ] = None,
-    holdout_fraction: Annotated[
-        float, typer.Option("--holdout-fraction", help="With --genome: end share of every contig held out, "
-                            "half for validation, half for test (`genomix evaluate --genome`).")
-    ] = TrainSettings.holdout_fraction,
-    windows_per_epoch: Annotated[
-        int, typer.Option("--windows-per-epoch", help="With --genome: fresh random windows per epoch, "
-                          "the same number for every class.")
-    ] = TrainSettings.windows_per_epoch,
+    window: Window = None,
+    holdout_fraction: Annotated[float, typer.Option(
+        "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half "
+        "for test (`genomix evaluate --genome`).")] = _default("holdout_fraction"),
+    windows_per_epoch: Annotated[int, typer.Option(
+        "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every "
+        "class.")] = _default("windows_per_epoch"),
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
+    options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
     settings = TrainSettings(
-        model=model, protocol=protocol, max_len=max_len, dim=dim, hidden=hidden, layers=layers, dropout=dropout,
-        epochs=epochs, batch_size=batch_size, lr=lr, val_fraction=val_fraction, patience=patience,
-        rc_augment=rc_augment, composition=composition, seed=seed, device=device, window=window,
-        holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch,
+        model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=window,
+        holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
+        seed=seed, device=device,
     )
-    training.train(inputs or [], output, settings, labels=labels, val_inputs=val, resume=resume,
-                   genomes=genome or [], bed=bed or [], reference=reference)
+    source = RecordSource(inputs or [], labels, bed or [], reference, genome or [], val or [])
+    training.train(source, output, settings, resume=resume)
 
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
-    inputs: OptionalInputs = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="TSV to write; '-' for stdout.")] = "-",
-    batch_size: BatchSize = 64,
+    model: ModelFile,
+    inputs: Inputs = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv or .jsonl; '-' for "
+                                        "stdout (TSV).")] = "-",
+    batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
-    threshold: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option(help="Binary models: call the positive class when its probability reaches this."),
-    ] = None,
+    threshold: Threshold = None,
     bed: Bed = None,
     reference: Reference = None,
     shard: Annotated[
@@ -165,20 +203,26 @@ def predict(
         typer.Option(help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs."),
     ] = None,
 ) -> None:
-    """Score sequences: a TSV row per record (id, length, label, score, p_<class>...) in input order."""
-    predicting.predict(model, inputs or [], output, batch_size=batch_size, device=device, rc=rc,
-                       threshold=threshold, bed=bed or [], reference=reference, shard=shard)
+    """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
+    source = RecordSource(inputs or [], bed=bed or [], reference=reference)
+    predicting.predict(model, source, output, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
+                       shard=shard)
 
 
 @app.command()
 def evaluate(
-    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
-    inputs: OptionalInputs = None,
-    labels: Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")] = None,  # noqa: UP045
+    model: ModelFile,
+    inputs: Inputs = None,
+    labels: Labels = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
-    batch_size: BatchSize = 64,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Also write the metrics as JSON to this file."),
+    ] = None,
+    batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
+    threshold: Threshold = None,
     plots: Annotated[
         Optional[Path],  # noqa: UP045
         typer.Option(help="Folder for ROC, precision-recall and confusion-matrix PNGs."),
@@ -192,9 +236,9 @@ def evaluate(
     ] = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
-    result, classes = evaluating.evaluate(model, inputs or [], labels=labels, batch_size=batch_size, device=device,
-                                          rc=rc, plots=plots, bed=bed or [], reference=reference,
-                                          genomes=genome or [])
+    source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
+    result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
+                                          threshold=threshold, plots=plots, output=output)
     if as_json:
         typer.echo(json.dumps(result | {"classes": classes}, indent=2))
     else:
@@ -203,33 +247,34 @@ def evaluate(
 
 @app.command()
 def scan(
-    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
+    model: ModelFile,
     genome: Annotated[Path, typer.Argument(help="Genome FASTA, plain or bgzip (indexed on first use).")],
     output: Annotated[str, typer.Option(
         "--output", "-o", help="bedGraph to write; '-' for stdout. With --all-classes, one file per class: "
         "out.bedgraph becomes out.CLASS.bedgraph.")],
     window: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="Bases per window (default: the model's max_len; longer windows are tiled as in predict)."),
+        typer.Option(help="Bases per window cut from the genome. Default: the model's max_len; longer windows are "
+                     "tiled as in predict."),
     ] = None,
     step: Annotated[
         Optional[int],  # noqa: UP045
-        typer.Option(help="Bases between window starts (default: half the window)."),
+        typer.Option(help="Bases between window starts. Default: half the window."),
     ] = None,
     class_name: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--class", help="Class whose probability is tracked (default: a binary model's positive class)."),
+        typer.Option("--class", help="Class whose probability is tracked. Default: a binary model's positive class."),
     ] = None,
     all_classes: Annotated[
         bool, typer.Option("--all-classes", help="One bedGraph per class, named OUTPUT_STEM.CLASS.SUFFIX.")
     ] = False,
     bed_out: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--bed-out", help="BED of the regions where p(CLASS) reaches --threshold: the windows' extents, "
-                     "merged where they overlap or touch, scored 1000 × the highest probability."),
+        typer.Option("--bed-out", help="BED of the regions where CLASS is called (see --threshold): the windows' "
+                     "extents, merged where they overlap or touch, scored 1000 × the highest probability."),
     ] = None,
-    threshold: Annotated[float, typer.Option(help="Probability that --bed-out regions reach.")] = 0.5,
-    batch_size: BatchSize = 64,
+    threshold: Threshold = None,
+    batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
 ) -> None:
@@ -240,12 +285,20 @@ def scan(
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print the whole description as JSON.")] = False,
+    model: ModelFile,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole header as JSON.")] = False,
 ) -> None:
     """Describe a model file: architecture, classes, training data and settings, validation metrics."""
-    header = read_header(model)
-    typer.echo(json.dumps(header, indent=2) if as_json else describe(header))
+    typer.echo(json.dumps(read_header(model), indent=2) if as_json else describe(read_card(model)))
+
+
+@app.command()
+def models() -> None:
+    """List the models `genomix train --model` takes, with their options and defaults (set with --set)."""
+    for name in list_models():
+        options = MODELS[name].Options().as_dict()
+        doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]
+        typer.echo(f"{name}: {doc}\n    " + (" ".join(f"{k}={v}" for k, v in options.items()) or "no options"))
 
 
 def main() -> None:

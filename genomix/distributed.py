@@ -9,7 +9,8 @@ the same metrics and takes the same early-stopping decision. Only rank 0 prints 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -33,21 +34,22 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def start(device: torch.device) -> torch.device:
-    """Join the process group (gloo on CPU, nccl on CUDA) and return this rank's device."""
-    if world_size() == 1:
-        return device
+@contextmanager
+def process_group(device: torch.device) -> Iterator[torch.device]:
+    """Within: this rank's device, in the process group (gloo on CPU, nccl on CUDA) when under torchrun, with
+    only rank 0 printing. The group is left on the way out, so a Python caller leaks nothing."""
+    if world_size() == 1 or dist.is_initialized():
+        yield device
+        return
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    console.quiet = not is_main()
-    return device
-
-
-def stop() -> None:
-    if dist.is_initialized():
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    quiet, console.quiet = console.quiet, not is_main()
+    try:
+        yield device
+    finally:
+        console.quiet = quiet
         dist.destroy_process_group()
 
 

@@ -1,79 +1,72 @@
-"""Measuring a model on labelled sequences: predictions joined with the true labels, then metrics."""
+"""`genomix evaluate`: predictions of labelled records set against their labels, then metrics."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain
+import json
 from pathlib import Path
 
 import numpy as np
 
-from genomix.calibration import apply_temperature, expected_calibration_error
+from genomix.calibration import calibrate, expected_calibration_error
+from genomix.dataset import class_index
 from genomix.errors import GenomixError
-from genomix.genomes import GenomeSet, read_regions
+from genomix.files import atomic_path, check_writable
 from genomix.metrics import classification_metrics
-from genomix.modelfile import load_model
-from genomix.predicting import predict_records
-from genomix.reading import Record, read_inputs
+from genomix.modelfile import TrainedModel, load_model
+from genomix.scoring import BATCH_SIZE, check_threshold, decide, predict_records
+from genomix.sources import RecordSource
 
 
 def evaluate(
     model_path: str | Path,
-    inputs: Sequence[str],
-    labels: str | None = None,
-    batch_size: int = 64,
+    source: RecordSource,
+    batch_size: int = BATCH_SIZE,
     device: str = "auto",
     rc: bool | None = None,
+    threshold: float | None = None,
     plots: str | Path | None = None,
-    bed: Sequence[str] = (),
-    reference: str | None = None,
-    genomes: Sequence[str] = (),
+    output: str | Path | None = None,
 ) -> tuple[dict, list[str]]:
-    """`genomix evaluate`: metrics of the model on labelled inputs, and the model's class names.
+    """Metrics of the model on the labelled records of `source`, and the model's class names.
 
-    The inputs are sequence files and BED regions, or `CLASS=genome.fa` genomes, whose test regions (held
-    out at training, with the training window and holdout fraction) are tiled into windows.
-    The metrics use the calibrated probabilities; `ece_uncalibrated` and `ece` give the expected
-    calibration error before and after the model's temperature. `plots` names a folder for PNG figures.
+    A source of `CLASS=genome.fa` genomes is read as the test regions held out at training (same window and
+    holdout fraction), tiled into windows. Classes are called as `predict` calls them (`threshold`); the
+    metrics use calibrated probabilities, and `ece_uncalibrated` and `ece` give the expected calibration error
+    before and after the model's temperature. `plots` names a folder for PNG figures; `output` a JSON file.
     """
-    if genomes and (inputs or bed):
-        raise GenomixError("--genome evaluates on held-out genome windows: give it without sequence files or --bed")
-    if not (genomes or inputs or bed):
-        raise GenomixError("nothing to evaluate: give sequence files, --bed regions or --genome CLASS=genome.fa")
+    source.require("evaluate")
+    if output is not None:
+        check_writable(output)
     model = load_model(model_path)
+    check_threshold(threshold, model)
     index = {c: i for i, c in enumerate(model.classes)}
-    truth: list[int] = []
-
-    def checked(records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            if record.label is None:
-                raise GenomixError(f"record '{record.id}' has no label to evaluate against")
-            if record.label not in index:
-                raise GenomixError(f"record '{record.id}' has label '{record.label}', which the model does not "
-                                   f"know ({', '.join(model.classes)})")
-            truth.append(index[record.label])
-            yield record
-
-    if genomes:
-        settings = model.metadata.get("training", {}).get("settings", {})
-        holdout = settings.get("holdout_fraction") if settings.get("window") else None
-        if holdout is None:
-            raise GenomixError(f"{model_path}: --genome needs a model trained with --genome (it knows the held-out "
-                               "regions)")
-        records: Iterable[Record] = GenomeSet.open(genomes, settings["window"], holdout).tiles("test")
-    else:
-        records = chain(read_inputs(inputs, labels), read_regions(bed, reference))
-    predictions = predict_records(model, checked(records), batch_size, device, rc, calibrated=False)
-    raw = [p.probs for p in predictions]
+    truth, raw = [], []
+    for p in predict_records(model, _records(source, model, model_path), batch_size, device, rc, calibrated=False):
+        truth.append(class_index(p.id, p.label, index, "evaluation"))
+        raw.append(p.log_probs)
     if not raw:
         raise GenomixError("no records to evaluate")
-    y, raw_probs = np.array(truth), np.stack(raw)
-    probs = apply_temperature(np.log(np.maximum(raw_probs, 1e-300)), model.temperature)
-    result = classification_metrics(y, probs, len(model.classes))
-    result["ece_uncalibrated"] = expected_calibration_error(y, raw_probs)
+    y, raw_scores = np.array(truth), np.stack(raw)
+    probs = np.exp(calibrate(raw_scores, model.temperature))
+    calls = decide(probs, threshold, model.positive_index)
+    result = classification_metrics(y, probs, len(model.classes), calls, model.positive_index)
+    result["ece_uncalibrated"] = expected_calibration_error(y, np.exp(raw_scores))
     result["ece"] = expected_calibration_error(y, probs)
     if plots is not None:
         from genomix.plots import write_plots  # matplotlib loads only when figures are asked for
 
         result["plots"] = [str(p) for p in write_plots(y, probs, model.classes, plots)]
+    if output is not None:
+        with atomic_path(output) as tmp:
+            tmp.write_text(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
     return result, model.classes
+
+
+def _records(source: RecordSource, model: TrainedModel, model_path: str | Path):
+    if not source.genomes:
+        return source.records()
+    training = model.card.training
+    if training is None or training.genome_window is None:
+        raise GenomixError(f"{model_path}: --genome needs a model trained with --genome (it knows the held-out "
+                           "regions)")
+    return source.genome_set(training.genome_window, training.holdout_fraction).tiles("test")

@@ -1,6 +1,6 @@
 """Classification metrics from true labels and predicted probabilities (scikit-learn underneath).
 
-Binary AUROC/AUPRC are those of the positive class (the second class); multi-class ones are the macro
+Binary AUROC/AUPRC are those of the positive class; multi-class ones are the macro
 average of one-vs-rest. A metric that is undefined on the data (AUROC with one class present) is None.
 """
 
@@ -14,9 +14,14 @@ from sklearn import metrics as skm
 from sklearn.preprocessing import label_binarize
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int) -> dict:
-    """accuracy, balanced_accuracy, macro_f1, mcc, auroc, auprc, confusion (rows: true, cols: predicted)."""
-    y_pred = probs.argmax(1)
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int, y_pred: np.ndarray | None = None,
+                           positive: int | None = None) -> dict:
+    """accuracy, balanced_accuracy, macro_f1, mcc, auroc, auprc, confusion (rows: true, cols: predicted).
+
+    `y_pred` are the called classes (default: the most probable); `positive` is the class whose probability
+    a binary model's AUROC and AUPRC rank by (default: the second).
+    """
+    y_pred = probs.argmax(1) if y_pred is None else y_pred
     labels = list(range(num_classes))
     result = {
         "n": int(len(y_true)),
@@ -32,8 +37,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: i
     if len(present) < 2:
         return result
     if num_classes == 2:
-        result["auroc"] = float(skm.roc_auc_score(y_true, probs[:, 1]))
-        result["auprc"] = float(skm.average_precision_score(y_true, probs[:, 1]))
+        positive = 1 if positive is None else positive
+        result["auroc"] = float(skm.roc_auc_score(y_true == positive, probs[:, positive]))
+        result["auprc"] = float(skm.average_precision_score(y_true == positive, probs[:, positive]))
     else:
         onehot = label_binarize(y_true, classes=labels)[:, present]
         scores = probs[:, present]

@@ -1,40 +1,100 @@
-"""The model file: weights in safetensors plus a JSON block that describes everything else.
+"""The model file: weights in safetensors plus a JSON header (safetensors metadata key "genomix").
 
-The JSON (safetensors metadata key "genomix") holds the model name and config, the class names in order,
-the tokenizer, the genomix version, a summary of the training data and settings, and validation metrics.
-Loading reads tensors and JSON only: nothing is ever unpickled. Writing is atomic.
+The header is a `ModelCard`: the model name and config, the class names in logit order, the positive class,
+which strands scoring averages, the temperature, what the model was trained on and its validation metrics.
+Loading reads tensors and JSON only (nothing is ever unpickled), checks the header's types before using
+any of it, and upgrades files written by older versions (`upgrade_header`, and each model's own
+`upgrade`). Writing is atomic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from torch import nn
 
 from genomix import __version__
 from genomix.errors import GenomixError
 from genomix.files import atomic_path
-from genomix.models import MODELS, create_model, model_options
+from genomix.models import rebuild
+from genomix.models.base import Model
 from genomix.tokens import ALPHABET
 
 FORMAT = "genomix-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 TOKENIZER = f"dna-v1: PAD=0, {', '.join(f'{b}={i}' for i, b in enumerate(ALPHABET, 1))}"
 METADATA_KEY = "genomix"
 
 
 @dataclass
-class TrainedModel:
-    """A network with what is needed to apply it: its class names (in logit order) and its metadata."""
+class TrainingRecord:
+    """What a model was trained on and how (the `training` block of the header)."""
 
-    network: nn.Module
+    records: int
+    class_counts: dict[str, int]
+    length_range: list[int]
+    settings: dict[str, Any]  # `genomix.training.TrainSettings` as written
+    epochs_run: int
+    seconds: float
+    device: str
+    inputs: list[str] = field(default_factory=list)
+    strand_signal: float | None = None
+    composition_weight: float | None = None
+    processes: int = 1
+    best_epoch: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def genome_window(self) -> int | None:
+        """Bases per window where the model was trained on `--genome` windows."""
+        return self.settings.get("window")
+
+    @property
+    def holdout_fraction(self) -> float | None:
+        return self.settings.get("holdout_fraction") if self.genome_window else None
+
+
+@dataclass
+class ModelCard:
+    """Everything a model file says beside its weights."""
+
+    model: str
+    config: dict[str, Any]
     classes: list[str]
-    metadata: dict = field(default_factory=dict)
+    positive_class: str | None = None  # binary models: the class that thresholds, AUROC and scan call
+    both_strands: bool = False  # whether scoring averages a sequence and its reverse complement
+    temperature: float | None = None  # divides log-probabilities; fitted on validation (None: uncalibrated)
+    training: TrainingRecord | None = None
+    validation: dict[str, Any] | None = None
+    genomix_version: str = __version__
+
+    def __post_init__(self) -> None:
+        if self.positive_class is None and len(self.classes) == 2:
+            self.positive_class = self.classes[1]
+        if self.positive_class is not None and self.positive_class not in self.classes:
+            raise GenomixError(f"positive class '{self.positive_class}' is not one of {', '.join(self.classes)}")
+
+
+@dataclass
+class TrainedModel:
+    """A network with its card: what is needed to apply it."""
+
+    network: Model
+    card: ModelCard
+
+    @classmethod
+    def of(cls, network: Model, classes: list[str], **card: Any) -> TrainedModel:
+        return cls(network, ModelCard(network.name, network.config, list(classes), **card))
+
+    @property
+    def classes(self) -> list[str]:
+        return self.card.classes
 
     @property
     def max_len(self) -> int:
@@ -42,51 +102,37 @@ class TrainedModel:
 
     @property
     def temperature(self) -> float:
-        """Divides log-probabilities before the softmax; fitted on validation (1.0: uncalibrated)."""
-        return self.metadata.get("temperature") or 1.0
-
-    @property
-    def both_strands(self) -> bool:
-        """Whether scoring averages a sequence and its reverse complement by default."""
-        return trained_on_both_strands(self.metadata)
-
-    def scores_both_strands(self, rc: bool | None) -> bool:
-        """Whether to average both strands: `rc` when the user said, else as the model was trained."""
-        return self.both_strands if rc is None else rc
+        return self.card.temperature or 1.0
 
     @property
     def positive_class(self) -> str | None:
-        """For a binary model, the class that `--threshold` calls: the second, as classes are sorted."""
-        return self.classes[1] if len(self.classes) == 2 else None
+        return self.card.positive_class
 
+    @property
+    def positive_index(self) -> int | None:
+        return None if self.positive_class is None else self.classes.index(self.positive_class)
 
-def trained_on_both_strands(metadata: dict) -> bool:
-    """Whether a model was trained on both strands (`rc_augment`), because its task has no strand; such a
-    model is scored on both by default."""
-    settings = (metadata.get("training") or {}).get("settings") or {}
-    return bool(settings.get("rc_augment"))
+    @property
+    def both_strands(self) -> bool:
+        return self.card.both_strands
+
+    def scores_both_strands(self, rc: bool | None) -> bool:
+        """Whether to average both strands: `rc` when the user said, else as the card says."""
+        return self.both_strands if rc is None else rc
 
 
 def save_model(model: TrainedModel, path: str | Path) -> None:
     """Write the model file atomically (a temporary file beside it, then a rename)."""
-    header = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "genomix_version": __version__,
-        "tokenizer": TOKENIZER,
-        "model": model.network.name,
-        "config": model.network.config,
-        "classes": model.classes,
-        "positive_class": model.positive_class,
-        **model.metadata,
-    }
+    card = dataclasses.replace(model.card, model=model.network.name, config=model.network.config,
+                               genomix_version=__version__)
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tokenizer": TOKENIZER, **dataclasses.asdict(card)}
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
 
 
-def read_header(path: str | Path) -> dict:
-    """The JSON description of a model file, checked to be a genomix model this version can read."""
+def read_header(path: str | Path) -> dict[str, Any]:
+    """The raw JSON header of a model file, checked to be a genomix model this version can read."""
     path = Path(path)
     if not path.is_file():
         raise GenomixError(f"{path}: no such model file")
@@ -101,67 +147,91 @@ def read_header(path: str | Path) -> dict:
         header = json.loads(raw)
     except json.JSONDecodeError:
         raise GenomixError(f"{path}: corrupt model file (unreadable metadata)") from None
-    if header.get("format") != FORMAT:
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise GenomixError(f"{path}: not a genomix model file")
-    if header.get("format_version", 0) > FORMAT_VERSION:
-        raise GenomixError(f"{path}: model file format {header['format_version']} is newer than this genomix")
+    version = header.get("format_version", 0)
+    if not isinstance(version, int):
+        raise GenomixError(f"{path}: corrupt model file (format_version {version!r})")
+    if version > FORMAT_VERSION:
+        raise GenomixError(f"{path}: model file format {version} is newer than this genomix")
     if header.get("tokenizer") != TOKENIZER:
         raise GenomixError(f"{path}: model uses tokenizer {header.get('tokenizer')!r}, unknown to this genomix")
     return header
 
 
-# Model options added after model files were first written, with the value that rebuilds those older files
-# (a file stores every option, so a missing one means the file predates it).
-ADDED_OPTIONS = {"kmer": 0, "factor_norm": False, "factor_mlp": "factor"}
+def upgrade_header(header: dict[str, Any]) -> dict[str, Any]:
+    """A header of any format version in today's layout (models upgrade their own config on rebuild)."""
+    header = dict(header)
+    if header.get("format_version", 1) < 2:  # format 1 inferred the strands from a training setting
+        settings = (header.get("training") or {}).get("settings") or {}
+        header["both_strands"] = bool(settings.get("rc_augment"))
+    return header
+
+
+_CARD_TYPES = {"model": str, "config": dict, "classes": list, "positive_class": (str, type(None)),
+               "both_strands": bool, "temperature": (int, float, type(None)), "training": (dict, type(None)),
+               "validation": (dict, type(None)), "genomix_version": str}
+
+
+def read_card(path: str | Path) -> ModelCard:
+    """The model card of a file, its fields checked for type before any is used."""
+    header = upgrade_header(read_header(path))
+    fields = {k: header[k] for k in _CARD_TYPES if k in header}
+    for key, kind in _CARD_TYPES.items():
+        if key in ("model", "config", "classes") and key not in fields:
+            raise GenomixError(f"{path}: corrupt model file (no {key})")
+        if key in fields and not isinstance(fields[key], kind):
+            raise GenomixError(f"{path}: corrupt model file ({key} is {type(fields[key]).__name__})")
+    if len(fields["classes"]) < 2 or not all(isinstance(c, str) for c in fields["classes"]):
+        raise GenomixError(f"{path}: corrupt model file (classes must be two or more names)")
+    try:
+        if fields.get("training") is not None:
+            fields["training"] = TrainingRecord(**fields["training"])
+        return ModelCard(**fields)
+    except TypeError as err:
+        raise GenomixError(f"{path}: corrupt model file ({err})") from None
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network from the file's config and load its weights, in evaluation mode."""
-    header = read_header(path)
+    """Rebuild the network from the card's config and load its weights, in evaluation mode."""
+    card = read_card(path)
     try:
-        accepted = model_options(header["model"]) if header["model"] in MODELS else set()
-        older = {k: v for k, v in ADDED_OPTIONS.items() if k in accepted}
-        network = create_model(header["model"], len(header["classes"]), **older | header["config"])
+        network = rebuild(card.model, len(card.classes), card.config)
         with safe_open(str(path), framework="pt", device="cpu") as f:
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-        network.load_state_dict(state, strict=True)
+        network.load_state_dict(type(network).upgrade_state(state), strict=True)
     except (KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise GenomixError(f"{path}: corrupt model file ({str(err).splitlines()[0]})") from None
-    metadata = {k: v for k, v in header.items()
-                if k not in {"format", "format_version", "tokenizer", "model", "config", "classes", "positive_class"}}
-    return TrainedModel(network.to(device).eval(), list(header["classes"]), metadata)
+    card = dataclasses.replace(card, model=network.name, config=network.config)
+    return TrainedModel(network.to(device).eval(), card)
 
 
-def describe(header: dict) -> str:
-    """A few readable lines about a model file (the JSON has everything)."""
-    training = header.get("training") or {}
+def describe(card: ModelCard) -> str:
+    """A few readable lines about a model file (`genomix info --json` has everything)."""
     lines = [
-        f"model      {header['model']} " + " ".join(f"{k}={v}" for k, v in header["config"].items()),
-        f"classes    {', '.join(header['classes'])}"
-        + (f" (positive: {header['positive_class']})" if header.get("positive_class") else ""),
-        f"genomix    {header['genomix_version']}, tokenizer {header['tokenizer']}",
+        f"model      {card.model} " + " ".join(f"{k}={v}" for k, v in card.config.items()),
+        f"classes    {', '.join(card.classes)}" + (f" (positive: {card.positive_class})" * bool(card.positive_class)),
+        f"genomix    {card.genomix_version}, tokenizer {TOKENIZER}",
     ]
-    if training:
-        counts = ", ".join(f"{c}: {n}" for c, n in training["class_counts"].items())
-        window = (training.get("settings") or {}).get("window")
-        data = (f"{training['records']} fresh windows of {window} bp per epoch ({counts}, held-out fraction "
-                f"{training['settings']['holdout_fraction']})" if window else
-                f"{training['records']} sequences ({counts}), lengths {training['length_range'][0]}"
-                f"-{training['length_range'][1]}")
+    training = card.training
+    if training is not None:
+        counts = ", ".join(f"{c}: {n}" for c, n in training.class_counts.items())
+        data = (f"{training.records} fresh windows of {training.genome_window} bp per epoch ({counts}, held-out "
+                f"fraction {training.holdout_fraction})" if training.genome_window else
+                f"{training.records} sequences ({counts}), lengths {training.length_range[0]}"
+                f"-{training.length_range[1]}")
         lines += [
-            f"trained on {data}, from {', '.join(training.get('inputs', [])) or 'Python'}",
-            f"training   {training['epochs_run']} epochs (best {training['best_epoch']}), "
-            f"{training['seconds']} s on {training['device']}",
+            f"trained on {data}, from {', '.join(training.inputs) or 'Python'}",
+            f"training   {training.epochs_run} epochs (best {training.best_epoch}), "
+            f"{training.seconds} s on {training.device}",
         ]
-        if training.get("composition_weight") is not None:
-            lines.append(f"k-mer term weight {training['composition_weight']:.2f} in the blend with the network "
+        if training.composition_weight is not None:
+            lines.append(f"k-mer term weight {training.composition_weight:.2f} in the blend with the network "
                          "(chosen on validation)")
-        signal = training.get("strand_signal")
-        lines.append("strands    " + ("both (trained on reverse complements too, scored on both)"
-                                      if trained_on_both_strands(header) else "as given")
-                     + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
-    validation = header.get("validation")
-    if validation:
-        lines.append("validation " + ", ".join(
-            f"{k} {validation[k]:.4f}" for k in ("accuracy", "mcc", "auroc") if validation.get(k) is not None))
+    signal = training.strand_signal if training is not None else None
+    strands = "both (trained on reverse complements too, scored on both)" if card.both_strands else "as given"
+    lines.append(f"strands    {strands}" + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
+    if card.validation:
+        lines.append("validation " + ", ".join(f"{k} {card.validation[k]:.4f}" for k in ("accuracy", "mcc", "auroc")
+                                               if card.validation.get(k) is not None))
     return "\n".join(lines)

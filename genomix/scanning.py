@@ -10,7 +10,6 @@ memory does not grow with chromosome or genome size.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,14 +21,15 @@ import numpy as np
 import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from genomix.calibration import apply_temperature
+from genomix.calibration import calibrate
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.files import check_writable
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
-from genomix.predicting import log_probs
+from genomix.scoring import BATCH_SIZE, check_threshold, decide, log_probs
 from genomix.tokens import ALPHABET, encode
+from genomix.writers import is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
@@ -108,24 +108,26 @@ def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, ba
                 pieces = [tokens[s - offset : s - offset + layout.width] for s in starts[part][keep].tolist()]
                 probs = np.full((len(keep), len(model.classes)), np.nan)
                 if pieces:
-                    scores = log_probs(network, pieces, batch_size, device, rc)
-                    probs[keep] = apply_temperature(scores, model.temperature)
+                    probs[keep] = np.exp(calibrate(log_probs(network, pieces, batch_size, device, rc),
+                                                   model.temperature))
                 lo, hi = layout.owned(ks[part])
                 yield Windows(contig, layout.width, starts[part], lo, hi, probs)
 
 
 class RegionMerger:
-    """BED lines of the regions where one class's probability reaches a threshold: the full extents of those
-    windows, merged where they overlap or touch, scored 1000 × the highest probability within."""
+    """BED lines of the regions where one class is called (`genomix.scoring.decide`: the most probable, or
+    its probability reaches the threshold): the full extents of those windows, merged where they overlap or
+    touch, scored 1000 × the highest probability within."""
 
-    def __init__(self, out: TextIO, column: int, name: str, threshold: float) -> None:
+    def __init__(self, out: TextIO, column: int, name: str, threshold: float | None) -> None:
         self.out, self.column, self.name, self.threshold = out, column, name, threshold
         self.open: list | None = None  # [contig, start, end, max probability] of the region being extended
         self.regions = 0
 
     def add(self, windows: Windows) -> None:
         probs = windows.probs[:, self.column]
-        above = probs >= self.threshold  # False for NaN: skipped windows break regions
+        scored = windows.scored  # skipped windows break regions
+        above = scored & (decide(np.nan_to_num(windows.probs), self.threshold, self.column) == self.column)
         for start, p in zip(windows.starts[above].tolist(), probs[above].tolist()):
             region = self.open
             if region is not None and region[0] == windows.contig and start <= region[2]:
@@ -179,13 +181,6 @@ def _choose_class(model: TrainedModel, class_name: str | None, all_classes: bool
     return chosen
 
 
-def _open_text(path: str | Path, stack: ExitStack) -> TextIO:
-    """stdout for '-', else a file that replaces `path` only when the whole scan succeeds."""
-    if str(path) == "-":
-        return sys.stdout
-    return stack.enter_context(open(stack.enter_context(atomic_path(path)), "w"))
-
-
 def _progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,.0f}/{task.total:,.0f} bp"),
@@ -202,29 +197,29 @@ def scan(
     class_name: str | None = None,
     all_classes: bool = False,
     bed_out: str | Path | None = None,
-    threshold: float = 0.5,
-    batch_size: int = 64,
+    threshold: float | None = None,
+    batch_size: int = BATCH_SIZE,
     device: str = "auto",
     rc: bool | None = None,
 ) -> dict:
     """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
-    one per class (see `class_output`), and with `bed_out` the BED regions where p(class) ≥ `threshold`.
+    one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
+    probable class, or, with `threshold`, p(class) ≥ `threshold`.
 
     Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
     """
-    if not 0 < threshold < 1:
-        raise GenomixError(f"--threshold must be between 0 and 1, got {threshold}")
-    if all_classes and str(output) == "-":
+    if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
-    if str(output) == "-" and bed_out is not None and str(bed_out) == "-":
+    if is_stdout(output) and bed_out is not None and is_stdout(bed_out):
         raise GenomixError("the track and --bed-out cannot both go to stdout")
     for path in (output, bed_out):
-        if path is not None and str(path) != "-":
+        if path is not None and not is_stdout(path):
             check_writable(path)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
     chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
+    check_threshold(threshold, model, target=model.classes.index(chosen) if chosen else None)
     tracks = {name: class_output(Path(output), name) for name in model.classes} if all_classes else {chosen: output}
     genome = Genome(genome_path)
     total = sum(genome.contigs.values())
@@ -236,13 +231,14 @@ def scan(
     with ExitStack() as stack:
         outs = {}
         for name, path in tracks.items():
-            outs[model.classes.index(name)] = out = _open_text(path, stack)
+            outs[model.classes.index(name)] = out = stack.enter_context(output_stream(path))
             description = (f"p({name}) of {Path(model_path).name} in windows of {window} bp every {step} bp "
                            f"over {genome.path.name}").replace('"', "'")
             out.write(f'track type=bedGraph name="genomix p({name})" description="{description}"\n')
         merger = None
         if bed_out is not None:
-            merger = RegionMerger(_open_text(bed_out, stack), model.classes.index(chosen), chosen, threshold)
+            merger = RegionMerger(stack.enter_context(output_stream(bed_out)), model.classes.index(chosen), chosen,
+                                  threshold)
         with _progress() as progress:
             task = progress.add_task(genome.path.name, total=total, speed=0.0)
             for windows in scan_windows(model, genome, window, step, batch_size, torch_device, rc):
@@ -262,9 +258,10 @@ def scan(
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "
                 f"{total / seconds:,.0f} bp/s")
-    written = [str(p) for p in tracks.values() if str(p) != "-"]
+    written = [str(p) for p in tracks.values() if not is_stdout(p)]
     if merger is not None:
-        written.append(f"{merger.regions} regions with p({chosen}) ≥ {threshold} to {bed_out}")
+        rule = f"p({chosen}) ≥ {threshold}" if threshold is not None else f"{chosen} the most probable class"
+        written.append(f"{merger.regions} regions with {rule} to {bed_out}")
     if written:
         console.log(f"wrote {', '.join(written)}")
     return summary

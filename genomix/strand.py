@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from genomix.batching import random_crop
-from genomix.models.kmer import Kmer
+from genomix.models import create_model
 from genomix.tokens import reverse_complement
 
 STRANDED = 0.56  # accuracy from which a set counts as stranded (strand-free sets measured ≤ 0.53)
@@ -37,7 +37,7 @@ def strand_signal(tokens: Sequence[np.ndarray], seed: int = 0) -> float | None:
         return None
     rng = np.random.default_rng(seed)
     pieces = [random_crop(tokens[i], CROP, rng) for i in rng.permutation(len(tokens))[:SAMPLE]]
-    profiles = Kmer(num_classes=2, max_len=CROP, k_max=3)
+    profiles = create_model("kmer", 2, CROP, k_max=3)
     d = profiles.feature_matrix(pieces) - profiles.feature_matrix([reverse_complement(p) for p in pieces])
     d /= d.std(0) + 1e-9
     given = np.repeat([1, 0], len(d))

@@ -1,24 +1,26 @@
-"""Model registry: a name maps to a class, and a model is rebuilt from the config in its model file.
+"""Model registry: a name maps to a model class, and a model is built from its name, class count, max_len and
+options (`genomix.models.base.Model` is the contract every registered model implements).
 
-Every model maps (tokens, lengths) to class logits and gives a sequence the same logits whatever it is
-batched with, so models are interchangeable in training, prediction and evaluation.
+A model name once written to model files and later renamed stays readable through `register_legacy`.
 """
 
 from __future__ import annotations
 
-import inspect
-
-from torch import nn
+from collections.abc import Callable
+from typing import Any
 
 from genomix.errors import GenomixError
+from genomix.models.base import Model, ModelOptions
 
-MODELS: dict[str, type[nn.Module]] = {}
+MODELS: dict[str, type[Model]] = {}
+DEFAULT_MODEL = "paramixer-cdil"
+_LEGACY: dict[str, Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]] = {}
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[Model]], type[Model]]:
     """Class decorator that adds a model to the registry under `name`."""
 
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
+    def add(cls: type[Model]) -> type[Model]:
         MODELS[name] = cls
         cls.name = name
         return cls
@@ -26,25 +28,43 @@ def register(name: str):
     return add
 
 
-def create_model(name: str, num_classes: int, **config) -> nn.Module:
-    """Build a registered model, with its `config` attribute set; unknown names or options are user errors."""
+def register_legacy(name: str, resolve: Callable[[dict[str, Any]], tuple[str, dict[str, Any]]]) -> None:
+    """Let files that name a model `name` load: `resolve(config)` gives today's name and config."""
+    _LEGACY[name] = resolve
+
+
+def list_models() -> list[str]:
+    return sorted(MODELS)
+
+
+def model_class(name: str) -> type[Model]:
     if name not in MODELS:
-        raise GenomixError(f"unknown model '{name}' (choose from: {', '.join(sorted(MODELS))})")
-    unknown = sorted(set(config) - model_options(name))
-    if unknown:
-        raise GenomixError(f"model '{name}' has no option {', '.join(unknown)}")
-    cls = MODELS[name]
-    model = cls(num_classes=num_classes, **config)
-    # The full config, defaults included, is what the model file stores to rebuild the model.
-    bound = inspect.signature(cls.__init__).bind(None, num_classes, **config)
-    bound.apply_defaults()
-    model.config = {k: v for k, v in bound.arguments.items() if k not in ("self", "num_classes")}
-    return model
+        raise GenomixError(f"unknown model '{name}' (choose from: {', '.join(list_models())})")
+    return MODELS[name]
 
 
-def model_options(name: str) -> set[str]:
-    """The config options a registered model accepts."""
-    return set(inspect.signature(MODELS[name].__init__).parameters) - {"self", "num_classes"}
+def parse_options(name: str, options: dict[str, Any]) -> ModelOptions:
+    """The model's validated options; what is not given takes the model's default."""
+    return model_class(name).Options.parse(options, name)
+
+
+def create_model(name: str, num_classes: int, max_len: int, **options: Any) -> Model:
+    """Build a registered model; unknown names, unknown options and bad values are user errors."""
+    if max_len < 1:
+        raise GenomixError(f"max_len must be at least 1, got {max_len}")
+    return model_class(name)(num_classes, max_len, parse_options(name, options))
+
+
+def rebuild(name: str, num_classes: int, config: dict[str, Any]) -> Model:
+    """The model a file describes (name and config as stored, from any genomix version)."""
+    if name in _LEGACY:
+        name, config = _LEGACY[name](dict(config))
+    cls = model_class(name)
+    config = cls.upgrade(dict(config))
+    if not isinstance(config.get("max_len"), int):
+        raise GenomixError(f"model {name}: the stored config has no max_len")
+    max_len = config.pop("max_len")
+    return create_model(name, num_classes, max_len, **config)
 
 
 # Importing the model modules fills the registry.

@@ -8,10 +8,12 @@ indistinguishable from the convolution's own zero padding and never changes a re
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
 from genomix.models import register
-from genomix.models.base import SequenceClassifier
+from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
 
 
 class ConvBlock(nn.Module):
@@ -29,26 +31,25 @@ class ConvBlock(nn.Module):
         return h + self.dropout(self.out(nn.functional.gelu(self.conv(x))).transpose(1, 2))
 
 
+@dataclass(frozen=True)
+class CNNOptions(NeuralOptions):
+    kernel: int = 9  # width of each dilated convolution
+
+    def check(self, model: str) -> None:
+        super().check(model)
+        at_least(model, kernel=(self.kernel, 1))
+
+
 @register("cnn")
 class CNN(SequenceClassifier):
     """Dilated residual CNN classifier with the same embedding, pooling and head as Paramixer."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        max_len: int,
-        dim: int = 64,
-        hidden: int = 128,
-        layers: int = 4,
-        kernel: int = 9,
-        dropout: float = 0.1,
-        kmer: int = 6,
-        stem_kernel: int = 9,
-        pos_embedding: bool = True,
-        composition: bool = False,
-    ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
-        self.blocks = nn.ModuleList(ConvBlock(dim, hidden, kernel, 2**i, dropout) for i in range(layers))
+    Options = CNNOptions
+
+    def __init__(self, num_classes: int, max_len: int, options: CNNOptions) -> None:
+        super().__init__(num_classes, max_len, options)
+        self.blocks = nn.ModuleList(ConvBlock(options.dim, options.hidden, options.kernel, 2**i, options.dropout)
+                                    for i in range(options.layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         for block in self.blocks:

@@ -14,6 +14,7 @@ on the longer k-mers' features, so every fitted model has the same shape.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from genomix.batching import pad
 from genomix.models import register
+from genomix.models.base import Model, ModelOptions, at_least
 from genomix.tokens import kmer_codes
 
 REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation
@@ -32,14 +34,25 @@ def num_features(k_max: int) -> int:
     return sum(4**k for k in range(1, k_max + 1))
 
 
+@dataclass(frozen=True)
+class KmerOptions(ModelOptions):
+    k_max: int = 6  # the longest k-mers counted (validation may choose to use only shorter ones)
+
+    def check(self, model: str) -> None:
+        at_least(model, k_max=(self.k_max, 1))
+
+
 @register("kmer")
-class Kmer(nn.Module):
+class Kmer(Model):
     """Logistic regression on k-mer frequency profiles."""
 
-    def __init__(self, num_classes: int, max_len: int, k_max: int = 6) -> None:
-        super().__init__()
-        self.max_len, self.k_max = max_len, k_max
-        n_features = num_features(k_max)
+    Options = KmerOptions
+    fits_directly = True
+
+    def __init__(self, num_classes: int, max_len: int, options: KmerOptions) -> None:
+        super().__init__(num_classes, max_len, options)
+        self.k_max = options.k_max
+        n_features = num_features(self.k_max)
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("scale", torch.ones(n_features))
         self.head = nn.Linear(n_features, num_classes)
@@ -56,8 +69,12 @@ class Kmer(nn.Module):
             profiles.append(counts / counts.sum(1, keepdim=True).clamp(min=1))
         return torch.cat(profiles, 1)
 
+    def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The standardised k-mer frequencies that the regression reads."""
+        return (self.features(tokens, lengths) - self.mean) / self.scale
+
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        return self.head((self.features(tokens, lengths) - self.mean) / self.scale)
+        return self.head(self.embed(tokens, lengths))
 
     @torch.no_grad()
     def feature_matrix(self, token_arrays: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:

@@ -28,13 +28,15 @@ from __future__ import annotations
 import math
 import os
 import warnings
+from dataclasses import dataclass
 from functools import cache
 
 import torch
 from torch import Tensor, nn
 
-from genomix.models import register
-from genomix.models.base import SequenceClassifier
+from genomix.errors import GenomixError
+from genomix.models import register, register_legacy
+from genomix.models.base import NeuralOptions, SequenceClassifier
 
 PROTOCOLS = ("chord", "cdil")
 FACTOR_MLPS = ("block", "factor")  # one MLP gives the values of all factors of a block, or one MLP per factor
@@ -214,31 +216,33 @@ class ParamixerBlock(nn.Module):
         return self.dropout(v)
 
 
-@register("paramixer")
-class Paramixer(SequenceClassifier):
-    """Paramixer classifier: pre-norm residual stack of Paramixer blocks over a DNA embedding."""
+@dataclass(frozen=True)
+class ParamixerOptions(NeuralOptions):
+    factor_norm: bool = True  # each factor reads V at unit scale, and the block ends with a LayerNorm
+    factor_mlp: str = "block"  # one MLP for the values of all factors of a block, or one per factor
 
-    def __init__(
-        self,
-        num_classes: int,
-        max_len: int,
-        protocol: str = "cdil",
-        dim: int = 64,
-        hidden: int = 128,
-        layers: int = 2,
-        dropout: float = 0.1,
-        factor_norm: bool = True,
-        kmer: int = 6,
-        stem_kernel: int = 9,
-        pos_embedding: bool = True,
-        composition: bool = False,
-        factor_mlp: str = "block",
-    ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
-        shifts = factor_shifts(protocol, num_factors(max_len))
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
-        self.blocks = nn.ModuleList(ParamixerBlock(dim, hidden, shifts, dropout, factor_norm, factor_mlp)
-                                    for _ in range(layers))
+    def check(self, model: str) -> None:
+        super().check(model)
+        if self.factor_mlp not in FACTOR_MLPS:
+            raise GenomixError(f"model {model}: option factor_mlp must be one of {', '.join(FACTOR_MLPS)}, "
+                               f"got {self.factor_mlp!r}")
+
+
+class Paramixer(SequenceClassifier):
+    """Paramixer classifier: pre-norm residual stack of Paramixer blocks over a DNA embedding. The protocol
+    (which positions each factor links) is fixed by the registered variant."""
+
+    Options = ParamixerOptions
+    protocol: str
+
+    def __init__(self, num_classes: int, max_len: int, options: ParamixerOptions) -> None:
+        super().__init__(num_classes, max_len, options)
+        shifts = factor_shifts(self.protocol, num_factors(max_len))
+        self.norms = nn.ModuleList(nn.LayerNorm(options.dim) for _ in range(options.layers))
+        self.blocks = nn.ModuleList(
+            ParamixerBlock(options.dim, options.hidden, shifts, options.dropout, options.factor_norm,
+                           options.factor_mlp)
+            for _ in range(options.layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         index = ShiftIndex(lengths, x.shape[1])
@@ -246,3 +250,30 @@ class Paramixer(SequenceClassifier):
         for norm, block in zip(self.norms, self.blocks):
             h = h + block(norm(h), x, index)
         return h
+
+    @classmethod
+    def upgrade(cls, config: dict) -> dict:
+        # Files from before these options existed were built without them.
+        return {"factor_norm": False, "factor_mlp": "factor"} | super().upgrade(config)
+
+
+@register("paramixer-cdil")
+class ParamixerCDIL(Paramixer):
+    """CDIL: factor m links i to i ± c·2^m (c = 1 … 4); K = 9 non-zeros per row, O(N log N · D) per block."""
+
+    protocol = "cdil"
+
+
+@register("paramixer-chord")
+class ParamixerCHORD(Paramixer):
+    """CHORD: every factor links i to i + 2^k (k < M); K = M + 1 non-zeros per row, O(N log² N · D) per block."""
+
+    protocol = "chord"
+
+
+def _legacy_paramixer(config: dict) -> tuple[str, dict]:
+    """Files written before the variants had their own names: `paramixer` with a `protocol` option."""
+    return f"paramixer-{config.pop('protocol', 'cdil')}", config
+
+
+register_legacy("paramixer", _legacy_paramixer)

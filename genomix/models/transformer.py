@@ -5,10 +5,13 @@ memory-efficient kernels). It is the model a user would otherwise choose, kept h
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
+from genomix.errors import GenomixError
 from genomix.models import register
-from genomix.models.base import SequenceClassifier
+from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
 
 
 class AttentionBlock(nn.Module):
@@ -16,8 +19,6 @@ class AttentionBlock(nn.Module):
 
     def __init__(self, dim: int, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -33,26 +34,27 @@ class AttentionBlock(nn.Module):
         return h + self.dropout(self.ff(self.norm2(h)))
 
 
+@dataclass(frozen=True)
+class TransformerOptions(NeuralOptions):
+    heads: int = 4  # attention heads; must divide dim
+
+    def check(self, model: str) -> None:
+        super().check(model)
+        at_least(model, heads=(self.heads, 1))
+        if self.dim % self.heads:
+            raise GenomixError(f"model {model}: dim {self.dim} is not divisible by heads {self.heads}")
+
+
 @register("transformer")
 class Transformer(SequenceClassifier):
     """Transformer encoder classifier with the same interface and defaults as Paramixer."""
 
-    def __init__(
-        self,
-        num_classes: int,
-        max_len: int,
-        dim: int = 64,
-        hidden: int = 128,
-        layers: int = 2,
-        heads: int = 4,
-        dropout: float = 0.1,
-        kmer: int = 6,
-        stem_kernel: int = 9,
-        pos_embedding: bool = True,
-        composition: bool = False,
-    ) -> None:
-        super().__init__(num_classes, dim, max_len, stem_kernel, pos_embedding, dropout, kmer, composition)
-        self.blocks = nn.ModuleList(AttentionBlock(dim, hidden, heads, dropout) for _ in range(layers))
+    Options = TransformerOptions
+
+    def __init__(self, num_classes: int, max_len: int, options: TransformerOptions) -> None:
+        super().__init__(num_classes, max_len, options)
+        self.blocks = nn.ModuleList(AttentionBlock(options.dim, options.hidden, options.heads, options.dropout)
+                                    for _ in range(options.layers))
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         # Without padding, no mask: that lets PyTorch use its fastest (flash) attention kernel.
