@@ -84,7 +84,7 @@ def test_train_writes_a_self_describing_model_file(trained_model, train_fa):
     header = read_header(trained_model)
     assert header["format"] == "genomix-model"
     assert header["genomix_version"] == __version__
-    assert header["model"] == "paramixer"
+    assert header["model"] == "paramixer-cdil"
     assert header["classes"] == CLASSES
     assert header["positive_class"] == CLASSES[1]
     assert {k: header["config"][k] for k in ("max_len", "dim", "hidden", "layers")} == {

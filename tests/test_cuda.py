@@ -17,8 +17,8 @@ from genomix import scanning
 from genomix.modelfile import save_model
 from genomix.models import paramixer
 from genomix.models.paramixer import ShiftIndex, _Kernels, factor_product, factor_shifts, num_factors
-from genomix.predicting import predict_records
 from genomix.reading import read_inputs
+from genomix.scoring import predict_records
 from genomix.training import TrainSettings, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -57,17 +57,15 @@ def test_factor_product_on_cuda_equals_the_cpu(protocol, compiled, monkeypatch):
         torch.testing.assert_close(cuda, cpu, rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module", params=[("paramixer", "cdil"), ("paramixer", "chord"), ("transformer", None),
-                                        ("cnn", None)], ids=lambda p: p[1] or p[0])
+@pytest.fixture(scope="module", params=["paramixer-cdil", "paramixer-chord", "transformer", "cnn"])
 def cuda_model(request, train_fa: Path):
     """A model trained on the GPU (bf16 autocast) on the species sample."""
-    name, protocol = request.param
-    settings = TrainSettings(model=name, protocol=protocol, device="cuda", max_len=512)
+    settings = TrainSettings(model=request.param, device="cuda", max_len=512)
     return fit(list(read_inputs([str(train_fa)])), settings)
 
 
 def test_model_trained_on_cuda_beats_chance_and_predicts_alike_on_cpu(cuda_model, test_fa):
-    assert cuda_model.metadata["training"]["device"].startswith("cuda")
+    assert cuda_model.card.training.device.startswith("cuda")
     records = list(read_inputs([str(test_fa)]))
     truth = np.array([CLASSES.index(r.label) for r in records])
     on_gpu = np.array([p.probs for p in predict_records(cuda_model, records, device="cuda")])

@@ -35,7 +35,7 @@ def test_two_processes_train_a_model_as_good_as_one(tmp_path):
 
     held_out = motif_records(200, seed=99)
     one, two = load_model(tmp_path / "one.gmx"), load_model(tmp_path / "two.gmx")
-    assert two.metadata["training"]["processes"] == 2 and one.metadata["training"]["processes"] == 1
+    assert two.card.training.processes == 2 and one.card.training.processes == 1
     # Chance is 0.5 (standard deviation 0.035 on 200 sequences); both must learn, and to a similar level.
     acc_one, acc_two = accuracy(one, held_out), accuracy(two, held_out)
     assert acc_one > 0.7 and acc_two > 0.7

@@ -154,9 +154,10 @@ def test_fewer_factors_do_not_reach_everywhere():
     assert not bool((jacobian.abs().sum(dim=(0, 2, 3, 5)) > 0).all())
 
 
-@pytest.mark.parametrize(("name", "options"), [("paramixer", {"protocol": "chord"}),
-                                               ("paramixer", {"protocol": "cdil"}),
-                                               ("paramixer", {"factor_norm": False, "kmer": 0}), ("transformer", {}),
+@pytest.mark.parametrize(("name", "options"), [("paramixer-chord", {}),
+                                               ("paramixer-cdil", {}),
+                                               ("paramixer-cdil", {"factor_norm": False, "kmer_embedding": 0}),
+                                               ("transformer", {}),
                                                ("cnn", {}), ("kmer", {})])
 def test_padding_and_batch_mates_change_nothing(name, options):
     torch.manual_seed(4)

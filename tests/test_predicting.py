@@ -7,13 +7,15 @@ import torch
 from genomix.errors import GenomixError
 from genomix.modelfile import TrainedModel, save_model
 from genomix.models import create_model
-from genomix.predicting import decide, log_probs, predict
+from genomix.predicting import predict
+from genomix.scoring import decide, log_probs
+from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 
 def test_long_sequence_is_the_mean_of_its_window_log_probabilities():
     torch.manual_seed(0)
-    network = create_model("paramixer", 2, max_len=32, dim=8, hidden=8, layers=1).eval()
+    network = create_model("paramixer-cdil", 2, max_len=32, dim=8, hidden=8, layers=1).eval()
     rng = np.random.default_rng(0)
     tokens = encode("".join(rng.choice(list("ACGT"), 80)))  # windows start at 0, 32 and 48 (flush with the end)
     windows = [tokens[0:32], tokens[32:64], tokens[48:80]]
@@ -32,9 +34,9 @@ def test_decide_uses_the_threshold_on_the_positive_class():
 @pytest.fixture(scope="module")
 def binary_model(tmp_path_factory):
     torch.manual_seed(1)
-    network = create_model("paramixer", 2, max_len=64, dim=8, hidden=8, layers=1).eval()
+    network = create_model("paramixer-cdil", 2, max_len=64, dim=8, hidden=8, layers=1).eval()
     path = tmp_path_factory.mktemp("m") / "m.gmx"
-    save_model(TrainedModel(network, ["background", "promoter"]), path)
+    save_model(TrainedModel.of(network, ["background", "promoter"]), path)
     return path
 
 
@@ -47,13 +49,13 @@ def test_predict_threshold_calls_positive_exactly_at_or_above_it(binary_model, t
     rng = np.random.default_rng(2)
     fasta.write_text("".join(f">s{i}\n{''.join(rng.choice(list('ACGT'), 50))}\n" for i in range(30)))
     out = tmp_path / "p.tsv"
-    predict(binary_model, [str(fasta)], out, device="cpu")
+    predict(binary_model, RecordSource([str(fasta)]), out, device="cpu")
     threshold = float(np.median([float(r[5]) for r in rows_of(out)]))
-    predict(binary_model, [str(fasta)], out, device="cpu", threshold=threshold)
+    predict(binary_model, RecordSource([str(fasta)]), out, device="cpu", threshold=threshold)
     calls = [(row[2] == "promoter", float(row[5]) >= threshold) for row in rows_of(out)]
     assert all(called == expected for called, expected in calls) and 0 < sum(c for c, _ in calls) < len(calls)
     with pytest.raises(GenomixError, match="between 0 and 1"):
-        predict(binary_model, [str(fasta)], out, device="cpu", threshold=1.5)
+        predict(binary_model, RecordSource([str(fasta)]), out, device="cpu", threshold=1.5)
 
 
 def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
@@ -64,15 +66,15 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
     labels = ["background", "promoter"] * 10
     fasta.write_text("".join(f">s{i} label={c}\n{''.join(rng.choice(list('ACGT'), 40))}\n"
                              for i, c in enumerate(labels)))
-    result, classes = evaluate(binary_model, [str(fasta)], device="cpu", plots=tmp_path / "figures")
+    result, classes = evaluate(binary_model, RecordSource([str(fasta)]), device="cpu", plots=tmp_path / "figures")
     assert classes == ["background", "promoter"] and result["n"] == 20
     for name in ("roc.png", "pr.png", "confusion.png"):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
-    from genomix.predicting import _chunks
     from genomix.reading import Record
+    from genomix.scoring import _chunks
 
     records = [Record(f"r{i}", "A" * length) for i, length in enumerate([5, 50, 3, 3, 3, 40, 1])]
     chunks = list(_chunks(records, max_bases=10))

@@ -18,8 +18,8 @@ from genomix.errors import GenomixError
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
-from genomix.predicting import predict_records
 from genomix.reading import Record
+from genomix.scoring import predict_records
 
 WINDOW = 64
 N_RUN = (400, 600)  # chrA[400:600] is all N: the windows inside it are skipped
@@ -182,7 +182,7 @@ def test_plain_gzip_genome_is_a_one_line_user_error(trained_model, genome, tmp_p
 
 def test_multiclass_model_without_class_is_a_one_line_user_error(genome, tmp_path):
     torch.manual_seed(0)
-    network = create_model("paramixer", 3, max_len=WINDOW, dim=8, hidden=8, layers=1)
-    save_model(TrainedModel(network, ["coding", "intergenic", "rna"]), tmp_path / "three.gmx")
+    network = create_model("paramixer-cdil", 3, max_len=WINDOW, dim=8, hidden=8, layers=1)
+    save_model(TrainedModel.of(network, ["coding", "intergenic", "rna"]), tmp_path / "three.gmx")
     proc = genomix("scan", tmp_path / "three.gmx", genome[0], "-o", tmp_path / "x.bedgraph", "--device", "cpu")
     check_user_error(proc, "3 classes (coding, intergenic, rna)", "--class", "--all-classes")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
-from genomix.predicting import predict_records
 from genomix.reading import read_inputs
+from genomix.scoring import predict_records
 from genomix.training import TrainSettings, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -32,7 +32,7 @@ def test_every_labelled_set_reads_with_two_or_more_classes(name):
 
 @needs_data
 @pytest.mark.parametrize(("model", "options", "floor"),
-                         [("kmer", {}, 0.6), ("paramixer", {"epochs": 4, "composition": False}, 0.5)])
+                         [("kmer", {}, 0.6), ("paramixer-cdil", {"epochs": 4, "options": {"composition": False}}, 0.5)])
 def test_models_learn_bsubtilis_promoters(model, options, floor):
     """MCC on the held-out test split: the published CNN reached about 0.86, chance is 0."""
     folder = DATA / "bsubtilis_promoters"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from genomix.predicting import predict_records
 from genomix.reading import Record
+from genomix.scoring import predict_records
 from genomix.strand import STRANDED, is_stranded, strand_signal
 from genomix.tokens import ALPHABET, reverse_complement
 from genomix.training import TrainSettings, fit
@@ -47,10 +47,11 @@ def test_training_chooses_strands_from_the_data_and_scoring_follows(on_either_st
     data = records(gc_rich, "gc") + records(at_rich, "at")
     # A small Paramixer without its k-mer term: unlike a regression on k-mer profiles fitted on both strands,
     # it scores a sequence and its reverse complement differently.
-    model = fit(data, TrainSettings(dim=16, hidden=16, layers=1, epochs=1, composition=False, device="cpu"))
-    assert model.metadata["training"]["settings"]["rc_augment"] is on_either_strand
+    tiny = dict(dim=16, hidden=16, layers=1, composition=False)
+    model = fit(data, TrainSettings(options=tiny, epochs=1, device="cpu"))
+    assert model.card.training.settings["rc_augment"] is on_either_strand
     assert model.both_strands is on_either_strand
-    assert (model.metadata["training"]["strand_signal"] < STRANDED) is on_either_strand
+    assert (model.card.training.strand_signal < STRANDED) is on_either_strand
 
     test = data[::10]
     default, one, both = ([p.probs for p in predict_records(model, test, device="cpu", rc=rc)]
@@ -62,4 +63,4 @@ def test_training_chooses_strands_from_the_data_and_scoring_follows(on_either_st
 def test_an_explicit_choice_skips_the_strand_test():
     data = records(skewed(60, 80, [0.25] * 4, seed=6), "a") + records(skewed(60, 80, [0.25] * 4, seed=7), "b")
     model = fit(data, TrainSettings(model="kmer", rc_augment=False, device="cpu"))
-    assert model.metadata["training"]["strand_signal"] is None and not model.both_strands
+    assert model.card.training.strand_signal is None and not model.both_strands

@@ -1,24 +1,26 @@
 """Training, calibration and baselines: checked against known answers and held-out data."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
-import genomix.training as training
+import genomix.loop as loop
 from genomix.batching import pad
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
-from genomix.modelfile import TrainedModel, load_model, save_model
+from genomix.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.models.kmer import num_features
-from genomix.predicting import predict_records
 from genomix.reading import Record
+from genomix.scoring import predict_records
 from genomix.tokens import encode, kmer_codes
 from genomix.training import TrainSettings, fit
 
-TINY = dict(dim=16, hidden=32, layers=1, batch_size=16, device="cpu")
+TINY = dict(batch_size=16, device="cpu", options=dict(dim=16, hidden=32, layers=1))
 
 
 def motif_records(n: int, seed: int, length: int = 64) -> list[Record]:
@@ -40,11 +42,12 @@ def accuracy(model, records) -> float:
     return float(np.mean([model.classes[p.probs.argmax()] == r.label for p, r in zip(predictions, records)]))
 
 
-@pytest.mark.parametrize("model", ["paramixer", "kmer"])
+@pytest.mark.parametrize("model", ["paramixer-cdil", "kmer"])
 def test_trained_model_beats_chance_on_held_out_data(model):
     # Paramixer without its k-mer term: the network itself must learn the motif.
-    options = TINY | {"dim": 32, "epochs": 20, "lr": 3e-3, "dropout": 0.1, "composition": False} \
-        if model == "paramixer" else {}
+    options = TINY | {"epochs": 20, "lr": 3e-3,
+                      "options": dict(dim=32, hidden=32, layers=1, dropout=0.1, composition=False)} \
+        if model == "paramixer-cdil" else {}
     trained = fit(motif_records(400, seed=0), TrainSettings(model=model, seed=1, **options | {"device": "cpu"}))
     # Chance is 0.5; on 200 held-out sequences its standard deviation is 0.035, so 0.7 is far beyond luck.
     assert accuracy(trained, motif_records(200, seed=99)) > 0.7
@@ -93,7 +96,7 @@ def gc_records(n: int, seed: int, length: int = 64) -> list[Record]:
 
 def test_composition_blend_is_the_weighted_sum_of_log_probabilities():
     torch.manual_seed(0)
-    model = create_model("paramixer", 2, max_len=32, dim=16, hidden=16, layers=1, composition=True).eval()
+    model = create_model("paramixer-cdil", 2, max_len=32, dim=16, hidden=16, layers=1, composition=True).eval()
     tokens, lengths = pad([encode("ACGTACGTTTGACA"), encode("GGGCCCAT")])
     network_only = model(tokens, lengths)  # weight 0: the network's own logits, the k-mer term unused
     torch.nn.init.normal_(model.composition.head.weight)
@@ -107,14 +110,14 @@ def test_composition_weight_is_chosen_on_validation_and_lifts_a_weak_network(tmp
     the weight must lean to the regression, and the blend must carry its accuracy to held-out data."""
     settings = TrainSettings(epochs=1, seed=2, **TINY)
     records, held_out = gc_records(300, seed=6), gc_records(200, seed=7)
-    alone = fit(records, replace(settings, composition=False))
+    alone = fit(records, replace(settings, options=settings.options | {"composition": False}))
     blended = fit(records, settings)
-    assert alone.metadata["training"]["composition_weight"] is None and alone.network.composition is None
-    assert blended.metadata["training"]["composition_weight"] >= 0.5
+    assert alone.card.training.composition_weight is None and alone.network.composition is None
+    assert blended.card.training.composition_weight >= 0.5
     assert accuracy(blended, held_out) > max(0.9, accuracy(alone, held_out))
     save_model(blended, tmp_path / "m.gmx")
     assert float(load_model(tmp_path / "m.gmx").network.composition_weight) == \
-        blended.metadata["training"]["composition_weight"]
+        blended.card.training.composition_weight
 
 
 def test_kmer_codes_known_answers_and_embedding_rows():
@@ -125,8 +128,9 @@ def test_kmer_codes_known_answers_and_embedding_rows():
     assert valid.tolist() == [[True, True, True, False, False, True], [True, True, False, False, False, False]]
     # Each position of a model with kmer=2 adds the embedding row of the 2-mer starting there, none past N or
     # the end: zeroing every other input shows exactly those rows.
-    model = create_model("paramixer", 2, max_len=16, dim=4, hidden=8, kmer=2, stem_kernel=0, pos_embedding=False).eval()
-    model.embed.weight.data.zero_()
+    model = create_model("paramixer-cdil", 2, max_len=16, dim=4, hidden=8, kmer_embedding=2, stem_kernel=0,
+                         pos_embedding=False).eval()
+    model.token_embed.weight.data.zero_()
     x = model.embed_tokens(tokens[:1], lengths[:1], torch.ones(1, 7, dtype=torch.bool))[0]
     table = model.kmer_embed.weight
     torch.testing.assert_close(x, torch.stack([table[1], table[6], table[11], 0 * table[0], 0 * table[0], table[1],
@@ -156,8 +160,8 @@ def test_single_class_and_unlabelled_records_are_user_errors():
         fit([Record("a", "ACGT", "x"), Record("b", "ACGA", "x")], TrainSettings(**TINY))
     with pytest.raises(GenomixError, match="record 'b' has no label"):
         fit([Record("a", "ACGT", "x"), Record("b", "ACGA", None)], TrainSettings(**TINY))
-    with pytest.raises(GenomixError, match="--protocol applies to paramixer only"):
-        TrainSettings(model="transformer", protocol="chord")
+    with pytest.raises(GenomixError, match="model transformer has no option protocol"):
+        TrainSettings(model="transformer", options={"protocol": "chord"})
 
 
 def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
@@ -166,34 +170,46 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
     uninterrupted = fit(records, settings)
 
     checkpoint = tmp_path / "m.gmx.ckpt"
-    real_save = training._save_checkpoint
+    real_save = loop.save_checkpoint
 
     def save_then_crash(*args):
         real_save(*args)
         raise KeyboardInterrupt  # as if the user pressed Ctrl-C right after epoch 1
 
-    monkeypatch.setattr(training, "_save_checkpoint", save_then_crash)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
     with pytest.raises(KeyboardInterrupt):
         fit(records, settings, checkpoint=checkpoint)
-    monkeypatch.setattr(training, "_save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     resumed = fit(records, settings, checkpoint=checkpoint, resume=True)
 
-    assert resumed.metadata["training"]["epochs_run"] == 3
+    assert resumed.card.training.epochs_run == 3
     for name, weight in uninterrupted.network.state_dict().items():
         torch.testing.assert_close(resumed.network.state_dict()[name], weight, msg=name)
     with pytest.raises(GenomixError, match="other settings"):
         fit(records, TrainSettings(epochs=4, seed=5, **TINY), checkpoint=checkpoint, resume=True)
 
 
+def write_format_1(model: TrainedModel, path, dropped: tuple[str, ...]) -> None:
+    """The model file as genomix wrote it before the typed header: model `paramixer` with a `protocol` option,
+    the k-mer embedding's k as `kmer`, the token embedding as `embed`, and without the options in `dropped`."""
+    config = model.network.config | {"protocol": "cdil", "kmer": model.network.config["kmer_embedding"]}
+    config = {k: v for k, v in config.items() if k not in (*dropped, "kmer_embedding")}
+    header = {"format": "genomix-model", "format_version": 1, "genomix_version": "0.1.0", "tokenizer": TOKENIZER,
+              "model": "paramixer", "config": config, "classes": model.classes, "positive_class": model.classes[1],
+              "temperature": None, "training": None, "validation": None}
+    tensors = {("embed.weight" if k == "token_embed.weight" else k): v.contiguous()
+               for k, v in model.network.state_dict().items()}
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(header)})
+
+
 def test_model_file_from_before_kmer_factor_norm_and_factor_mlp_still_loads(tmp_path):
     """A file written before those options existed has none of their keys; it must rebuild the model it was."""
     records = motif_records(40, seed=5)
     added = ("kmer", "factor_norm", "factor_mlp")
-    network = create_model("paramixer", 2, max_len=64, dim=16, hidden=32, layers=1, kmer=0, factor_norm=False,
-                           factor_mlp="factor")
-    network.config = {k: v for k, v in network.config.items() if k not in added}
-    old = TrainedModel(network.eval(), ["motif", "plain"])
-    save_model(old, tmp_path / "old.gmx")
+    network = create_model("paramixer-cdil", 2, max_len=64, dim=16, hidden=32, layers=1, kmer_embedding=0,
+                           factor_norm=False, factor_mlp="factor", composition=False)
+    old = TrainedModel.of(network.eval(), ["motif", "plain"])
+    write_format_1(old, tmp_path / "old.gmx", dropped=added)
     loaded = load_model(tmp_path / "old.gmx")
     assert loaded.network.kmer_embed is None and loaded.network.blocks[0].out_norm is None
     assert len(loaded.network.blocks[0].f) == 6  # one MLP per factor (M = 6 at 64 bases)
