@@ -28,14 +28,16 @@ import torch
 from genomix.console import console, reuse_large_allocations
 from genomix.evaluating import evaluate
 from genomix.modelfile import save_model
+from genomix.models import DEFAULT_MODEL
 from genomix.reading import read_inputs
+from genomix.sources import RecordSource
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-MODELS = ("paramixer", "transformer", "cnn", "kmer")
+MODELS = ("paramixer-cdil", "paramixer-chord", "transformer", "cnn", "kmer")
 # Published figures on the same source data (different, larger splits: compare loosely).
 PUBLISHED = {
     "human_nontata_promoters": "CNN 0.846 accuracy (Genomic Benchmarks, 27k training sequences)",
@@ -53,23 +55,22 @@ def run_one(dataset: str, model: str, seed: int, composition: bool = True) -> di
     """Train with defaults (but the k-mer composition term, if told), evaluate on test; return one result row."""
     train_file, test_file = DATA / dataset / "train.fa.gz", DATA / dataset / "test.fa.gz"
     started = time.perf_counter()
-    settings = TrainSettings(model=model, seed=seed, device="cpu", composition=composition)
+    options = {} if composition or model == "kmer" else {"composition": False}
+    settings = TrainSettings(model=model, options=options, seed=seed, device="cpu")
     trained = fit(read_inputs([str(train_file)]), settings)
     seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         save_model(trained, Path(tmp) / "model.gmx")
-        result, _ = evaluate(Path(tmp) / "model.gmx", [str(test_file)], device="cpu")
-    protocol = trained.network.config.get("protocol")
+        result, _ = evaluate(Path(tmp) / "model.gmx", RecordSource([str(test_file)]), device="cpu")
     with_term = trained.network.config.get("composition", False)
-    flags = f"--model {model}" + (f" --protocol {protocol}" if protocol else "")
-    flags += "" if with_term or model == "kmer" else " --no-composition"
+    flags = f"--model {model}" + ("" if with_term or model == "kmer" else " --no-composition")
     command = (f"genomix train ../shared/data/{dataset}/train.fa.gz -o {dataset}.gmx {flags} --seed {seed} "
                f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
-    return {"dataset": dataset, "model": model, "protocol": protocol, "seed": seed, "train_seconds": round(seconds, 1),
-            "epochs": trained.metadata["training"]["epochs_run"], "command": command,
+    return {"dataset": dataset, "model": model, "seed": seed, "train_seconds": round(seconds, 1),
+            "epochs": trained.card.training.epochs_run, "command": command,
             "strands": "both" if trained.both_strands else "given",
-            "strand_signal": trained.metadata["training"]["strand_signal"],
-            "composition": with_term, "composition_weight": trained.metadata["training"]["composition_weight"],
+            "strand_signal": trained.card.training.strand_signal,
+            "composition": with_term, "composition_weight": trained.card.training.composition_weight,
             **{k: result[k] for k in ("n", "accuracy", "balanced_accuracy", "mcc", "auroc", "auprc", "ece")}}
 
 
@@ -105,7 +106,7 @@ def variant(row: dict) -> tuple[str, str, bool]:
 
 
 def display_name(row: dict) -> str:
-    name = f"{row['model']} ({row['protocol']})" if row.get("protocol") else row["model"]
+    name = row["model"]
     if row.get("composition"):
         return f"{name} + k-mer term (weight {row['composition_weight']:.2f})"
     return name + (", no k-mer term" if row["model"] != "kmer" else "")
@@ -129,12 +130,12 @@ def target_lines(rows: list[dict]) -> list[str]:
     found = default_rows(rows)
     lines = ["## Targets (default Paramixer, test split)", "", "| target | measured | met? |", "|---|---|---|"]
     for dataset, metric, floor in TARGETS:
-        if (row := found.get((dataset, "paramixer"))) is not None:
+        if (row := found.get((dataset, DEFAULT_MODEL))) is not None:
             gap = row[metric] - floor
             lines.append(f"| {dataset} {metric} ≥ {floor} | {spread(row, metric)} | "
                          f"{'yes' if gap >= 0 else f'no, by {-gap:.4f}'} |")
     for dataset in sorted({r["dataset"] for r in rows}):
-        mine, kmer = found.get((dataset, "paramixer")), found.get((dataset, "kmer"))
+        mine, kmer = found.get((dataset, DEFAULT_MODEL)), found.get((dataset, "kmer"))
         if mine and kmer:
             beats = mine["accuracy"] > kmer["accuracy"] and mine["mcc"] > kmer["mcc"]
             lines.append(f"| {dataset}: beats kmer in accuracy and MCC | {mine['accuracy']:.4f} / {mine['mcc']:.4f} "
@@ -156,7 +157,7 @@ def write_markdown(runs: list[dict], path: Path) -> None:
         f"{torch.__version__}. Produced by `python bench/accuracy.py`; each row's own command is listed below. "
         "Training times are wall-clock on a 2-core machine that was at times shared with other jobs: read them "
         "as upper bounds. "
-        "Paramixer rows name their protocol (the default is CDIL; `docs/TUNING.md`). "
+        "Paramixer rows name their protocol (`paramixer-cdil` is the default; `docs/TUNING.md`). "
         "`+ k-mer term (weight a)` marks models that blend in a k-mer regression, the default since 09a4d1c "
         "(`docs/MODEL.md`); a is the weight chosen on validation, averaged over seeds. Rows without it are the "
         "network alone, as measured before that commit (or with `--no-composition`). Strands: `both` where "

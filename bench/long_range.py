@@ -15,7 +15,7 @@ links. Only a model that links positions at least N/4 apart can go beyond it.
 Results are merged into docs/long_range.json (the benchmark can run in pieces) and docs/LONG_RANGE.md is
 rewritten from them.
 
-    python bench/long_range.py --task synthetic --lengths 16384 --models paramixer cnn kmer
+    python bench/long_range.py --task synthetic --lengths 16384 --models paramixer-cdil cnn kmer
     python bench/long_range.py --task species --lengths 1024 16384
 """
 
@@ -38,6 +38,7 @@ from genomix.evaluating import evaluate
 from genomix.genomes import GenomeSet
 from genomix.modelfile import save_model
 from genomix.reading import Record
+from genomix.sources import RecordSource
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version
@@ -46,8 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 GENOMES = REPO.parent / "shared" / "data" / "genomes"
 RESULTS_JSON = REPO / "docs" / "long_range.json"
 REPORT = REPO / "docs" / "LONG_RANGE.md"
-# Paramixer with each protocol (name:protocol, as in bench/speed.py), then the baselines.
-MODELS = ("paramixer:chord", "paramixer:cdil", "transformer", "cnn", "kmer")
+MODELS = ("paramixer-chord", "paramixer-cdil", "transformer", "cnn", "kmer")
 MIN_SPECIES_BASES = 500_000
 CONTRAST = 0.3
 
@@ -102,17 +102,16 @@ def train_and_test(train, val, test_inputs: list[str], test_genomes: list[str], 
     seconds = time.perf_counter() - started
     path = folder / "model.gmx"
     save_model(trained, path)
-    result, _ = evaluate(path, test_inputs, device=settings.device, genomes=test_genomes)
-    result["composition_weight"] = trained.metadata["training"]["composition_weight"]
-    return result, seconds, trained.metadata["training"]["epochs_run"]
+    result, _ = evaluate(path, RecordSource(test_inputs, genomes=test_genomes), device=settings.device)
+    result["composition_weight"] = trained.card.training.composition_weight
+    return result, seconds, trained.card.training.epochs_run
 
 
 def model_settings(variant: str, composition: bool) -> tuple[dict, str]:
     """TrainSettings fields and CLI flags of a MODELS entry, with or without the k-mer composition term."""
-    model, _, protocol = variant.partition(":")
-    fields = {"model": model, "protocol": protocol or None, "composition": composition}
-    flags = f"--model {model}" + (f" --protocol {protocol}" if protocol else "")
-    return fields, flags + ("" if composition or model == "kmer" else " --no-composition")
+    without = not composition and variant != "kmer"
+    fields = {"model": variant, "options": {"composition": False} if without else {}}
+    return fields, f"--model {variant}" + (" --no-composition" if without else "")
 
 
 def run_species(length: int, model: str, args, folder: Path) -> dict:

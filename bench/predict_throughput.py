@@ -32,6 +32,7 @@ from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
 from genomix.reading import read_inputs
+from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,7 @@ def bare_forward_s(network: torch.nn.Module, windows: list[str], batch_size: int
 def end_to_end_s(model_path: Path, fasta: Path, output: Path, batch_size: int, device: torch.device) -> float:
     """Seconds for `genomix predict` as the CLI runs it: model file and FASTA in, TSV out."""
     start = time.perf_counter()
-    predict(model_path, [str(fasta)], output=output, batch_size=batch_size, device=str(device))
+    predict(model_path, RecordSource([str(fasta)]), output=output, batch_size=batch_size, device=str(device))
     return time.perf_counter() - start
 
 
@@ -87,7 +88,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, default=1000, help="number of windows (default: 1000)")
     parser.add_argument("--window", type=int, default=2048, help="window length in bp, also max_len (default: 2048)")
     parser.add_argument("--batch-size", type=int, default=64, help="prediction batch size (default: 64, as predict)")
-    parser.add_argument("--protocol", choices=("cdil", "chord"), default="cdil", help="Paramixer protocol")
+    parser.add_argument("--model", choices=("paramixer-cdil", "paramixer-chord"), default="paramixer-cdil")
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each path, alternating; medians are reported (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
@@ -117,11 +118,11 @@ def main(argv: list[str] | None = None) -> None:
         fasta, model_path, output = Path(tmp, "windows.fa"), Path(tmp, "model.gmx"), Path(tmp, "out.tsv")
         write_fasta(windows, fasta, args.genome.name)
         torch.manual_seed(0)
-        net = create_model("paramixer", 2, max_len=args.window, protocol=args.protocol)
-        save_model(TrainedModel(net, ["a", "b"], {}), model_path)
+        net = create_model(args.model, 2, max_len=args.window)
+        save_model(TrainedModel.of(net, ["a", "b"]), model_path)
         network = load_model(model_path, device).network  # the weights and mode predict will use
         log.log(f"{len(windows):,} windows of {args.window:,} bp ({bases / 1e6:.2f} Mb), batch {args.batch_size}, "
-                f"paramixer-{args.protocol}, {device}, {torch.get_num_threads()} CPU threads")
+                f"{args.model}, {device}, {torch.get_num_threads()} CPU threads")
 
         bare_forward_s(network, windows[: args.batch_size], args.batch_size, device)  # warm-up: first-call costs
         e2e, bare = [], []
