@@ -163,8 +163,9 @@ def upgrade_header(header: dict[str, Any]) -> dict[str, Any]:
     """A header of any format version in today's layout (models upgrade their own config on rebuild)."""
     header = dict(header)
     if header.get("format_version", 1) < 2:  # format 1 inferred the strands from a training setting
-        settings = (header.get("training") or {}).get("settings") or {}
-        header["both_strands"] = bool(settings.get("rc_augment"))
+        training = header.get("training")
+        settings = training.get("settings") if isinstance(training, dict) else None
+        header["both_strands"] = isinstance(settings, dict) and bool(settings.get("rc_augment"))
     return header
 
 

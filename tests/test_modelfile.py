@@ -1,0 +1,88 @@
+"""Model files: files written before the typed header load and predict as they did, and a header is checked
+for type before any of it is used."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TEST_FA
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from genomix.errors import GenomixError
+from genomix.modelfile import METADATA_KEY, load_model, read_card, read_header, save_model
+from genomix.predicting import predict
+from genomix.sources import RecordSource
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def tsv_rows(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", ["paramixer", "kmer"])
+def test_a_model_file_from_before_the_typed_header_predicts_as_it_did(name, tmp_path):
+    path = FIXTURES / f"v0_{name}.gmx"
+    assert read_header(path)["format_version"] == 1
+    out = tmp_path / "p.tsv"
+    predict(path, RecordSource([str(TEST_FA)]), out, device="cpu")
+    expected, got = tsv_rows(FIXTURES / f"v0_{name}.predictions.tsv"), tsv_rows(out)
+    assert [r[:3] for r in got] == [r[:3] for r in expected]  # ids, lengths, labels
+    np.testing.assert_allclose(np.array([r[3:] for r in got[1:]], float),
+                               np.array([r[3:] for r in expected[1:]], float), atol=2e-6)
+
+
+def test_an_old_file_is_read_into_todays_card_and_written_back_in_todays_format(tmp_path):
+    old = load_model(FIXTURES / "v0_paramixer.gmx")
+    assert old.network.name == "paramixer-cdil"  # was `paramixer` with the option protocol=cdil
+    assert old.both_strands  # format 1 had to infer it from the training setting rc_augment
+    assert old.positive_class == "escherichia_coli" and old.positive_index == 1
+    assert old.card.training.records == 540 and old.card.training.inputs == ["data_samples/species_train.fa"]
+    assert "kmer_embedding" in old.network.config and "protocol" not in old.network.config
+    save_model(old, tmp_path / "new.gmx")
+    header = read_header(tmp_path / "new.gmx")
+    assert header["format_version"] == 2 and header["model"] == "paramixer-cdil" and header["both_strands"] is True
+    again = load_model(tmp_path / "new.gmx")
+    for key, tensor in old.network.state_dict().items():
+        torch.testing.assert_close(again.network.state_dict()[key], tensor, msg=key)
+
+
+def rewritten(tmp_path: Path, change: dict) -> Path:
+    """The paramixer fixture with its header changed (None values delete the key)."""
+    source = FIXTURES / "v0_paramixer.gmx"
+    header = read_header(source) | change
+    header = {k: v for k, v in header.items() if v is not None or k not in change}
+    with safe_open(str(source), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    path = tmp_path / "changed.gmx"
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(header)})
+    return path
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"classes": "ab"}, "classes is str"),
+    ({"classes": ["only"]}, "two or more"),
+    ({"temperature": "hot"}, "temperature is str"),
+    ({"training": [1, 2]}, "training is list"),
+    ({"model": None}, "no model"),
+    ({"config": None}, "no config"),
+    ({"format_version": "2"}, "format_version '2'"),
+    ({"model": "bert"}, "unknown model 'bert'"),
+    ({"config": {"max_len": 64, "dim": "wide"}}, "option dim expects int"),
+    ({"positive_class": "plasmid"}, "positive class 'plasmid'"),
+])
+def test_a_header_of_the_wrong_type_or_content_is_a_one_line_error(tmp_path, change, message):
+    with pytest.raises(GenomixError, match=message) as caught:
+        load_model(rewritten(tmp_path, change))
+    assert "\n" not in str(caught.value)
+
+
+def test_read_card_needs_no_weights_and_keeps_the_validation_report():
+    card = read_card(FIXTURES / "v0_kmer.gmx")
+    assert card.model == "kmer" and card.config == {"max_len": 64, "k_max": 6}
+    assert card.validation["n"] == 60 and card.training.composition_weight is None

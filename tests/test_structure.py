@@ -1,0 +1,134 @@
+"""The shared pieces every command goes through: the record source, the model contract and registry, the
+decision rule, the output writers, and model options from the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import CLASSES, TINY
+
+from genomix.batching import pad
+from genomix.errors import GenomixError
+from genomix.evaluating import evaluate
+from genomix.modelfile import read_header
+from genomix.models import MODELS, create_model, list_models
+from genomix.predicting import predict
+from genomix.scoring import decide
+from genomix.sources import RecordSource
+from genomix.tokens import encode
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    ({"bed": ["a.bed"]}, "--bed needs --reference"),
+    ({"inputs": ["x.fa"], "reference": "g.fa"}, "--reference is used with --bed only"),
+    ({"inputs": ["x.fa"], "genomes": ["a=g.fa"]}, "give it without sequence files or --bed"),
+    ({"genomes": ["a=g.fa"], "labels": "ids.tsv"}, "--genome windows take the class of their genome"),
+])
+def test_record_source_refuses_inconsistent_inputs_before_reading_any(arguments, message):
+    with pytest.raises(GenomixError, match=message):
+        RecordSource(**arguments)
+
+
+def test_record_source_requires_something_to_read_and_says_what():
+    with pytest.raises(GenomixError, match="nothing to score: give sequence files, --bed regions with --reference$"):
+        RecordSource().require("score", genomes=False)
+    with pytest.raises(GenomixError, match="or --genome CLASS=genome.fa"):
+        RecordSource().require("train on")
+    with pytest.raises(GenomixError, match="--genome is not an input of this command"):
+        RecordSource(genomes=["a=g.fa"]).require("score", genomes=False)
+
+
+def test_one_label_table_covers_inputs_and_validation_files(tmp_path):
+    (tmp_path / "t.fa").write_text(">a\nACGT\n>b\nACGA\n")
+    (tmp_path / "v.fa").write_text(">c\nACGG\n")
+    (tmp_path / "ids.tsv").write_text("a\tx\nb\ty\nc\tx\n")
+    source = RecordSource([tmp_path / "t.fa"], str(tmp_path / "ids.tsv"), val_inputs=[tmp_path / "v.fa"])
+    assert [(r.id, r.label) for r in source.records()] == [("a", "x"), ("b", "y")]
+    assert [(r.id, r.label) for r in source.validation_records()] == [("c", "x")]
+    (tmp_path / "ids.tsv").write_text("a\tx\nb\ty\nc\tx\nd\ty\n")
+    source = RecordSource([tmp_path / "t.fa"], str(tmp_path / "ids.tsv"), val_inputs=[tmp_path / "v.fa"])
+    list(source.records())
+    with pytest.raises(GenomixError, match="1 id\\(s\\) match no input record, e.g. 'd'"):
+        list(source.validation_records())
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_keeps_the_contract(name):
+    torch.manual_seed(0)
+    model = create_model(name, 3, max_len=32).eval()
+    tokens, lengths = pad([encode("ACGTACGTTTGACAAC"), encode("GGGCCCATN")])
+    features = model.embed(tokens, lengths)
+    assert features.shape[0] == 2 and features.ndim == 2
+    assert model(tokens, lengths).shape == (2, 3) and model.num_classes == 3 and model.max_len == 32
+    assert model.fits_directly == (name == "kmer")
+    torch.testing.assert_close(model(tokens, lengths), model.head(features))  # the head reads the pooled features
+    assert create_model(name, 3, **model.config).config == model.config  # the config rebuilds the model
+
+
+def test_model_options_are_checked_with_the_model_named():
+    with pytest.raises(GenomixError, match="model cnn has no option heads"):
+        create_model("cnn", 2, max_len=32, heads=8)
+    with pytest.raises(GenomixError, match="model transformer: dim 30 is not divisible by heads 4"):
+        create_model("transformer", 2, max_len=32, dim=30)
+    with pytest.raises(GenomixError, match="option dropout must be in"):
+        create_model("paramixer-chord", 2, max_len=32, dropout=1.5)
+    assert create_model("transformer", 2, max_len=32, heads="8", pos_embedding="no").config["heads"] == 8
+
+
+def test_decide_calls_the_named_positive_class():
+    probs = np.array([[0.7, 0.3], [0.2, 0.8], [0.45, 0.55]])
+    assert decide(probs, None).tolist() == [0, 1, 1]
+    assert decide(probs, 0.6, positive=0).tolist() == [0, 1, 1]  # class 0 called from p_0 ≥ 0.6
+    assert decide(probs, 0.5, positive=1).tolist() == [0, 1, 1]
+    three = np.array([0.3, 0.5, 0.2])
+    assert decide(three, 0.25, positive=2) == 1  # below the threshold: the most probable other class
+
+
+def test_jsonl_predictions_carry_the_numbers_of_the_tsv(trained_model, test_fa, tmp_path):
+    source = RecordSource([str(test_fa)])
+    predict(trained_model, source, tmp_path / "p.tsv", device="cpu")
+    predict(trained_model, source, tmp_path / "p.jsonl", device="cpu")
+    rows = [line.split("\t") for line in (tmp_path / "p.tsv").read_text().splitlines()[1:]]
+    lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [(d["id"], d["length"], d["label"]) for d in lines] == [(r[0], int(r[1]), r[2]) for r in rows]
+    np.testing.assert_allclose([[d["probs"][c] for c in CLASSES] for d in lines],
+                               np.array([r[4:] for r in rows], float), atol=1e-6)
+    assert all(d["windows"] >= 1 for d in lines)
+    with pytest.raises(GenomixError, match="unknown output format '.csv'"):
+        predict(trained_model, source, tmp_path / "p.csv", device="cpu")
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_evaluate_threshold_and_output_follow_predict(trained_model, test_fa, tmp_path):
+    source = RecordSource([str(test_fa)])
+    predict(trained_model, source, tmp_path / "p.tsv", device="cpu", threshold=0.8)
+    called = [line.split("\t")[2] for line in (tmp_path / "p.tsv").read_text().splitlines()[1:]]
+    result, classes = evaluate(trained_model, source, device="cpu", threshold=0.8, output=tmp_path / "m.json")
+    confusion = np.array(result["confusion"])
+    assert confusion.sum(0)[classes.index(CLASSES[1])] == called.count(CLASSES[1])  # the same calls
+    assert json.loads((tmp_path / "m.json").read_text()) == json.loads(json.dumps(result | {"classes": classes}))
+
+
+def test_set_gives_any_model_option_and_clashes_with_its_flag(invoke, train_fa, tmp_path):
+    tiny = [a for a in TINY if a != "--no-composition"]
+    result = invoke("train", train_fa, "-o", tmp_path / "t.gmx", "--model", "transformer", *tiny,
+                    "--set", "heads=2", "--set", "composition=false")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    config = read_header(tmp_path / "t.gmx")["config"]
+    assert config["heads"] == 2 and config["composition"] is False and config["dim"] == 16
+    result = invoke("train", train_fa, "-o", tmp_path / "u.gmx", *tiny, "--set", "dim=8")
+    assert "--dim and --set dim=... both given" in str(result.exception)
+    result = invoke("train", train_fa, "-o", tmp_path / "u.gmx", *tiny, "--set", "bogus=1")
+    assert "model paramixer-cdil has no option bogus" in str(result.exception)
+    assert not (tmp_path / "u.gmx").exists()
+
+
+def test_models_command_lists_the_registry_with_defaults(invoke):
+    result = invoke("models")
+    assert result.exit_code == 0
+    for name, cls in MODELS.items():
+        assert f"{name}: " in result.stdout
+        assert " ".join(f"{k}={v}" for k, v in cls.Options().as_dict().items()) in result.stdout
