@@ -30,11 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-DEFAULTS = TrainSettings.__dataclass_fields__  # training defaults live in TrainSettings only
-
-
-def _default(name: str) -> Any:
-    return DEFAULTS[name].default
+TRAINING = TrainSettings()  # the training defaults, written once, in TrainSettings
 
 
 # --- options shared by several commands ------------------------------------------------------------------
@@ -107,72 +103,90 @@ def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
     return options
 
 
+# --- training options (their defaults live in TrainSettings or in each model's options) ---------------------
+SetOptions = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable."),
+]
+Dim = Annotated[Optional[int], typer.Option(help="Embedding width D (model default 64).")]  # noqa: UP045
+Hidden = Annotated[Optional[int], typer.Option(help="Hidden width H (model default 128).")]  # noqa: UP045
+Layers = Annotated[Optional[int], typer.Option(help="Mixing blocks (model default 2).")]  # noqa: UP045
+Dropout = Annotated[Optional[float], typer.Option(help="Dropout rate (model default 0.2).")]  # noqa: UP045
+Composition = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option("--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
+                 "weighted by validation likelihood (0 when it does not help). Default: on."),
+]
+MaxLen = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
+                 f"the --window, else the longest training sequence, at most {training.DEFAULT_MAX_LEN_CAP:,}."),
+]
+Epochs = Annotated[int, typer.Option(help="Most epochs to train.")]
+TrainBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
+Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")]
+ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of the inputs held out (stratified) for "
+                                            "validation.")]
+ValFiles = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
+]
+Patience = Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
+RcAugment = Annotated[
+    Optional[bool],  # noqa: UP045
+    typer.Option("--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both strands. "
+                 "Default: on when the training sequences have no strand (cannot be told from their reverse "
+                 "complements), as for species or enhancers; off for promoters."),
+]
+PositiveClass = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. Default: "
+                 "the second in sorted order."),
+]
+Seed = Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")]
+Resume = Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")]
+TrainGenomes = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
+                 "Repeatable, several genomes per class allowed."),
+]
+HoldoutFraction = Annotated[float, typer.Option(
+    "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half for test "
+    "(`genomix evaluate --genome`).")]
+WindowsPerEpoch = Annotated[int, typer.Option(
+    "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every class.")]
+
+
 @app.command()
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
     inputs: Inputs = None,
     model: ModelName = DEFAULT_MODEL,
-    set_: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable."),
-    ] = None,
-    dim: Annotated[Optional[int], typer.Option(help="Embedding width D (model default 64).")] = None,  # noqa: UP045
-    hidden: Annotated[Optional[int], typer.Option(help="Hidden width H (model default 128).")] = None,  # noqa: UP045
-    layers: Annotated[Optional[int], typer.Option(help="Mixing blocks (model default 2).")] = None,  # noqa: UP045
-    dropout: Annotated[Optional[float], typer.Option(help="Dropout rate (model default 0.2).")] = None,  # noqa: UP045
-    composition: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option("--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
-                     "weighted by validation likelihood (0 when it does not help). Default: on."),
-    ] = None,
-    max_len: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped. "
-                     f"Default: the --window, else the longest training sequence, at most "
-                     f"{training.DEFAULT_MAX_LEN_CAP:,}."),
-    ] = None,
-    epochs: Annotated[int, typer.Option(help="Most epochs to train.")] = _default("epochs"),
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
-    = _default("batch_size"),
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")] = _default("lr"),
-    val_fraction: Annotated[float, typer.Option(
-        "--val-fraction", help="Share of the inputs held out (stratified) for validation.")] = _default("val_fraction"),
-    val: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
-    ] = None,
+    set_: SetOptions = None,
+    dim: Dim = None,
+    hidden: Hidden = None,
+    layers: Layers = None,
+    dropout: Dropout = None,
+    composition: Composition = None,
+    max_len: MaxLen = None,
+    epochs: Epochs = TRAINING.epochs,
+    batch_size: TrainBatch = TRAINING.batch_size,
+    lr: Lr = TRAINING.lr,
+    val_fraction: ValFraction = TRAINING.val_fraction,
+    val: ValFiles = None,
     labels: Labels = None,
-    patience: Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
-    = _default("patience"),
-    rc_augment: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option("--rc-augment/--no-rc-augment",
-                     help="Train on random reverse complements and score both strands. Default: on when the "
-                     "training sequences have no strand (cannot be told from their reverse complements), as for "
-                     "species or enhancers; off for promoters."),
-    ] = None,
-    positive_class: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
-                     "Default: the second in sorted order."),
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")] = _default("seed"),
+    patience: Patience = TRAINING.patience,
+    rc_augment: RcAugment = None,
+    positive_class: PositiveClass = None,
+    seed: Seed = TRAINING.seed,
     device: Device = "auto",
-    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")] = False,
+    resume: Resume = False,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
-                     "Repeatable, several genomes per class allowed."),
-    ] = None,
+    genome: TrainGenomes = None,
     window: Window = None,
-    holdout_fraction: Annotated[float, typer.Option(
-        "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half "
-        "for test (`genomix evaluate --genome`).")] = _default("holdout_fraction"),
-    windows_per_epoch: Annotated[int, typer.Option(
-        "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every "
-        "class.")] = _default("windows_per_epoch"),
+    holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
+    windows_per_epoch: WindowsPerEpoch = TRAINING.windows_per_epoch,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)

@@ -188,6 +188,39 @@ def _progress() -> Progress:
     )
 
 
+def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None) -> None:
+    if all_classes and is_stdout(output):
+        raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
+    if is_stdout(output) and bed_out is not None and is_stdout(bed_out):
+        raise GenomixError("the track and --bed-out cannot both go to stdout")
+    for path in (output, bed_out):
+        if path is not None and not is_stdout(path):
+            check_writable(path)
+
+
+def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, TextIO], merger: RegionMerger | None, name: str,
+                  total: int) -> tuple[int, int, float]:
+    """Stream the scored windows into the tracks (class column → stream) and the region merger, with a progress
+    bar; return the windows scored and skipped, and the seconds taken."""
+    start_time = time.perf_counter()
+    done = scored = skipped = 0
+    with _progress() as progress:
+        task = progress.add_task(name, total=total, speed=0.0)
+        for windows in all_windows:
+            for column, out in outs.items():
+                out.write(bedgraph_lines(windows, column))
+            if merger is not None:
+                merger.add(windows)
+            kept = int(windows.scored.sum())
+            scored, skipped = scored + kept, skipped + len(windows.starts) - kept
+            done += int(windows.hi[-1] - windows.lo[0])
+            progress.update(task, description=windows.contig, completed=done,
+                            speed=done / (time.perf_counter() - start_time))
+    if merger is not None:
+        merger.close()
+    return scored, skipped, time.perf_counter() - start_time
+
+
 def scan(
     model_path: str | Path,
     genome_path: str | Path,
@@ -208,13 +241,7 @@ def scan(
 
     Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
     """
-    if all_classes and is_stdout(output):
-        raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
-    if is_stdout(output) and bed_out is not None and is_stdout(bed_out):
-        raise GenomixError("the track and --bed-out cannot both go to stdout")
-    for path in (output, bed_out):
-        if path is not None and not is_stdout(path):
-            check_writable(path)
+    _check_outputs(output, all_classes, bed_out)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
@@ -226,8 +253,6 @@ def scan(
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
                 f"{model.network.name} ({', '.join(model.classes)}): windows of {window:,} bp every {step:,} bp")
 
-    start_time = time.perf_counter()
-    done = scored = skipped = 0
     with ExitStack() as stack:
         outs = {}
         for name, path in tracks.items():
@@ -239,21 +264,8 @@ def scan(
         if bed_out is not None:
             merger = RegionMerger(stack.enter_context(output_stream(bed_out)), model.classes.index(chosen), chosen,
                                   threshold)
-        with _progress() as progress:
-            task = progress.add_task(genome.path.name, total=total, speed=0.0)
-            for windows in scan_windows(model, genome, window, step, batch_size, torch_device, rc):
-                for column, out in outs.items():
-                    out.write(bedgraph_lines(windows, column))
-                if merger is not None:
-                    merger.add(windows)
-                kept = int(windows.scored.sum())
-                scored, skipped = scored + kept, skipped + len(windows.starts) - kept
-                done += int(windows.hi[-1] - windows.lo[0])
-                progress.update(task, description=windows.contig, completed=done,
-                                speed=done / (time.perf_counter() - start_time))
-        if merger is not None:
-            merger.close()
-        seconds = time.perf_counter() - start_time
+        windows = scan_windows(model, genome, window, step, batch_size, torch_device, rc)
+        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total)
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "

@@ -132,3 +132,50 @@ def test_models_command_lists_the_registry_with_defaults(invoke):
     for name, cls in MODELS.items():
         assert f"{name}: " in result.stdout
         assert " ".join(f"{k}={v}" for k, v in cls.Options().as_dict().items()) in result.stdout
+
+
+def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
+    """What a newcomer writes to add a model: options with a default and a check, the mixing, a registration.
+    Training, the model file, loading and scoring then work with no other change."""
+    from dataclasses import dataclass
+
+    from test_training import motif_records
+
+    from genomix.modelfile import load_model, save_model
+    from genomix.models import register
+    from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
+    from genomix.scoring import predict_records
+    from genomix.training import TrainSettings, fit
+
+    @dataclass(frozen=True)
+    class SmoothOptions(NeuralOptions):
+        width: int = 5  # the option of its own
+
+        def check(self, model: str) -> None:
+            super().check(model)
+            at_least(model, width=(self.width, 1))
+
+    class Smooth(SequenceClassifier):
+        """Positions averaged over a window of `width`."""
+
+        Options = SmoothOptions
+
+        def __init__(self, num_classes: int, max_len: int, options: SmoothOptions) -> None:
+            super().__init__(num_classes, max_len, options)
+            self.pool = torch.nn.AvgPool1d(options.width, stride=1, padding=options.width // 2)
+
+        def mix(self, x, lengths, mask):
+            return self.pool(x.transpose(1, 2)).transpose(1, 2)[:, : x.shape[1]] * mask[..., None]
+
+    monkeypatch.setitem(MODELS, "smooth", Smooth)  # the registry forgets it after the test
+    register("smooth")(Smooth)
+    settings = TrainSettings(model="smooth", options={"width": 3, "dim": 8, "hidden": 8}, epochs=1, device="cpu")
+    model = fit(motif_records(60, seed=1), settings)
+    save_model(model, tmp_path / "s.gmx")
+    loaded = load_model(tmp_path / "s.gmx")
+    assert loaded.network.options.width == 3 and loaded.card.model == "smooth"
+    records = motif_records(5, seed=2)
+    np.testing.assert_allclose([p.probs for p in predict_records(loaded, records, device="cpu")],
+                               [p.probs for p in predict_records(model, records, device="cpu")], atol=1e-6)
+    with pytest.raises(GenomixError, match="option width must be at least 1"):
+        TrainSettings(model="smooth", options={"width": 0})
