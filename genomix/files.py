@@ -134,23 +134,36 @@ class _Temporary:
                 os.unlink(self.name)
 
 
-class _Sink(io.FileIO):
+class _Sink(io.RawIOBase):
     """The raw file under an output stream, so that a failed write names the output on one line.
 
     BrokenPipeError passes through: a reader that left (`| head`) is not an error.
     """
 
     def __init__(self, fd: int, shown: str | Path) -> None:
-        super().__init__(fd, "w")
-        self.shown = shown
+        super().__init__()
+        self.fd, self.shown = fd, shown
 
-    def write(self, data) -> int | None:
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data) -> int:
         try:
-            return super().write(data)
+            return os.write(self.fd, data)
         except BrokenPipeError:
             raise
         except OSError as err:
             raise _fail(self.shown, "cannot write", err) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self.fd)
+            finally:
+                super().close()
 
 
 def _stream(fd: int, shown: str | Path, mode: str) -> IO:
