@@ -24,7 +24,7 @@ import pyfaidx
 
 from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.reading import Record, normalise, split_input, text_lines
+from genomix.reading import BOM, Record, normalise, split_input, text_lines
 
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
@@ -104,13 +104,11 @@ def _is_stale(index: Path, genome: Path, plain: bool) -> bool:
     return header.split()[:1] != [b">" + name.encode()] or bool(trailer.strip())  # blank lines may end the file
 
 
-def _compression(path: Path) -> str | None:
+def _compression(head: bytes) -> str | None:
     """'bgzf', 'gzip' (not BGZF: bgzip writes an extra field 'BC' in every block header) or None."""
-    with open(path, "rb") as file:
-        head = file.read(14)
     if head[:2] != b"\x1f\x8b":
         return None
-    return "bgzf" if len(head) == 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
+    return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
 
 
 class Genome:
@@ -120,7 +118,15 @@ class Genome:
         self.path = Path(path)
         if not self.path.is_file():
             raise GenomixError(f"{path}: no such genome file")
-        compression = _compression(self.path)
+        try:
+            with open(self.path, "rb") as file:
+                head = file.read(14)
+        except OSError as err:
+            raise GenomixError(f"{path}: cannot read ({err.strerror})") from None
+        if head.startswith(BOM):  # read by byte offset, so the mark cannot simply be skipped as in other inputs
+            raise GenomixError(f"{path}: starts with a UTF-8 byte-order mark, which indexing cannot skip; remove it "
+                               f"(`sed -i '1s/^\\xEF\\xBB\\xBF//' {self.path.name}`)")
+        compression = _compression(head)
         if compression == "gzip":
             name = self.path.name
             raise GenomixError(f"{path}: gzip but not bgzip, so it cannot be read by position; decompress it "

@@ -38,7 +38,7 @@ SEQUENCE_COLUMNS = ("sequence", "seq")
 ID_COLUMNS = ("id", "name")
 LABEL_COLUMN = "label"
 
-_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
 _BREAKS_TSV = ("\t", "\n", "\r")
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)  # I/O errors, corrupt compressed data, closed streams
 _INVALID = ord("!")
@@ -159,7 +159,7 @@ def _sniff(stream: BinaryIO, source: str) -> str:
         head = stream.peek(65536)
     except _READ_ERRORS as err:
         raise read_error(stream, source, err) from None
-    start = head.removeprefix(_BOM).lstrip()
+    start = head.removeprefix(BOM).lstrip()
     if not start:
         raise GenomixError(f"{source}: is empty")
     if start[:1] == b">":
