@@ -87,7 +87,7 @@ def split_input(arg: str) -> tuple[str | None, str]:
     if "=" in arg and not Path(arg).exists():
         label, path = arg.split("=", 1)
         if label and path:
-            return check_name(label, "class", arg), path
+            return check_name(label, "class", path), path
     return None, arg
 
 
@@ -166,7 +166,7 @@ def _sniff(stream: BinaryIO, source: str) -> str:
         return "fasta"
     if start[:1] == b"@":
         return "fastq"
-    first_line = start.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    first_line = start.splitlines()[0].decode("utf-8", errors="replace")
     if set(_columns(first_line)[1]) & set(SEQUENCE_COLUMNS):
         return "table"
     raise GenomixError(f"{source}: not a FASTA, FASTQ or CSV/TSV file (it starts with {first_line[:30]!r})")
