@@ -243,8 +243,13 @@ def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator
 def exit_on_sigterm() -> None:
     """Make SIGTERM (`kill`, a batch scheduler's time limit) raise Interrupted, like Ctrl-C raises
     KeyboardInterrupt, so that `with` blocks unwind and remove their temporary files instead of dying at once.
+
+    Further SIGTERMs are ignored, so that they cannot cut that cleanup short; SIGKILL still ends the process.
+    Call it from the main thread (Python runs signal handlers there).
     """
+
     def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)
         raise Interrupted(signum)
 
     signal.signal(signal.SIGTERM, interrupt)

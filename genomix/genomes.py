@@ -3,8 +3,8 @@
 A genome is opened once and read by position, so a file of gigabases costs only its index in memory.
 Plain FASTA is indexed on first use (`.fai` next to it, or in the user cache when its folder is read-only);
 gzip must be bgzip, because ordinary gzip cannot be read at an offset. An index older than its genome (as
-samtools judges it) or that does not fit the genome's size belongs to a file since replaced, and is rebuilt:
-read through, it would give other bases than the genome has.
+samtools judges it), or whose last contig is not where the genome has it, belongs to a file since replaced
+and is rebuilt: read through, it would give other bases than the genome has.
 
 Held-out regions: every contig keeps its last `holdout_fraction` for evaluation, the first half of that
 for validation and the second half for test, so no validation or test window overlaps a training window.
@@ -56,7 +56,7 @@ def _index_path(path: Path, suffix: str, plain: bool) -> Path:
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
     cached = cache / f"{path.name}.{digest}{suffix}"
     if beside.exists():
-        console.log(f"{beside} does not fit {path} (the genome was replaced) and its folder is read-only: "
+        console.log(f"{beside} does not fit {path} (the genome was replaced) and cannot be replaced: "
                     f"indexing the genome in {cache}")
     if cached.exists() and _is_stale(cached, path, plain) and not _remove_stale(cached, path):
         raise GenomixError(f"{path}: its index {cached} is out of date and cannot be removed")
@@ -97,11 +97,14 @@ def _is_stale(index: Path, genome: Path, plain: bool) -> bool:
     if not end <= size <= end + 65536:
         return True
     with open(genome, "rb") as file:
-        file.seek(max(offset - 4096, 0))
-        header = file.read(offset - file.tell()).rstrip(b"\r\n").rsplit(b"\n", 1)[-1]
+        start = max(offset - 4096, 0)
+        file.seek(start)
+        lines = file.read(offset - start).rstrip(b"\r\n").rsplit(b"\n", 1)
         file.seek(end)
         trailer = file.read()
-    return header.split()[:1] != [b">" + name.encode()] or bool(trailer.strip())  # blank lines may end the file
+    header_seen = len(lines) == 2 or start == 0  # else the header line is longer than what was read
+    moved = header_seen and lines[-1].split()[:1] != [b">" + name.encode()]
+    return moved or bool(trailer.strip())  # only blank lines may follow the last contig
 
 
 def _compression(head: bytes) -> str | None:

@@ -122,15 +122,14 @@ def _reason(err: BaseException) -> str:
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
-def read_error(stream: BinaryIO, source: str, err: BaseException) -> GenomixError:
+def _read_error(stream: BinaryIO, source: str, err: BaseException) -> GenomixError:
     """The one-line error for a failed read of `stream` (from `open_binary`): decompression or I/O."""
     compressed = isinstance(getattr(stream, "raw", None), (gzip.GzipFile, bz2.BZ2File))
     return GenomixError(f"{source}: cannot {'decompress' if compressed else 'read'} ({_reason(err)})")
 
 
 def text_lines(path: str) -> Iterator[str]:
-    """The lines of a text file ('-': stdin), decompressed, UTF-8 without byte-order mark, read errors as
-    GenomixError."""
+    """Lines of a text file ('-': stdin): decompressed, UTF-8 without its byte-order mark, errors as GenomixError."""
     stream = open_binary(path)
     try:
         lines = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace")
@@ -138,7 +137,7 @@ def text_lines(path: str) -> Iterator[str]:
             try:
                 line = lines.readline()
             except _READ_ERRORS as err:
-                raise read_error(stream, path, err) from None
+                raise _read_error(stream, path, err) from None
             if not line:
                 return
             yield line
@@ -158,7 +157,7 @@ def _sniff(stream: BinaryIO, source: str) -> str:
     try:
         head = stream.peek(65536)
     except _READ_ERRORS as err:
-        raise read_error(stream, source, err) from None
+        raise _read_error(stream, source, err) from None
     start = head.removeprefix(BOM).lstrip()
     if not start:
         raise GenomixError(f"{source}: is empty")
@@ -276,7 +275,7 @@ def read_records(path: str) -> Iterator[Record]:
         except csv.Error as err:  # e.g. a NUL byte, an unterminated quote at the end of the file
             raise GenomixError(f"{path}: not a readable CSV/TSV table ({err})") from None
         except _READ_ERRORS as err:
-            raise read_error(stream, path, err) from None
+            raise _read_error(stream, path, err) from None
     finally:
         if path != STDIN:
             stream.close()
