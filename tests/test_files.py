@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
 import signal
 import stat
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -161,6 +164,19 @@ def test_dev_fd_from_process_substitution_is_written_in_place(tmp_path):
         os.close(read_end)
 
 
+@pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
+def test_bash_process_substitution(tmp_path):
+    script = "import sys\nfrom genomix.files import open_output\nwith open_output(sys.argv[1]) as out:\n out.write('hi\\n')"
+    bash = f'{shlex.quote(sys.executable)} -c "$0" >(cat > {shlex.quote(str(tmp_path / "got"))}); wait'
+    proc = subprocess.run(["bash", "-c", bash, script], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for _ in range(100):  # bash does not wait for the substituted process
+        if (tmp_path / "got").exists() and (tmp_path / "got").read_text():
+            break
+        time.sleep(0.05)
+    assert (tmp_path / "got").read_text() == "hi\n"
+
+
 def test_dev_fd_to_a_file_keeps_the_shell_redirection(tmp_path):
     # `genomix ... -o /dev/stdout >> log`: append through the shell's descriptor, never replace the file
     log = tmp_path / "log.txt"
@@ -233,6 +249,7 @@ def test_file_size_limit_is_a_real_os_error(tmp_path):
     assert names(tmp_path) == []
 
 
+@pytest.mark.skipif(not Path("/proc/self").exists(), reason="no /proc")
 def test_folder_where_no_file_can_be_created():
     one_line_error(lambda: write_to("/proc/genomix-out.tsv"), "/proc/genomix-out.tsv: cannot create a file in /proc")
     with pytest.raises(GenomixError, match="cannot create a file in /proc"), atomic_path("/proc/x.gmx"):
