@@ -166,7 +166,7 @@ def test_dev_fd_from_process_substitution_is_written_in_place(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_bash_process_substitution(tmp_path):
-    script = "import sys\nfrom genomix.files import open_output\nwith open_output(sys.argv[1]) as out:\n out.write('hi\\n')"
+    script = "import sys\nfrom genomix.files import open_output\nwith open_output(sys.argv[1]) as o: o.write('hi\\n')"
     bash = f'{shlex.quote(sys.executable)} -c "$0" >(cat > {shlex.quote(str(tmp_path / "got"))}); wait'
     proc = subprocess.run(["bash", "-c", bash, script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
