@@ -1,42 +1,255 @@
-"""Writing files atomically, so that an interrupted or failed command never leaves a partial output."""
+"""Writing outputs so that an interrupted or failed command never leaves a partial file or destroys an input.
+
+Regular files are written atomically: into a temporary file beside the target, renamed over it only when
+everything was written. On Linux the temporary file is unnamed (O_TMPFILE) until that moment, so even a
+SIGKILL leaves nothing behind; elsewhere a hidden `.NAME.XXXX.tmp` is removed on any exception (and on
+SIGTERM, once `exit_on_sigterm` is installed). Streams that cannot be renamed over — stdout, /dev/null,
+FIFOs, `/dev/fd/N` from process substitution, character devices — are written directly.
+Every OS error (disk full, permission denied, read-only file system) becomes a one-line GenomixError.
+"""
 
 from __future__ import annotations
 
+import errno
+import io
 import os
+import re
+import signal
+import stat
+import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import IO
 
-from genomix.errors import GenomixError
+from genomix.errors import GenomixError, Interrupted
+from genomix.reading import STDIN, split_input
 
+STDOUT = "-"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_FD_NAME = re.compile(r"/dev/(?:fd/(\d+)|(stdout)|(stderr))|/proc/(?:self|\d+)/fd/(\d+)")
+_O_TMPFILE = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0  # needs /proc to link it in
 
 
-def check_writable(path: str | Path) -> Path:
-    """Fail early (before hours of work) when the output's folder does not exist or is not writable."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise GenomixError(f"{path}: folder {folder} does not exist")
-    if path.is_dir():
+def _fail(path: str | Path, what: str, err: OSError) -> GenomixError:
+    return GenomixError(f"{path}: {what} ({err.strerror or err})")
+
+
+def _descriptor(path: str | Path) -> int | None:
+    """The file descriptor a name like /dev/stdout or /dev/fd/63 (bash's `>(...)`) stands for, else None."""
+    match = _FD_NAME.fullmatch(os.path.abspath(path))
+    if match is None:
+        return None
+    number, out, err, proc = match.groups()
+    return 1 if out else 2 if err else int(number or proc)
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def _target(path: str | Path, inputs: Sequence[str | Path]) -> tuple[Path, bool]:
+    """(where to write, whether to write it directly rather than by atomic rename); checks `path` is usable.
+
+    A symlink is followed, so the file it points to is replaced and the link kept. An output that is one of
+    the `inputs` (also through a symlink, `./`, a hard link, or a `CLASS=path` argument) is refused: the
+    input would be emptied before it is read.
+    """
+    given = Path(path)
+    if _descriptor(given) is not None:
+        return given, True
+    try:
+        status = os.stat(given)
+    except FileNotFoundError:
+        status = None
+    except OSError as err:
+        raise _fail(path, "cannot write", err) from None
+    if status is not None and stat.S_ISDIR(status.st_mode):
         raise GenomixError(f"{path}: is a directory")
-    if not os.access(folder, os.W_OK):
-        raise GenomixError(f"{path}: folder {folder} is not writable")
-    return path
+    if status is not None and not stat.S_ISREG(status.st_mode):
+        return given, True
+    real = Path(os.path.realpath(given))
+    for arg in inputs:
+        source = split_input(str(arg))[1]
+        if source == STDIN:
+            continue
+        with suppress(OSError):
+            if Path(os.path.realpath(source)) == real or (status is not None and _same_file(os.stat(source), status)):
+                raise GenomixError(f"{path}: is also an input ({arg}); writing it would destroy it")
+    if not real.parent.is_dir():
+        raise GenomixError(f"{path}: folder {real.parent if given.is_symlink() else given.parent} does not exist")
+    return real, False
+
+
+def check_writable(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
+    """Fail early (before hours of work) when `path` cannot be written, or would overwrite one of `inputs`."""
+    if str(path) == STDOUT:
+        return Path(path)
+    target, direct = _target(path, inputs)
+    if not direct and not os.access(target.parent, os.W_OK):
+        raise GenomixError(f"{path}: folder {target.parent} is not writable")
+    if direct and _descriptor(target) is None and not os.access(target, os.W_OK):
+        raise GenomixError(f"{path}: not writable")
+    return Path(path)
+
+
+class _Temporary:
+    """A new file beside `target` that replaces it only at `commit`; unnamed (O_TMPFILE) where possible."""
+
+    def __init__(self, target: Path, shown: str | Path, unnamed: bool) -> None:
+        self.target, self.shown, self.name = target, shown, None
+        try:
+            if unnamed and _O_TMPFILE:
+                try:
+                    self.fd = os.open(target.parent, _O_TMPFILE | os.O_WRONLY | os.O_CLOEXEC, 0o666)
+                    return
+                except OSError as err:  # a file system without O_TMPFILE: fall back to a named file
+                    if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                        raise
+            self.fd, self.name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        except OSError as err:
+            raise _fail(shown, f"cannot create a file in {target.parent}", err) from None
+
+    def commit(self) -> None:
+        """Give the file its name (linking in an unnamed one) and its permissions, then rename it over target."""
+        try:
+            if self.name is None:
+                name = tempfile.mktemp(dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp")
+                folder = os.open(self.target.parent, os.O_RDONLY | os.O_DIRECTORY)
+                try:  # a dir_fd makes Python call linkat(), which can follow the /proc link to the open file
+                    os.link(f"/proc/self/fd/{self.fd}", Path(name).name, dst_dir_fd=folder, follow_symlinks=True)
+                finally:
+                    os.close(folder)
+                self.name = name
+            os.chmod(self.name, 0o666 & ~_UMASK)  # mkstemp files are private; outputs get the usual permissions
+            os.replace(self.name, self.target)
+        except OSError as err:
+            raise _fail(self.shown, "cannot write", err) from None
+
+    def discard(self) -> None:
+        if self.name is not None:
+            with suppress(FileNotFoundError):
+                os.unlink(self.name)
+
+
+class _Sink(io.RawIOBase):
+    """The raw file under an output stream, so that a failed write names the output on one line.
+
+    BrokenPipeError passes through: a reader that left (`| head`) is not an error.
+    """
+
+    def __init__(self, fd: int, shown: str | Path) -> None:
+        super().__init__()
+        self.fd, self.shown = fd, shown
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def write(self, data) -> int:
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            raise _fail(self.shown, "cannot write", err) from None
+
+    def close(self) -> None:
+        if not self.closed:
+            try:
+                os.close(self.fd)
+            finally:
+                super().close()
+
+
+def _stream(fd: int, shown: str | Path, mode: str) -> IO:
+    buffered = io.BufferedWriter(_Sink(fd, shown))
+    return buffered if "b" in mode else io.TextIOWrapper(buffered, encoding="utf-8")
+
+
+def _open_direct(target: Path, shown: str | Path) -> int:
+    """A descriptor for a stream written in place: a duplicate for /dev/fd/N names, so appends stay appends."""
+    number = _descriptor(target)
+    try:
+        return os.dup(number) if number is not None else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise _fail(shown, "cannot write", err) from None
 
 
 @contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it is removed."""
-    path = check_writable(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def open_output(path: str | Path, inputs: Sequence[str | Path] = (), mode: str = "w") -> Iterator[IO]:
+    """An output stream for `-o path` ('-': stdout), text (UTF-8) or binary ("wb"); see the module docstring.
+
+    A regular file appears at `path` only when the block ends without an exception; `inputs` are the command's
+    input arguments, which the output must not overwrite.
+    """
+    if str(path) == STDOUT:
+        stream = sys.stdout.buffer if "b" in mode else sys.stdout
+        try:
+            yield stream
+            stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as err:
+            if err.filename is not None:  # not about stdout: some other file the block opened
+                raise
+            raise _fail("stdout", "cannot write", err) from None
+        return
+    target, direct = _target(path, inputs)
+    temp = None if direct else _Temporary(target, path, unnamed=True)
+    output = _stream(temp.fd if temp else _open_direct(target, path), path, mode)
     try:
-        yield Path(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # temporary files are private; outputs get the usual permissions
-        os.replace(tmp, path)
+        yield output
+        output.flush()
+        if temp:
+            temp.commit()
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with suppress(OSError, GenomixError):
+            output.close()
+        if temp:
+            temp.discard()
+
+
+@contextmanager
+def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
+    """A path for libraries that write by name (torch.save, safetensors, matplotlib): on success the file
+    written there replaces `path`, on failure it is removed; stdout and other streams are written directly.
+    """
+    if str(path) == STDOUT:
+        path = "/dev/stdout"
+    target, direct = _target(path, inputs)
+    temp = None if direct else _Temporary(target, path, unnamed=False)
+    if temp:
+        os.close(temp.fd)
+    try:
+        yield target if direct else Path(temp.name)
+        if temp:
+            temp.commit()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        if err.filename not in (None, str(target), temp and temp.name):
+            raise
+        raise _fail(path, "cannot write", err) from None
+    finally:
+        if temp:
+            temp.discard()
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM (`kill`, a batch scheduler's time limit) raise Interrupted, like Ctrl-C raises
+    KeyboardInterrupt, so that `with` blocks unwind and remove their temporary files instead of dying at once.
+
+    Further SIGTERMs are ignored, so that they cannot cut that cleanup short; SIGKILL still ends the process.
+    Call it from the main thread (Python runs signal handlers there).
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signum, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    signal.signal(signal.SIGTERM, interrupt)

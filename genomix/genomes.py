@@ -2,7 +2,9 @@
 
 A genome is opened once and read by position, so a file of gigabases costs only its index in memory.
 Plain FASTA is indexed on first use (`.fai` next to it, or in the user cache when its folder is read-only);
-gzip must be bgzip, because ordinary gzip cannot be read at an offset.
+gzip must be bgzip, because ordinary gzip cannot be read at an offset. An index older than its genome (as
+samtools judges it), or whose last contig is not where the genome has it, belongs to a file since replaced
+and is rebuilt: read through, it would give other bases than the genome has.
 
 Held-out regions: every contig keeps its last `holdout_fraction` for evaluation, the first half of that
 for validation and the second half for test, so no validation or test window overlaps a training window.
@@ -11,7 +13,6 @@ for validation and the second half for test, so no validation or test window ove
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pyfaidx
 
+from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.reading import Record, normalise, open_binary, split_input
+from genomix.reading import BOM, Record, normalise, split_input, text_lines
 
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
@@ -34,22 +36,82 @@ def reverse_complement(seq: str) -> str:
     return seq.translate(_COMPLEMENT)[::-1]
 
 
-def _index_path(path: Path, suffix: str) -> Path:
-    """Next to the genome when its folder is writable (samtools' convention), else in the user cache."""
+def _index_path(path: Path, suffix: str, plain: bool) -> Path:
+    """Next to the genome when its folder is writable (samtools' convention), else in the user cache.
+
+    A stale index (see `_is_stale`) is removed so that pyfaidx builds a new one; one that cannot be removed
+    (a read-only folder) is left alone and the index is built in the user cache instead.
+    """
     beside = path.with_name(path.name + suffix)
-    if beside.exists() or os.access(path.parent, os.W_OK):
+    if beside.exists() and not _is_stale(beside, path, plain):
+        return beside
+    if os.access(path.parent, os.W_OK) and _remove_stale(beside, path):
         return beside
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "genomix" / "index"
-    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GenomixError(f"{path}: cannot index it: its folder is read-only and the cache {cache} cannot be "
+                           f"created ({err.strerror})") from None
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:16]
-    return cache / f"{path.name}.{digest}{suffix}"
+    cached = cache / f"{path.name}.{digest}{suffix}"
+    if beside.exists():
+        console.log(f"{beside} does not fit {path} (the genome was replaced) and cannot be replaced: "
+                    f"indexing the genome in {cache}")
+    if cached.exists() and _is_stale(cached, path, plain) and not _remove_stale(cached, path):
+        raise GenomixError(f"{path}: its index {cached} is out of date and cannot be removed")
+    return cached
 
 
-def _is_plain_gzip(path: Path) -> bool:
-    """True for gzip that is not BGZF (bgzip writes an extra field 'BC' in every block header)."""
-    with open(path, "rb") as file:
-        head = file.read(14)
-    return head[:2] == b"\x1f\x8b" and not (len(head) == 14 and head[3] & 4 and head[12:14] == b"BC")
+def _remove_stale(index: Path, genome: Path) -> bool:
+    """Remove a stale index so that a new one is built; False when it is there and cannot be removed."""
+    if not index.exists():
+        return True
+    try:
+        index.unlink()
+    except OSError:
+        return False
+    console.log(f"{index} is older than {genome} or does not fit it (the genome was replaced): rebuilding it")
+    return True
+
+
+def _is_stale(index: Path, genome: Path, plain: bool) -> bool:
+    """True when `index` was written for another file than `genome` is now.
+
+    Older than the genome, as samtools judges it; and for the `.fai` of a plain FASTA, also when the last
+    contig's header or end are not where the index has them (a replacement with an older time stamp).
+    """
+    if index.stat().st_mtime < genome.stat().st_mtime:
+        return True
+    if not plain or index.suffix != ".fai":
+        return False
+    try:
+        rows = [line.split("\t") for line in index.read_text().splitlines() if line]
+        name, length, offset, bases, width = max(rows, key=lambda row: int(row[2]))[:5]
+        length, offset, bases, width = int(length), int(offset), int(bases), int(width)
+    except (ValueError, IndexError, OSError):
+        return True  # not a .fai pyfaidx could use either
+    full_lines, rest = divmod(length, bases) if bases else (0, 0)
+    end = offset + full_lines * width + rest - (width - bases if full_lines and not rest else 0)  # its last base
+    size = genome.stat().st_size
+    if not end <= size <= end + 65536:
+        return True
+    with open(genome, "rb") as file:
+        start = max(offset - 4096, 0)
+        file.seek(start)
+        lines = file.read(offset - start).rstrip(b"\r\n").rsplit(b"\n", 1)
+        file.seek(end)
+        trailer = file.read()
+    header_seen = len(lines) == 2 or start == 0  # else the header line is longer than what was read
+    moved = header_seen and lines[-1].split()[:1] != [b">" + name.encode()]
+    return moved or bool(trailer.strip())  # only blank lines may follow the last contig
+
+
+def _compression(head: bytes) -> str | None:
+    """'bgzf', 'gzip' (not BGZF: bgzip writes an extra field 'BC' in every block header) or None."""
+    if head[:2] != b"\x1f\x8b":
+        return None
+    return "bgzf" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "gzip"
 
 
 class Genome:
@@ -59,13 +121,24 @@ class Genome:
         self.path = Path(path)
         if not self.path.is_file():
             raise GenomixError(f"{path}: no such genome file")
-        if _is_plain_gzip(self.path):
+        try:
+            with open(self.path, "rb") as file:
+                head = file.read(14)
+        except OSError as err:
+            raise GenomixError(f"{path}: cannot read ({err.strerror})") from None
+        if head.startswith(BOM):  # read by byte offset, so the mark cannot simply be skipped as in other inputs
+            raise GenomixError(f"{path}: starts with a UTF-8 byte-order mark, which indexing cannot skip; remove it "
+                               f"(`sed -i '1s/^\\xEF\\xBB\\xBF//' {self.path.name}`)")
+        compression = _compression(head)
+        if compression == "gzip":
             name = self.path.name
             raise GenomixError(f"{path}: gzip but not bgzip, so it cannot be read by position; decompress it "
                                f"(`gunzip {name}`) or recompress it (`gunzip -c {name} | bgzip > bgz.{name}`)")
+        plain = compression is None
+        fai = _index_path(self.path, ".fai", plain)
+        gzi = fai.with_suffix(".gzi") if plain else _index_path(self.path, ".gzi", plain)  # unused for plain FASTA
         try:
-            self.fasta = pyfaidx.Fasta(str(self.path), indexname=str(_index_path(self.path, ".fai")),
-                                       gzi_indexname=str(_index_path(self.path, ".gzi")), as_raw=True,
+            self.fasta = pyfaidx.Fasta(str(self.path), indexname=str(fai), gzi_indexname=str(gzi), as_raw=True,
                                        sequence_always_upper=True, rebuild=False)
         except (pyfaidx.FastaIndexingError, pyfaidx.FetchError, OSError, ValueError) as err:
             raise GenomixError(f"{path}: cannot index this genome ({err})") from None
@@ -178,16 +251,11 @@ def read_bed(spec: str, reference: Genome) -> Iterator[Record]:
     Minus-strand regions are reverse-complemented; ids are `contig:start-end(strand)` as bedtools writes them.
     """
     label, path = split_input(spec)
-    stream = open_binary(path)
-    try:
-        for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8", errors="replace"), 1):
-            fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
-            if not fields or fields[0].startswith(("#", "track", "browser")):
-                continue
-            yield _bed_record(fields, label, f"{path}: line {number}", reference)
-    finally:
-        if path != "-":
-            stream.close()
+    for number, line in enumerate(text_lines(path), 1):
+        fields = line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
+        if not fields or fields[0].startswith(("#", "track", "browser")):
+            continue
+        yield _bed_record(fields, label, f"{path}: line {number}", reference)
 
 
 def _bed_record(fields: list[str], label: str | None, where: str, reference: Genome) -> Record:

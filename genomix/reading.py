@@ -8,7 +8,11 @@ Labels, in order of precedence: a `CLASS=path` input (every record of the file),
 
 Sequences are normalised as they are read: upper case (soft-masked lower case is the same base), U → T,
 IUPAC ambiguity codes → N, gaps (`-`, `.`) and whitespace dropped; any other character is an error that
-names the file, the record and the position.
+names the file, the record and the position. A record with no bases (a zero-length read, a FASTA header
+with nothing under it) is data, with seq "": what to do with it is up to the command.
+
+Text is UTF-8; a byte-order mark at the start and Windows (CRLF) line ends are accepted everywhere. Ids,
+labels and class names may not contain a tab or a line break, which would break the TSV outputs.
 """
 
 from __future__ import annotations
@@ -34,7 +38,9 @@ SEQUENCE_COLUMNS = ("sequence", "seq")
 ID_COLUMNS = ("id", "name")
 LABEL_COLUMN = "label"
 
-_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
+_BREAKS_TSV = ("\t", "\n", "\r")
+_READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)  # I/O errors, corrupt compressed data, closed streams
 _INVALID = ord("!")
 _GAPS = b"-. \t\r\n\v\f"
 _NORMALISE = bytearray([_INVALID]) * 256
@@ -55,14 +61,12 @@ class Record:
 
 
 def normalise(seq: str, source: str, record_id: str) -> str:
-    """The sequence as upper-case A, C, G, T, N; raise GenomixError on an empty record or a bad character."""
+    """The sequence as upper-case A, C, G, T, N (possibly empty); raise GenomixError on a bad character."""
     raw = seq.encode("utf-8", errors="replace")
     clean = raw.translate(_NORMALISE, _GAPS)
     if _INVALID in clean:
         position, char = next((i, c) for i, c in enumerate(seq, 1) if _is_invalid(c))
         raise GenomixError(f"{source}: record '{record_id}': invalid character {char!r} at position {position}")
-    if not clean:
-        raise GenomixError(f"{source}: record '{record_id}' is empty")
     return clean.decode("ascii")
 
 
@@ -71,12 +75,19 @@ def _is_invalid(char: str) -> bool:
     return code > 127 or (_NORMALISE[code] == _INVALID and code not in _GAPS)
 
 
+def check_name(value: str, what: str, where: str) -> str:
+    """`value` (an id, label or class name) unchanged, or GenomixError if it has a tab or line break."""
+    if any(c in value for c in _BREAKS_TSV):
+        raise GenomixError(f"{where}: {what} {value!r} contains a tab or line break, which would break TSV output")
+    return value
+
+
 def split_input(arg: str) -> tuple[str | None, str]:
     """`CLASS=path` → (CLASS, path); a plain path (or an existing file whose name has '=') → (None, path)."""
     if "=" in arg and not Path(arg).exists():
         label, path = arg.split("=", 1)
         if label and path:
-            return label, path
+            return check_name(label, "class", path), path
     return None, arg
 
 
@@ -94,9 +105,12 @@ def open_binary(path: str) -> BinaryIO:
             raw = open(file, "rb")  # noqa: SIM115 - closed by the caller through the returned stream
         except OSError as err:
             raise GenomixError(f"{path}: cannot open ({err.strerror})") from None
-    if not hasattr(raw, "peek"):
-        raw = io.BufferedReader(raw)
-    magic = raw.peek(3)[:3]
+    try:
+        if not hasattr(raw, "peek"):
+            raw = io.BufferedReader(raw)
+        magic = raw.peek(3)[:3]
+    except (OSError, ValueError) as err:  # an unreadable device, a closed stdin
+        raise GenomixError(f"{path}: cannot read ({_reason(err)})") from None
     if magic[:2] == b"\x1f\x8b":
         return io.BufferedReader(gzip.GzipFile(fileobj=raw))
     if magic == b"BZh":
@@ -104,22 +118,55 @@ def open_binary(path: str) -> BinaryIO:
     return raw
 
 
+def _reason(err: BaseException) -> str:
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+def _read_error(stream: BinaryIO, source: str, err: BaseException) -> GenomixError:
+    """The one-line error for a failed read of `stream` (from `open_binary`): decompression or I/O."""
+    compressed = isinstance(getattr(stream, "raw", None), (gzip.GzipFile, bz2.BZ2File))
+    return GenomixError(f"{source}: cannot {'decompress' if compressed else 'read'} ({_reason(err)})")
+
+
+def text_lines(path: str) -> Iterator[str]:
+    """Lines of a text file ('-': stdin): decompressed, UTF-8 without its byte-order mark, errors as GenomixError."""
+    stream = open_binary(path)
+    try:
+        lines = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace")
+        while True:
+            try:
+                line = lines.readline()
+            except _READ_ERRORS as err:
+                raise _read_error(stream, path, err) from None
+            if not line:
+                return
+            yield line
+    finally:
+        if path != STDIN:
+            stream.close()
+
+
+def _columns(line: str) -> tuple[str, list[str]]:
+    """(delimiter, lower-case column names) of a CSV/TSV header line, quoted or not."""
+    delimiter = "\t" if "\t" in line else ","
+    return delimiter, [c.strip().lower() for c in next(csv.reader([line], delimiter=delimiter), [])]
+
+
 def _sniff(stream: BinaryIO, source: str) -> str:
     """'fasta', 'fastq' or 'table', from the first bytes of the decompressed stream."""
     try:
         head = stream.peek(65536)
-    except (OSError, EOFError, zlib.error) as err:  # corrupt gzip/bzip2 data
-        raise GenomixError(f"{source}: cannot decompress ({err})") from None
-    start = head.removeprefix(_BOM).lstrip()
+    except _READ_ERRORS as err:
+        raise _read_error(stream, source, err) from None
+    start = head.removeprefix(BOM).lstrip()
     if not start:
         raise GenomixError(f"{source}: is empty")
     if start[:1] == b">":
         return "fasta"
     if start[:1] == b"@":
         return "fastq"
-    first_line = start.split(b"\n", 1)[0].decode("utf-8", errors="replace")
-    columns = {c.strip().lower() for c in first_line.replace("\t", ",").split(",")}
-    if columns & set(SEQUENCE_COLUMNS):
+    first_line = start.splitlines()[0].decode("utf-8", errors="replace")
+    if set(_columns(first_line)[1]) & set(SEQUENCE_COLUMNS):
         return "table"
     raise GenomixError(f"{source}: not a FASTA, FASTQ or CSV/TSV file (it starts with {first_line[:30]!r})")
 
@@ -133,8 +180,56 @@ def _header(title: str) -> tuple[str, str | None]:
     return words[0], label
 
 
+class _CountedLines:
+    """A text stream for Biopython's FASTQ parser that counts lines, so that errors can say where they are.
+
+    Blank lines before the first record are skipped, which Biopython would take for a record without '@'.
+    """
+
+    def __init__(self, text: TextIO) -> None:
+        self.text, self.number, self.last = text, 0, ""
+        self.first: tuple[int, str] | None = None  # (number, text) of the first line that is not blank
+
+    def read(self, size: int = -1) -> str:
+        return self.text.read(size)
+
+    def readline(self) -> str:
+        self.last = self.text.readline()
+        self.number += 1
+        if self.first is None:
+            if self.last.isspace():
+                return self.readline()
+            self.first = (self.number, self.last)
+        return self.last
+
+    def __iter__(self) -> _CountedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+
+def _fastq_entries(text: TextIO, source: str) -> Iterator[tuple[str, str]]:
+    """(title, seq) of each FASTQ record; a malformed one is an error naming its number, line and id."""
+    lines = _CountedLines(text)
+    done, start = 0, None
+    try:
+        for title, seq, _ in FastqGeneralIterator(lines):
+            yield title, seq
+            done += 1
+            start = (lines.number, lines.last)  # the parser has already read the next record's '@' line
+    except ValueError as err:
+        line_number, line = start or lines.first or (1, "")
+        record_id = _header(line[1:])[0] if line.startswith("@") else ""
+        named = f" '{record_id}'" if record_id else ""
+        raise GenomixError(f"{source}: record {done + 1}{named} at line {line_number}: {err}") from None
+
+
 def _parse_sequences(text: TextIO, fmt: str, source: str) -> Iterator[Record]:
-    entries = SimpleFastaParser(text) if fmt == "fasta" else (e[:2] for e in FastqGeneralIterator(text))
+    entries = SimpleFastaParser(text) if fmt == "fasta" else _fastq_entries(text, source)
     for number, (title, seq) in enumerate(entries, 1):
         record_id, label = _header(title)
         if not record_id:
@@ -146,8 +241,7 @@ def _parse_table(text: TextIO, source: str) -> Iterator[Record]:
     header_line = text.readline()
     while header_line and not header_line.strip():
         header_line = text.readline()
-    delimiter = "\t" if "\t" in header_line else ","
-    header = [c.strip().lower() for c in next(csv.reader([header_line], delimiter=delimiter))]
+    delimiter, header = _columns(header_line)
     seq_col = next((header.index(c) for c in SEQUENCE_COLUMNS if c in header), None)
     if seq_col is None:
         raise GenomixError(f"{source}: no sequence column (expected one named {' or '.join(SEQUENCE_COLUMNS)})")
@@ -157,10 +251,13 @@ def _parse_table(text: TextIO, source: str) -> Iterator[Record]:
     for number, row in enumerate(csv.reader(text, delimiter=delimiter), 1):
         if not row:
             continue
+        where = f"{source}: row {number}"
         if len(row) != len(header):
-            raise GenomixError(f"{source}: row {number} has {len(row)} columns, the header has {len(header)}")
-        record_id = row[id_col].strip() if id_col is not None else f"{stem}_{number}"
-        label = row[label_col].strip() or None if label_col is not None else None
+            raise GenomixError(f"{where} has {len(row)} columns, the header has {len(header)}")
+        record_id = check_name(row[id_col].strip(), "id", where) if id_col is not None else f"{stem}_{number}"
+        if not record_id:
+            raise GenomixError(f"{where} has an empty id")
+        label = check_name(row[label_col].strip(), "label", where) or None if label_col is not None else None
         yield Record(record_id, normalise(row[seq_col], source, record_id), label)
 
 
@@ -175,17 +272,23 @@ def read_records(path: str) -> Iterator[Record]:
                 yield from _parse_table(text, path)
             else:
                 yield from _parse_sequences(text, fmt, path)
-        except (ValueError, EOFError, OSError, zlib.error) as err:  # malformed FASTQ, corrupt compressed data
-            raise GenomixError(f"{path}: {err}") from None
+        except csv.Error as err:  # e.g. a NUL byte, an unterminated quote at the end of the file
+            raise GenomixError(f"{path}: not a readable CSV/TSV table ({err})") from None
+        except _READ_ERRORS as err:
+            raise _read_error(stream, path, err) from None
     finally:
         if path != STDIN:
             stream.close()
 
 
 def read_label_table(path: str) -> dict[str, str]:
-    """A two-column table id → label (tab or space separated; a header line `id label` is skipped)."""
+    """A two-column table id → label (tab or space separated; a header line `id label` is skipped).
+
+    An id listed twice must have the same label both times: two labels for one record are a mistake.
+    """
     table: dict[str, str] = {}
-    for number, line in enumerate(_text_lines(path), 1):
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text_lines(path), 1):
         fields = line.split()
         if not fields or fields[0].startswith("#"):
             continue
@@ -193,19 +296,14 @@ def read_label_table(path: str) -> dict[str, str]:
             raise GenomixError(f"{path}: line {number}: expected two columns (id, label), got {len(fields)}")
         if number == 1 and [f.lower() for f in fields] == ["id", "label"]:
             continue
-        table[fields[0]] = fields[1]
+        record_id, label = fields
+        if table.setdefault(record_id, label) != label:
+            raise GenomixError(f"{path}: line {number}: id '{record_id}' has label '{label}', but line "
+                               f"{lines[record_id]} gave it '{table[record_id]}'")
+        lines.setdefault(record_id, number)
     if not table:
         raise GenomixError(f"{path}: no labels in the table")
     return table
-
-
-def _text_lines(path: str) -> Iterator[str]:
-    stream = open_binary(path)
-    try:
-        yield from io.TextIOWrapper(stream, encoding="utf-8", errors="replace")
-    finally:
-        if path != STDIN:
-            stream.close()
 
 
 class LabelTable:
