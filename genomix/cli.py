@@ -14,7 +14,8 @@ import typer
 
 from genomix import __version__, evaluating, predicting, scanning, training
 from genomix.console import console, reuse_large_allocations
-from genomix.errors import GenomixError
+from genomix.errors import GenomixError, Interrupted
+from genomix.files import exit_on_sigterm
 from genomix.metrics import report_table
 from genomix.modelfile import describe, read_card, read_header
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
@@ -318,11 +319,15 @@ def models() -> None:
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
     reuse_large_allocations()
+    exit_on_sigterm()
     try:
         app()
     except GenomixError as err:
         print(f"genomix: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Interrupted as err:  # SIGTERM, as schedulers send: outputs and temporary files are already cleaned up
+        print("genomix: terminated", file=sys.stderr)
+        sys.exit(err.exit_code)
     except KeyboardInterrupt:
         print("genomix: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -36,7 +36,7 @@ def evaluate(
     """
     source.require("evaluate")
     if output is not None:
-        check_writable(output)
+        check_writable(output, [*source.files, str(model_path)])
     model = load_model(model_path)
     check_threshold(threshold, model)
     index = {c: i for i, c in enumerate(model.classes)}

@@ -48,15 +48,16 @@ def predict(
     source.require("score", genomes=False)
     first, step = parse_shard(shard) if shard else (0, 1)
     writer_class = writer_for(output)
+    inputs = [*source.files, str(model_path)]
     if not is_stdout(output):
-        check_writable(output)
+        check_writable(output, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
     records = islice(source.records(), first, None, step)
     call = partial(decide, threshold=threshold, positive=model.positive_index)
-    with output_stream(output) as out:
+    with output_stream(output, inputs) as out:
         writer = writer_class(out, model.classes, call)
         writer.begin()
         for prediction in predict_records(model, records, batch_size, device, rc):

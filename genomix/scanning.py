@@ -188,14 +188,15 @@ def _progress() -> Progress:
     )
 
 
-def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None) -> None:
+def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None,
+                   inputs: list[str]) -> None:
     if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
-    if is_stdout(output) and bed_out is not None and is_stdout(bed_out):
-        raise GenomixError("the track and --bed-out cannot both go to stdout")
+    if bed_out is not None and (str(output) == str(bed_out) or Path(output).resolve() == Path(bed_out).resolve()):
+        raise GenomixError(f"the track and --bed-out would both be written to {output}: give two paths")
     for path in (output, bed_out):
         if path is not None and not is_stdout(path):
-            check_writable(path)
+            check_writable(path, inputs)
 
 
 def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, TextIO], merger: RegionMerger | None, name: str,
@@ -241,13 +242,16 @@ def scan(
 
     Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
     """
-    _check_outputs(output, all_classes, bed_out)
+    inputs = [str(model_path), str(genome_path)]
+    _check_outputs(output, all_classes, bed_out, inputs)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
     chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
     check_threshold(threshold, model, target=model.classes.index(chosen) if chosen else None)
     tracks = {name: class_output(Path(output), name) for name in model.classes} if all_classes else {chosen: output}
+    if len(set(map(str, tracks.values()))) < len(tracks):
+        raise GenomixError(f"--all-classes: two classes of {', '.join(model.classes)} give the same file name")
     genome = Genome(genome_path)
     total = sum(genome.contigs.values())
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
@@ -256,14 +260,14 @@ def scan(
     with ExitStack() as stack:
         outs = {}
         for name, path in tracks.items():
-            outs[model.classes.index(name)] = out = stack.enter_context(output_stream(path))
+            outs[model.classes.index(name)] = out = stack.enter_context(output_stream(path, inputs))
             description = (f"p({name}) of {Path(model_path).name} in windows of {window} bp every {step} bp "
                            f"over {genome.path.name}").replace('"', "'")
             out.write(f'track type=bedGraph name="genomix p({name})" description="{description}"\n')
         merger = None
         if bed_out is not None:
-            merger = RegionMerger(stack.enter_context(output_stream(bed_out)), model.classes.index(chosen), chosen,
-                                  threshold)
+            bed = stack.enter_context(output_stream(bed_out, inputs))
+            merger = RegionMerger(bed, model.classes.index(chosen), chosen, threshold)
         windows = scan_windows(model, genome, window, step, batch_size, torch_device, rc)
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total)
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),

@@ -60,6 +60,11 @@ class RecordSource:
         """The inputs as the user gave them, for the model card."""
         return [*self.inputs, *self.bed, *self.genomes]
 
+    @property
+    def files(self) -> list[str]:
+        """Every file this source reads, which no output may overwrite."""
+        return [*self.names, *self.val_inputs, *(f for f in (self.labels, self.reference) if f)]
+
     def records(self) -> Iterator[Record]:
         """Records of the sequence files, then of the BED regions, in order, streamed."""
         if self.genomes:

@@ -253,7 +253,7 @@ def train(source: RecordSource, output: str | Path, settings: TrainSettings | No
     report. A source of `CLASS=genome.fa` genomes is read as windows of `settings.window` bases."""
     settings = settings or TrainSettings()
     source.require("train on")
-    check_writable(output)
+    check_writable(output, source.files)
     checkpoint = checkpoint_path(output)
     if resume and not checkpoint.is_file():
         raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
@@ -266,7 +266,13 @@ def train(source: RecordSource, output: str | Path, settings: TrainSettings | No
         val_records = None
     else:
         data, val_records = list(source.records()), (source.validation_records() if source.val_inputs else None)
-    model = fit(data, settings, val_records, checkpoint, resume)
+    try:
+        model = fit(data, settings, val_records, checkpoint, resume)
+    except KeyboardInterrupt:
+        if checkpoint.is_file():
+            console.log(f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
+                        "--resume to continue")
+        raise
     model.card.training.inputs = source.names
     if distributed.is_main():
         save_model(model, output)

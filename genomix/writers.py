@@ -16,7 +16,7 @@ from typing import ClassVar, TextIO
 import numpy as np
 
 from genomix.errors import GenomixError
-from genomix.files import atomic_path
+from genomix.files import open_output
 from genomix.scoring import UNCLASSIFIED, Prediction
 
 STDOUT = "-"
@@ -27,12 +27,13 @@ def is_stdout(path: str | Path | None) -> bool:
 
 
 @contextmanager
-def output_stream(path: str | Path | None) -> Iterator[TextIO]:
-    """stdout for None or '-', else a text file that replaces `path` only when the whole command succeeds."""
+def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = ()) -> Iterator[TextIO]:
+    """stdout for None or '-', else `genomix.files.open_output`: never over one of `inputs`, atomic for a regular
+    file (replaced only when the whole command succeeds), direct for a pipe or a device."""
     if is_stdout(path):
         yield sys.stdout
         return
-    with atomic_path(path) as tmp, open(tmp, "w") as out:
+    with open_output(path, inputs) as out:
         yield out
 
 
