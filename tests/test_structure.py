@@ -179,3 +179,30 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
                                [p.probs for p in predict_records(model, records, device="cpu")], atol=1e-6)
     with pytest.raises(GenomixError, match="option width must be at least 1"):
         TrainSettings(model="smooth", options={"width": 0})
+
+
+def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
+    from genomix.training import TrainSettings, fit
+    from test_training import motif_records
+
+    (tmp_path / "r.fq").write_text("@a\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed\n\n+\n\n@b\nGGGCCCAT\n+\nIIIIIIII\n")
+    predict(trained_model, RecordSource([str(tmp_path / "r.fq")]), tmp_path / "p.tsv", device="cpu")
+    rows = [line.split("\t") for line in (tmp_path / "p.tsv").read_text().splitlines()[1:]]
+    assert [r[0] for r in rows] == ["a", "trimmed", "b"]
+    assert rows[1][1:4] == ["0", "unclassified", "nan"] and rows[0][2] in CLASSES
+    records = motif_records(40, seed=3)
+    from genomix.reading import Record
+
+    model = fit([*records, Record("empty", "", "motif")], TrainSettings(model="kmer", device="cpu"))
+    assert model.card.training.records + 4 == 40  # the empty one skipped; 10% of the rest for validation
+
+
+def test_an_output_that_names_an_input_is_refused_and_the_input_kept(trained_model, test_fa, tmp_path):
+    copy = tmp_path / "reads.tsv"  # a table of reads, as a predictions file would be named
+    copy.write_text("id\tsequence\nr1\tACGTACGTTT\nr2\tGGGCCCAAAT\n")
+    before = copy.read_bytes()
+    (tmp_path / "link.tsv").symlink_to(copy)
+    for target in (copy, tmp_path / "link.tsv", tmp_path / "." / "reads.tsv"):
+        with pytest.raises(GenomixError, match="input"):
+            predict(trained_model, RecordSource([str(copy)]), target, device="cpu")
+    assert copy.read_bytes() == before
