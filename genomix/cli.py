@@ -12,8 +12,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from genomix import __version__, evaluating, predicting, scanning, training
-from genomix.console import console, reuse_large_allocations
+from genomix import __version__, embedding, evaluating, predicting, scanning, training
+from genomix.console import console, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError, Interrupted
 from genomix.files import exit_on_sigterm
 from genomix.metrics import report_table
@@ -62,7 +62,10 @@ Threshold = Annotated[
     typer.Option(help="Call the class (a binary model's positive class, or scan's --class) when its probability "
                  "reaches this. Default: the most probable class."),
 ]
-Output = Annotated[str, typer.Option("--output", "-o", help="File to write; '-' for stdout.")]
+Threads = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(help="CPU threads for torch (a pipeline job's share of the cores). Default: torch's choice."),
+]
 Window = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(help="Bases per window cut from a genome."),
@@ -188,8 +191,10 @@ def train(
     window: Window = None,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
     windows_per_epoch: WindowsPerEpoch = TRAINING.windows_per_epoch,
+    threads: Threads = None,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
+    use_threads(threads)
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
     settings = TrainSettings(
         model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -205,23 +210,63 @@ def train(
 def predict(
     model: ModelFile,
     inputs: Inputs = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv or .jsonl; '-' for "
-                                        "stdout (TSV).")] = "-",
+    output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv, .jsonl or .parquet; '-' "
+                                        "for stdout (TSV).")] = "-",
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
     threshold: Threshold = None,
+    min_score: Annotated[
+        Optional[float],  # noqa: UP045
+        typer.Option("--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
+                     "below this, in (0, 1]."),
+    ] = None,
+    report: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Summary TSV: per class the records, bases, their shares and the mean score."),
+    ] = None,
+    classified_out: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
+                     "the class (unclassified too), e.g. 'out_#.fq.gz'. FASTQ stays FASTQ."),
+    ] = None,
+    paired: Annotated[
+        Optional[tuple[str, str]],  # noqa: UP045
+        typer.Option(help="R1 R2: score each read pair as one record (mates' log-probabilities averaged)."),
+    ] = None,
     bed: Bed = None,
     reference: Reference = None,
     shard: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs."),
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
+    use_threads(threads)
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    predicting.predict(model, source, output, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
-                       shard=shard)
+    outputs = predicting.Outputs(output, report, classified_out)
+    predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
+                       shard=shard, min_score=min_score, paired=paired)
+
+
+@app.command()
+def embed(
+    model: ModelFile,
+    inputs: Inputs = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Embeddings to write: .parquet (id, length, e0...) "
+                                        "or .npy (with the ids in OUTPUT.ids).")] = ...,
+    batch_size: ScoreBatch = BATCH_SIZE,
+    device: Device = "auto",
+    rc: Strands = None,
+    bed: Bed = None,
+    reference: Reference = None,
+    threads: Threads = None,
+) -> None:
+    """Write the pooled features of each record (windows averaged, as in predict), in input order."""
+    use_threads(threads)
+    source = RecordSource(inputs or [], bed=bed or [], reference=reference)
+    embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc)
 
 
 @app.command()
@@ -249,8 +294,10 @@ def evaluate(
         typer.Option("--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
                      "(same window and --holdout-fraction as training). Repeatable."),
     ] = None,
+    threads: Threads = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
+    use_threads(threads)
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
                                           threshold=threshold, plots=plots, output=output)
@@ -265,8 +312,8 @@ def scan(
     model: ModelFile,
     genome: Annotated[Path, typer.Argument(help="Genome FASTA, plain or bgzip (indexed on first use).")],
     output: Annotated[str, typer.Option(
-        "--output", "-o", help="bedGraph to write; '-' for stdout. With --all-classes, one file per class: "
-        "out.bedgraph becomes out.CLASS.bedgraph.")],
+        "--output", "-o", help="Track to write: bedGraph, or bigWig for a .bw/.bigwig suffix; '-' for stdout "
+        "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")],
     window: Annotated[
         Optional[int],  # noqa: UP045
         typer.Option(help="Bases per window cut from the genome. Default: the model's max_len; longer windows are "
@@ -292,8 +339,10 @@ def scan(
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
+    threads: Threads = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
+    use_threads(threads)
     scanning.scan(model, genome, output, window=window, step=step, class_name=class_name, all_classes=all_classes,
                   bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device, rc=rc)
 

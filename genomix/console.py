@@ -22,6 +22,14 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def use_threads(threads: int | None) -> None:
+    """Keep torch to `threads` CPU threads (a pipeline's share of the cores); None leaves torch's choice."""
+    if threads is not None:
+        if threads < 1:
+            raise GenomixError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
 def autocast(device: torch.device):
     """bf16 autocast on CUDA; full precision on the CPU, where bf16 buys little and costs accuracy."""
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()

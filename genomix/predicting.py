@@ -1,21 +1,25 @@
-"""`genomix predict`: every record of a source scored and written, one row per record, in input order.
+"""`genomix predict`: every record of a source scored and written, one row per record, in input order, with
+an optional summary report and the records split by their called class.
 
 Records stream through `genomix.scoring` a chunk at a time, so memory stays constant on any input size.
 """
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
 from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.files import check_writable
-from genomix.modelfile import load_model
-from genomix.scoring import BATCH_SIZE, check_threshold, decide, predict_records
+from genomix.modelfile import TrainedModel, load_model
+from genomix.reading import Record, read_records
+from genomix.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
 from genomix.sources import RecordSource
-from genomix.writers import is_stdout, output_stream, writer_for
+from genomix.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -29,39 +33,109 @@ def parse_shard(shard: str) -> tuple[int, int]:
     return index - 1, count
 
 
+@dataclass(frozen=True)
+class Outputs:
+    """Where `predict` writes: the predictions (by suffix), and optionally a report and records by class."""
+
+    predictions: str | Path | None = None
+    report: str | Path | None = None
+    classified_out: str | None = None
+
+
+def pair_id(record_id: str) -> str:
+    """A mate's id without its /1 or /2 suffix, as read pairs are named."""
+    return record_id[:-2] if record_id[-2:] in ("/1", "/2") else record_id
+
+
+def read_pairs(first: str, second: str) -> Iterator[Record]:
+    """The mates of two files, alternating, checked pair by pair to have the same id."""
+    mates_1, mates_2 = read_records(first), read_records(second)
+    for number, (one, two) in enumerate(zip(mates_1, mates_2, strict=False), 1):
+        if pair_id(one.id) != pair_id(two.id):
+            raise GenomixError(f"--paired: pair {number} has ids '{one.id}' in {first} and '{two.id}' in {second}")
+        yield one
+        yield two
+    left = next(mates_1, None) or next(mates_2, None)
+    if left is not None:
+        raise GenomixError(f"--paired: {first} and {second} hold different numbers of reads (first unpaired: "
+                           f"'{left.id}')")
+
+
+def _paired(predictions: Iterable[Prediction]) -> Iterator[Prediction]:
+    mates = iter(predictions)
+    for first in mates:
+        yield mean_pair(first, next(mates), pair_id(first.id))
+
+
 def predict(
     model_path: str | Path,
     source: RecordSource,
-    output: str | Path | None = None,
+    output: str | Path | Outputs | None = None,
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
     rc: bool | None = None,
     threshold: float | None = None,
     shard: str | None = None,
-) -> int:
-    """Score every record of `source` into `output` ('-' or None: stdout as TSV; else by suffix, see
-    `genomix.writers`); return the number of rows.
+    min_score: float | None = None,
+    paired: tuple[str, str] | None = None,
+) -> Report:
+    """Score every record of `source` (or every read pair of `paired`, its mates' log-probabilities averaged)
+    into `output` ('-' or None: stdout as TSV; else by suffix, see `genomix.writers`); return the report.
 
-    With `threshold` (binary models only), a record is called positive when p_positive ≥ threshold.
-    With `shard` "I/N", only records I, I+N, I+2N... are scored, so N jobs together score every record once.
+    With `threshold` (binary models), a record is called positive when p_positive ≥ threshold; with `min_score`,
+    a record whose top probability is below it is `unclassified`. With `shard` "I/N", only records (pairs)
+    I, I+N, I+2N... are scored, so N jobs together score every record once.
     """
-    source.require("score", genomes=False)
+    outputs = output if isinstance(output, Outputs) else Outputs(output)
+    if paired is None:
+        source.require("score", genomes=False)
+    elif not source.empty:
+        raise GenomixError("--paired reads its two files only: give no other inputs")
     first, step = parse_shard(shard) if shard else (0, 1)
-    writer_class = writer_for(output)
-    inputs = [*source.files, str(model_path)]
-    if not is_stdout(output):
-        check_writable(output, inputs)
+    writer_class = writer_for(outputs.predictions)
+    inputs = [*source.files, *(paired or ()), str(model_path)]
+    for path in (outputs.predictions, outputs.report):
+        if not is_stdout(path):
+            check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
+    caller = Caller(model.classes, threshold, model.positive_index, min_score)
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
-    records = islice(source.records(), first, None, step)
-    call = partial(decide, threshold=threshold, positive=model.positive_index)
-    with output_stream(output, inputs) as out:
-        writer = writer_class(out, model.classes, call)
+    predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
+    report = _write(predictions, model, caller, outputs, writer_class, inputs)
+    if outputs.report is not None:
+        with output_stream(outputs.report, inputs) as out:
+            report.write(out)
+    console.log(report.summary())
+    if not is_stdout(outputs.predictions):
+        console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
+    return report
+
+
+def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, str] | None, first: int, step: int,
+                 batch_size: int, device: str, rc: bool | None) -> Iterator[Prediction]:
+    if paired is None:
+        return predict_records(model, islice(source.records(), first, None, step), batch_size, device, rc)
+    mates = predict_records(model, read_pairs(*paired), batch_size, device, rc)
+    return islice(_paired(mates), first, None, step)
+
+
+def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Caller, outputs: Outputs,
+           writer_class: type, inputs: list[str]) -> Report:
+    """Stream the predictions into the writer, the report and the class files; all or nothing is written."""
+    report = Report(model.classes)
+    with ExitStack() as stack:
+        out = stack.enter_context(output_stream(outputs.predictions, inputs, binary=writer_class.binary))
+        writer = writer_class(out, model.classes)
+        by_class = RecordsByClass(outputs.classified_out, model.classes, inputs, stack) \
+            if outputs.classified_out else None
         writer.begin()
-        for prediction in predict_records(model, records, batch_size, device, rc):
-            writer.write(prediction)
-    if not is_stdout(output):
-        console.log(f"wrote {writer.rows} predictions to {output}")
-    return writer.rows
+        for prediction in predictions:
+            label, score = caller(prediction.probs)
+            writer.write(prediction, label, score)
+            report.add(prediction, label, score)
+            if by_class is not None:
+                by_class.write(prediction.record, label)
+        writer.end()
+    return report

@@ -24,7 +24,7 @@ import io
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -53,11 +53,14 @@ _NORMALISE = bytes(_NORMALISE)
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One input sequence: its id (first word of the header), normalised bases, and label if any."""
+    """One input sequence: its id (first word of the header), normalised bases, and label if any; records read
+    from FASTA/FASTQ keep their header line and (FASTQ) qualities, so they can be written out as they came."""
 
     id: str
     seq: str
     label: str | None = None
+    title: str | None = field(default=None, compare=False)
+    quality: str | None = field(default=None, compare=False)
 
 
 def normalise(seq: str, source: str, record_id: str) -> str:
@@ -217,8 +220,8 @@ def _fastq_entries(text: TextIO, source: str) -> Iterator[tuple[str, str]]:
     lines = _CountedLines(text)
     done, start = 0, None
     try:
-        for title, seq, _ in FastqGeneralIterator(lines):
-            yield title, seq
+        for title, seq, quality in FastqGeneralIterator(lines):
+            yield title, seq, quality
             done += 1
             start = (lines.number, lines.last)  # the parser has already read the next record's '@' line
     except ValueError as err:
@@ -229,12 +232,12 @@ def _fastq_entries(text: TextIO, source: str) -> Iterator[tuple[str, str]]:
 
 
 def _parse_sequences(text: TextIO, fmt: str, source: str) -> Iterator[Record]:
-    entries = SimpleFastaParser(text) if fmt == "fasta" else _fastq_entries(text, source)
-    for number, (title, seq) in enumerate(entries, 1):
+    entries = ((*e, None) for e in SimpleFastaParser(text)) if fmt == "fasta" else _fastq_entries(text, source)
+    for number, (title, seq, quality) in enumerate(entries, 1):
         record_id, label = _header(title)
         if not record_id:
             raise GenomixError(f"{source}: record {number} has an empty header")
-        yield Record(record_id, normalise(seq, source, record_id), label)
+        yield Record(record_id, normalise(seq, source, record_id), label, title, quality)
 
 
 def _parse_table(text: TextIO, source: str) -> Iterator[Record]:
@@ -340,6 +343,6 @@ def read_inputs(inputs: Iterable[str], labels: str | LabelTable | None = None) -
                 label = listed
             if file_label is not None:
                 label = file_label
-            yield Record(record.id, record.seq, label) if label != record.label else record
+            yield replace(record, label=label) if label != record.label else record
     if isinstance(labels, str):
         table.check_all_matched()

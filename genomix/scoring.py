@@ -8,11 +8,13 @@ training's validation all score through `log_probs`, and call classes through `d
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from genomix.batching import bucket_batches, pad, window_starts
 from genomix.calibration import calibrate
@@ -38,6 +40,7 @@ class Prediction:
     log_probs: np.ndarray
     windows: int
     label: str | None = None
+    record: Record | None = field(default=None, repr=False, compare=False)
 
     @property
     def probs(self) -> np.ndarray:
@@ -45,10 +48,10 @@ class Prediction:
 
 
 @torch.no_grad()
-def log_probs(network: Model, token_arrays: Sequence[np.ndarray], batch_size: int, device: torch.device,
-              rc: bool = False) -> np.ndarray:
-    """(n, classes) log-probabilities, averaged over windows (and both strands with `rc`); NaN rows for
-    empty arrays."""
+def window_means(network: Model, fn: Callable[[Tensor, Tensor], Tensor], width: int, token_arrays: Sequence[np.ndarray],
+                 batch_size: int, device: torch.device, rc: bool = False) -> np.ndarray:
+    """(n, width): the mean over each array's windows (and both strands with `rc`) of `fn(tokens, lengths)`'s rows;
+    NaN rows for empty arrays."""
     pieces: list[np.ndarray] = []
     owners: list[int] = []
     for owner, tokens in enumerate(token_arrays):
@@ -58,18 +61,39 @@ def log_probs(network: Model, token_arrays: Sequence[np.ndarray], batch_size: in
             window = tokens[start : start + network.max_len]
             pieces += [window, reverse_complement(window)] if rc else [window]
             owners += [owner] * (2 if rc else 1)
-    scores = np.empty((len(pieces), network.num_classes))
+    rows = np.empty((len(pieces), width))
     for batch in bucket_batches(np.array([len(p) for p in pieces]), batch_size):
         tokens, batch_lengths = pad([pieces[i] for i in batch])
         with autocast(device):
-            logits = network(tokens.to(device), batch_lengths.to(device))
-        scores[batch] = torch.log_softmax(logits.float(), -1).cpu().numpy()
-    sums = np.zeros((len(token_arrays), network.num_classes))
+            rows[batch] = fn(tokens.to(device), batch_lengths.to(device)).float().cpu().numpy()
+    sums = np.zeros((len(token_arrays), width))
     owners = np.array(owners, dtype=np.int64)
-    np.add.at(sums, owners, scores)
+    np.add.at(sums, owners, rows)
     with np.errstate(invalid="ignore", divide="ignore"):  # empty arrays: 0 / 0 windows, NaN as documented
-        mean = sums / np.bincount(owners, minlength=len(token_arrays))[:, None]
+        return sums / np.bincount(owners, minlength=len(token_arrays))[:, None]
+
+
+def log_probs(network: Model, token_arrays: Sequence[np.ndarray], batch_size: int, device: torch.device,
+              rc: bool = False) -> np.ndarray:
+    """(n, classes) log-probabilities, averaged over windows (and both strands with `rc`) and renormalised."""
+    def scores(tokens: Tensor, lengths: Tensor) -> Tensor:
+        return torch.log_softmax(network(tokens, lengths).float(), -1)
+
+    mean = window_means(network, scores, network.num_classes, token_arrays, batch_size, device, rc)
     return torch.log_softmax(torch.from_numpy(mean), 1).numpy()
+
+
+def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE, device: str = "auto",
+               rc: bool | None = None) -> Iterator[tuple[Record, np.ndarray]]:
+    """Each record with its pooled features (`Model.embed`), averaged over windows (and strands) as `predict`
+    averages scores; the k-mer composition term is not part of them. Streamed a chunk at a time."""
+    torch_device = resolve_device(device)
+    rc = model.scores_both_strands(rc)
+    network = model.network.to(torch_device).eval()
+    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):
+        tokens = [encode(r.seq) for r in chunk]
+        yield from zip(chunk, window_means(network, network.embed, network.embed_dim, tokens, batch_size,
+                                           torch_device, rc))
 
 
 def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
@@ -88,7 +112,17 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
         scores = calibrate(log_probs(network, tokens, batch_size, torch_device, rc), temperature)
         for record, t, s in zip(chunk, tokens, scores):
             windows = len(window_starts(len(t), model.max_len)) if len(t) else 0
-            yield Prediction(record.id, len(t), s, windows, record.label)
+            yield Prediction(record.id, len(t), s, windows, record.label, record)
+
+
+def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
+    """One prediction for a read pair: the mates' log-probabilities averaged and renormalised (an empty mate
+    leaves the other's)."""
+    mates = [p.log_probs for p in (first, second) if p.length]
+    scores = np.mean(mates, 0) if mates else first.log_probs
+    scores = scores - np.logaddexp.reduce(scores) if mates else scores
+    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows,
+                      first.label, first.record)
 
 
 def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:
@@ -114,6 +148,29 @@ def check_threshold(threshold: float | None, model: TrainedModel, target: int | 
         raise GenomixError(f"--threshold must be between 0 and 1, got {threshold}")
     if target is None and model.positive_class is None:
         raise GenomixError(f"--threshold needs a binary model; this one has {len(model.classes)} classes")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The call for one record: its label and that label's probability. `decide` picks the class; a record whose
+    top probability is below `min_score`, or that is empty, is `unclassified`."""
+
+    classes: Sequence[str]
+    threshold: float | None = None
+    positive: int | None = None
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.min_score is not None and not 0 < self.min_score <= 1:
+            raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
+
+    def __call__(self, probs: np.ndarray) -> tuple[str, float]:
+        if np.isnan(probs).any():
+            return UNCLASSIFIED, math.nan
+        best = decide(probs, self.threshold, self.positive)
+        if self.min_score is not None and probs.max() < self.min_score:
+            return UNCLASSIFIED, float(probs[best])
+        return self.classes[best], float(probs[best])
 
 
 def decide(probs: np.ndarray, threshold: float | None, positive: int | None = 1) -> np.ndarray | int:

@@ -1,25 +1,27 @@
-"""Where results go: an output stream per path, and the prediction writers, chosen by the output's suffix.
+"""Where results go: an output stream per path, the prediction writers (chosen by the output's suffix), the
+summary report, and records written out by their called class.
 
 A new prediction format is one `PredictionWriter` subclass added to `WRITERS`.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import ClassVar, TextIO
-
-import numpy as np
+from typing import IO, ClassVar
 
 from genomix.errors import GenomixError
 from genomix.files import open_output
+from genomix.reading import Record
 from genomix.scoring import UNCLASSIFIED, Prediction
 
 STDOUT = "-"
+PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups
 
 
 def is_stdout(path: str | Path | None) -> bool:
@@ -27,37 +29,33 @@ def is_stdout(path: str | Path | None) -> bool:
 
 
 @contextmanager
-def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = ()) -> Iterator[TextIO]:
+def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = (), binary: bool = False) -> Iterator[IO]:
     """stdout for None or '-', else `genomix.files.open_output`: never over one of `inputs`, atomic for a regular
     file (replaced only when the whole command succeeds), direct for a pipe or a device."""
     if is_stdout(path):
-        yield sys.stdout
+        yield sys.stdout.buffer if binary else sys.stdout
         return
-    with open_output(path, inputs) as out:
+    with open_output(path, inputs, "wb" if binary else "w") as out:
         yield out
 
 
 class PredictionWriter:
-    """Writes one prediction per record; `decide` maps a row of probabilities to the called class index."""
+    """Writes one row per record: the prediction, its called label and that label's probability."""
 
     suffix: ClassVar[str]
+    binary: ClassVar[bool] = False
 
-    def __init__(self, out: TextIO, classes: Sequence[str], decide: Callable[[np.ndarray], int]) -> None:
-        self.out, self.classes, self.decide, self.rows = out, list(classes), decide, 0
+    def __init__(self, out: IO, classes: Sequence[str]) -> None:
+        self.out, self.classes, self.rows = out, list(classes), 0
 
     def begin(self) -> None:
         """Anything that precedes the rows (a header line)."""
 
-    def write(self, prediction: Prediction) -> None:
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
         raise NotImplementedError
 
-    def call(self, prediction: Prediction) -> tuple[str, float]:
-        """The called label and its probability; an empty record is unclassified."""
-        probs = prediction.probs
-        if np.isnan(probs).any():
-            return UNCLASSIFIED, math.nan
-        best = self.decide(probs)
-        return self.classes[best], float(probs[best])
+    def end(self) -> None:
+        """Anything that follows the rows."""
 
 
 class TsvWriter(PredictionWriter):
@@ -68,11 +66,14 @@ class TsvWriter(PredictionWriter):
     def begin(self) -> None:
         self.out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in self.classes)]) + "\n")
 
-    def write(self, prediction: Prediction) -> None:
-        label, score = self.call(prediction)
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
         fields = [prediction.id, str(prediction.length), label, f"{score:.6f}", *(f"{x:.6f}" for x in prediction.probs)]
         self.out.write("\t".join(fields) + "\n")
         self.rows += 1
+
+
+def _number(x: float) -> float | None:
+    return None if math.isnan(x) else float(x)
 
 
 class JsonLinesWriter(PredictionWriter):
@@ -80,16 +81,49 @@ class JsonLinesWriter(PredictionWriter):
 
     suffix = ".jsonl"
 
-    def write(self, prediction: Prediction) -> None:
-        label, score = self.call(prediction)
-        probs = {c: (None if math.isnan(p) else float(p)) for c, p in zip(self.classes, prediction.probs)}
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
         row = {"id": prediction.id, "length": prediction.length, "windows": prediction.windows, "label": label,
-               "score": None if math.isnan(score) else score, "probs": probs}
+               "score": _number(score), "probs": {c: _number(p) for c, p in zip(self.classes, prediction.probs)}}
         self.out.write(json.dumps(row) + "\n")
         self.rows += 1
 
 
-WRITERS: dict[str, type[PredictionWriter]] = {w.suffix: w for w in (TsvWriter, JsonLinesWriter)}
+class ParquetWriter(PredictionWriter):
+    """The TSV's columns (p_<class> as float64) in row groups of PARQUET_ROWS, through pyarrow."""
+
+    suffix = ".parquet"
+    binary = True
+
+    def begin(self) -> None:
+        import pyarrow as pa  # imported here: only parquet outputs need it
+        import pyarrow.parquet as pq
+
+        self.pa = pa
+        fields = [("id", pa.string()), ("length", pa.int64()), ("windows", pa.int64()), ("label", pa.string()),
+                  ("score", pa.float64()), *((f"p_{c}", pa.float64()) for c in self.classes)]
+        self.schema = pa.schema(fields)
+        self.parquet = pq.ParquetWriter(self.out, self.schema)
+        self.buffer: list[tuple] = []
+
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
+        self.buffer.append((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs))
+        self.rows += 1
+        if len(self.buffer) >= PARQUET_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        columns = list(zip(*self.buffer)) if self.buffer else [[] for _ in self.schema]
+        self.parquet.write_table(self.pa.Table.from_arrays([self.pa.array(c, f.type) for c, f in
+                                                           zip(columns, self.schema)], schema=self.schema))
+        self.buffer = []
+
+    def end(self) -> None:
+        if self.buffer or not self.rows:
+            self._flush()
+        self.parquet.close()
+
+
+WRITERS: dict[str, type[PredictionWriter]] = {w.suffix: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter)}
 
 
 def writer_for(path: str | Path | None) -> type[PredictionWriter]:
@@ -101,3 +135,64 @@ def writer_for(path: str | Path | None) -> type[PredictionWriter]:
         raise GenomixError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
                            f"choose a suffix from {', '.join(WRITERS)}")
     return WRITERS[suffix]
+
+
+class Report:
+    """Per called class (and `unclassified`): records and bases, their shares, and the mean score, as Kraken2's
+    report gives them, so a person and MultiQC-style tools can read a run at a glance."""
+
+    def __init__(self, classes: Sequence[str]) -> None:
+        self.labels = [*classes, UNCLASSIFIED]
+        self.records = dict.fromkeys(self.labels, 0)
+        self.bases = dict.fromkeys(self.labels, 0)
+        self.scores = dict.fromkeys(self.labels, 0.0)
+
+    def add(self, prediction: Prediction, label: str, score: float) -> None:
+        self.records[label] += 1
+        self.bases[label] += prediction.length
+        self.scores[label] += 0.0 if math.isnan(score) else score
+
+    def write(self, out: IO) -> None:
+        records, bases = max(1, sum(self.records.values())), max(1, sum(self.bases.values()))
+        out.write("class\trecords\trecords_share\tbases\tbases_share\tmean_score\n")
+        for label in self.labels:
+            n = self.records[label]
+            mean = f"{self.scores[label] / n:.6f}" if n else "nan"
+            shares = f"{n / records:.6f}\t{self.bases[label]}\t{self.bases[label] / bases:.6f}"
+            out.write(f"{label}\t{n}\t{shares}\t{mean}\n")
+
+    def summary(self) -> str:
+        total = sum(self.records.values())
+        called = ", ".join(f"{label} {self.records[label]:,}" for label in self.labels[:-1])
+        share = 100 * (total - self.records[UNCLASSIFIED]) / max(1, total)
+        return f"{total - self.records[UNCLASSIFIED]:,} of {total:,} records classified ({share:.1f}%): {called}; " \
+               f"{UNCLASSIFIED} {self.records[UNCLASSIFIED]:,}"
+
+
+class RecordsByClass:
+    """Records written to the file of their called class: `#` in the pattern becomes the class name. FASTQ
+    records (with qualities) are written as FASTQ, others as FASTA; `.gz` compresses."""
+
+    def __init__(self, pattern: str, classes: Sequence[str], inputs: Sequence[str | Path], stack: ExitStack) -> None:
+        if "#" not in pattern:
+            raise GenomixError(f"--classified-out {pattern}: put '#' where the class name goes, e.g. 'out_#.fa.gz'")
+        self.pattern, self.inputs, self.stack = pattern, inputs, stack
+        self.files: dict[str, IO] = {}
+        names = [self.path(c) for c in [*classes, UNCLASSIFIED]]
+        if len(set(names)) < len(names):
+            raise GenomixError(f"--classified-out {pattern}: two classes give the same file name")
+
+    def path(self, label: str) -> str:
+        return self.pattern.replace("#", "".join(c if c.isalnum() or c in "._+-" else "_" for c in label))
+
+    def write(self, record: Record, label: str) -> None:
+        if label not in self.files:
+            path = self.path(label)
+            raw = self.stack.enter_context(open_output(path, self.inputs, "wb"))
+            self.files[label] = self.stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb")) \
+                if path.endswith(".gz") else raw
+        title = record.title or record.id
+        text = f"@{title}\n{record.seq}\n+\n{record.quality}\n" if record.quality is not None \
+            else f">{title}\n{record.seq}\n"
+        self.files[label].write(text.encode())
+

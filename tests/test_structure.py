@@ -61,7 +61,7 @@ def test_every_model_keeps_the_contract(name):
     model = create_model(name, 3, max_len=32).eval()
     tokens, lengths = pad([encode("ACGTACGTTTGACAAC"), encode("GGGCCCATN")])
     features = model.embed(tokens, lengths)
-    assert features.shape[0] == 2 and features.ndim == 2
+    assert features.shape == (2, model.embed_dim)
     assert model(tokens, lengths).shape == (2, 3) and model.num_classes == 3 and model.max_len == 32
     assert model.fits_directly == (name == "kmer")
     torch.testing.assert_close(model(tokens, lengths), model.head(features))  # the head reads the pooled features
@@ -182,8 +182,9 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
-    from genomix.training import TrainSettings, fit
     from test_training import motif_records
+
+    from genomix.training import TrainSettings, fit
 
     (tmp_path / "r.fq").write_text("@a\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed\n\n+\n\n@b\nGGGCCCAT\n+\nIIIIIIII\n")
     predict(trained_model, RecordSource([str(tmp_path / "r.fq")]), tmp_path / "p.tsv", device="cpu")

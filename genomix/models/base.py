@@ -95,6 +95,11 @@ class Model(nn.Module):
     def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         raise NotImplementedError
 
+    @property
+    def embed_dim(self) -> int:
+        """F, the width of `embed`'s output."""
+        raise NotImplementedError
+
     def fit_direct(self, train: tuple[list[np.ndarray], np.ndarray],
                    val: tuple[list[np.ndarray], np.ndarray] | None, seed: int) -> dict:
         raise NotImplementedError(f"{self.name} has no closed-form fit")
@@ -190,6 +195,10 @@ class SequenceClassifier(Model):
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
+
+    @property
+    def embed_dim(self) -> int:
+        return self.options.dim
 
     def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """The masked mean of the mixed, normalised positions: (B, dim)."""

@@ -69,6 +69,10 @@ class Kmer(Model):
             profiles.append(counts / counts.sum(1, keepdim=True).clamp(min=1))
         return torch.cat(profiles, 1)
 
+    @property
+    def embed_dim(self) -> int:
+        return num_features(self.k_max)
+
     def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """The standardised k-mer frequencies that the regression reads."""
         return (self.features(tokens, lengths) - self.mean) / self.scale

@@ -1,0 +1,73 @@
+"""`genomix embed`: the pooled features of each record, for clustering and for users' own downstream models.
+
+Records are embedded as `predict` scores them (windows, and strands for a two-strand model, averaged), in
+input order. `.parquet` gets one row per record (id, length, e0 … e{F-1}), streamed in row groups; `.npy` gets
+the (records, F) float32 matrix, and the ids, one per line, in a file beside it named `<output>.ids`.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from genomix.console import console
+from genomix.errors import GenomixError
+from genomix.files import atomic_path, check_writable
+from genomix.modelfile import load_model
+from genomix.scoring import BATCH_SIZE, embeddings
+from genomix.sources import RecordSource
+from genomix.writers import PARQUET_ROWS, output_stream
+
+FORMATS = (".parquet", ".npy")
+
+
+def embed(model_path: str | Path, source: RecordSource, output: str | Path, batch_size: int = BATCH_SIZE,
+          device: str = "auto", rc: bool | None = None) -> int:
+    """Write the embedding of every record of `source` to `output` (by suffix, see above); return the count."""
+    source.require("embed", genomes=False)
+    suffix = Path(output).suffix.lower()
+    if suffix not in FORMATS:
+        raise GenomixError(f"{output}: unknown embedding format {suffix or '(no suffix)'!r}; choose "
+                           f"{' or '.join(FORMATS)}")
+    inputs = [*source.files, str(model_path)]
+    check_writable(output, inputs)
+    model = load_model(model_path)
+    rows = embeddings(model, source.records(), batch_size, device, rc)
+    count = _parquet(rows, output, inputs, model.network.embed_dim) if suffix == ".parquet" else \
+        _npy(rows, output, inputs)
+    console.log(f"wrote {count} embeddings of {model.network.embed_dim} features to {output}")
+    return count
+
+
+def _parquet(rows, output: str | Path, inputs: list[str], width: int) -> int:
+    import pyarrow as pa  # imported here: only parquet outputs need it
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("id", pa.string()), ("length", pa.int64()), *((f"e{i}", pa.float32()) for i in range(width))])
+    count = 0
+    with output_stream(output, inputs, binary=True) as out, pq.ParquetWriter(out, schema) as writer:
+        batch: list = []
+        for record, features in chain(rows, [(None, None)]):  # the sentinel flushes the last row group
+            if record is not None:
+                batch.append((record.id, len(record.seq), *features.astype(np.float32)))
+                count += 1
+            if batch and (len(batch) >= PARQUET_ROWS or record is None):
+                columns = list(zip(*batch))
+                writer.write_table(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema)],
+                                                        schema=schema))
+                batch = []
+    return count
+
+
+def _npy(rows, output: str | Path, inputs: list[str]) -> int:
+    ids, matrix = [], []
+    for record, features in rows:
+        ids.append(record.id)
+        matrix.append(features.astype(np.float32))
+    with output_stream(f"{output}.ids", inputs) as out:
+        out.write("".join(f"{i}\n" for i in ids))
+    with atomic_path(output, inputs) as tmp, open(tmp, "wb") as out:
+        np.save(out, np.stack(matrix) if matrix else np.zeros((0, 0), np.float32))
+    return len(ids)
