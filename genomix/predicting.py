@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, zip_longest
 from pathlib import Path
 
 from genomix.console import console
@@ -49,16 +49,14 @@ def pair_id(record_id: str) -> str:
 
 def read_pairs(first: str, second: str) -> Iterator[Record]:
     """The mates of two files, alternating, checked pair by pair to have the same id."""
-    mates_1, mates_2 = read_records(first), read_records(second)
-    for number, (one, two) in enumerate(zip(mates_1, mates_2, strict=False), 1):
+    for number, (one, two) in enumerate(zip_longest(read_records(first), read_records(second)), 1):
+        if one is None or two is None:
+            raise GenomixError(f"--paired: {first} and {second} hold different numbers of reads (first unpaired: "
+                               f"'{(one or two).id}', pair {number})")
         if pair_id(one.id) != pair_id(two.id):
             raise GenomixError(f"--paired: pair {number} has ids '{one.id}' in {first} and '{two.id}' in {second}")
         yield one
         yield two
-    left = next(mates_1, None) or next(mates_2, None)
-    if left is not None:
-        raise GenomixError(f"--paired: {first} and {second} hold different numbers of reads (first unpaired: "
-                           f"'{left.id}')")
 
 
 def _paired(predictions: Iterable[Prediction]) -> Iterator[Prediction]:

@@ -1,0 +1,29 @@
+"""The Snakemake workflow in docs/: trained, predicted in shards and merged, it gives what one `predict` gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, TINY, TRAIN_FA
+
+SNAKEFILE = ROOT / "docs" / "workflow" / "Snakefile"
+
+
+@pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed (the [dev] extra has it)")
+def test_sharded_workflow_equals_one_predict_byte_for_byte(tmp_path, test_fa):
+    out = tmp_path / "results"
+    config = [f"train={TRAIN_FA}", f"reads={test_fa}", f"out={out}", "shards=3", f"train_options={' '.join(TINY)}"]
+    run = subprocess.run(["snakemake", "-s", SNAKEFILE, "--cores", "2", "--quiet", "--config", *config],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    whole = subprocess.run([sys.executable, "-m", "genomix", "predict", out / "model.gmx", test_fa, "-o", "-",
+                            "--report", tmp_path / "report.tsv"], capture_output=True, text=True, check=True)
+    assert (out / "predictions.tsv").read_text() == whole.stdout
+    merged = [line.split("\t") for line in (out / "report.tsv").read_text().splitlines()]
+    single = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
+    assert [row[:2] + row[3:4] for row in merged] == [row[:2] + row[3:4] for row in single]  # counts and bases
+    assert json.loads((out / "metrics.json").read_text())["n"] == 200
