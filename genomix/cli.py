@@ -339,12 +339,16 @@ def scan(
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
+    report: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Summary TSV of the windows' calls: per class the windows, bases, shares, mean score."),
+    ] = None,
     threads: Threads = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
     use_threads(threads)
     scanning.scan(model, genome, output, window=window, step=step, class_name=class_name, all_classes=all_classes,
-                  bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device, rc=rc)
+                  bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device, rc=rc, report=report)
 
 
 @app.command()

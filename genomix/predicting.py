@@ -132,7 +132,7 @@ def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Calle
         for prediction in predictions:
             label, score = caller(prediction.probs)
             writer.write(prediction, label, score)
-            report.add(prediction, label, score)
+            report.add(label, score, prediction.length)
             if by_class is not None:
                 by_class.write(prediction.record, label)
         writer.end()

@@ -27,9 +27,9 @@ from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, check_threshold, decide, log_probs
+from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, log_probs
 from genomix.tokens import ALPHABET, encode
-from genomix.writers import is_stdout, output_stream
+from genomix.writers import Report, is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
@@ -245,7 +245,7 @@ def _open_track(path: str | Path, name: str, description: str, genome: Genome, i
 
 
 def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger: RegionMerger | None, name: str,
-                  total: int) -> tuple[int, int, float]:
+                  total: int, report: tuple[Report, Caller] | None = None) -> tuple[int, int, float]:
     """Stream the scored windows into the tracks (class column → stream) and the region merger, with a progress
     bar; return the windows scored and skipped, and the seconds taken."""
     start_time = time.perf_counter()
@@ -257,6 +257,9 @@ def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger
                 track.add(windows, column)
             if merger is not None:
                 merger.add(windows)
+            if report is not None:
+                for probs, lo, hi in zip(windows.probs, windows.lo.tolist(), windows.hi.tolist()):
+                    report[0].add(*report[1](probs), hi - lo)
             kept = int(windows.scored.sum())
             scored, skipped = scored + kept, skipped + len(windows.starts) - kept
             done += int(windows.hi[-1] - windows.lo[0])
@@ -280,15 +283,19 @@ def scan(
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
     rc: bool | None = None,
+    report: str | Path | None = None,
 ) -> dict:
     """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
     one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
-    probable class, or, with `threshold`, p(class) ≥ `threshold`.
+    probable class, or, with `threshold`, p(class) ≥ `threshold`. `report` is a summary TSV of the windows'
+    calls (`genomix.writers.Report`; mostly-N windows count as unclassified).
 
     Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
     """
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, inputs)
+    if report is not None and not is_stdout(report):
+        check_writable(report, inputs)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
@@ -313,7 +320,12 @@ def scan(
             bed = stack.enter_context(output_stream(bed_out, inputs))
             merger = RegionMerger(bed, model.classes.index(chosen), chosen, threshold)
         windows = scan_windows(model, genome, window, step, batch_size, torch_device, rc)
-        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total)
+        summary = (Report(model.classes), Caller(model.classes, threshold, model.classes.index(chosen) if chosen
+                                                 else None)) if report is not None else None
+        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, summary)
+        if summary is not None:
+            summary[0].write(stack.enter_context(output_stream(report, inputs)))
+            console.log(summary[0].summary().replace("records", "windows"))
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "

@@ -147,9 +147,9 @@ class Report:
         self.bases = dict.fromkeys(self.labels, 0)
         self.scores = dict.fromkeys(self.labels, 0.0)
 
-    def add(self, prediction: Prediction, label: str, score: float) -> None:
+    def add(self, label: str, score: float, bases: int) -> None:
         self.records[label] += 1
-        self.bases[label] += prediction.length
+        self.bases[label] += bases
         self.scores[label] += 0.0 if math.isnan(score) else score
 
     def write(self, out: IO) -> None:

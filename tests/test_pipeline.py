@@ -138,3 +138,13 @@ def test_bigwig_track_holds_the_bedgraph_values(trained_model, test_fa, tmp_path
     for contig, lo, hi, value in lines[:50]:
         (start, end, got), = bigwig.intervals(contig, int(lo), int(hi))
         assert (start, end) == (int(lo), int(hi)) and got == pytest.approx(float(value), abs=1e-6)
+
+
+def test_scan_report_counts_the_windows_of_the_track(trained_model, test_fa, tmp_path):
+    summary = scan(trained_model, test_fa, tmp_path / "t.bedgraph", device="cpu", report=tmp_path / "r.tsv")
+    lines = [line.split("\t") for line in (tmp_path / "t.bedgraph").read_text().splitlines()[1:]]
+    table = {r[0]: r for r in tsv(tmp_path / "r.tsv")}
+    positive = sum(float(v) >= 0.5 for *_, v in lines)
+    assert int(table[CLASSES[1]][1]) == positive and int(table[CLASSES[0]][1]) == len(lines) - positive
+    assert sum(int(r[1]) for r in table.values()) == summary["windows"] + summary["skipped"]
+    assert sum(int(r[3]) for r in table.values()) == summary["bases"]
