@@ -145,7 +145,8 @@ RcAugment = Annotated[
 PositiveClass = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. Default: "
-                 "the second in sorted order."),
+                 "the one whose partner is named as negative (non_X, not_X, negative, background, control), else the "
+                 "second in sorted order."),
 ]
 Seed = Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")]
 Resume = Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")]

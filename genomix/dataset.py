@@ -23,6 +23,23 @@ def class_index(record_id: str, label: str | None, index: dict[str, int], what: 
     return index[label]
 
 
+_NEGATIVE_NAMES = {"negative", "neg", "background", "control", "random", "other", "none"}
+_NEGATIVE_PREFIXES = ("non_", "non-", "not_", "not-", "no_", "no-")
+
+
+def positive_class(classes: Sequence[str], given: str | None = None) -> str | None:
+    """A binary model's positive class: `given`, else the one whose partner is named as the negative class
+    (`non_enhancer`, `background`, `negative`...), else the second in sorted order. None for other models."""
+    if given is not None:
+        if given not in classes:
+            raise GenomixError(f"--positive-class {given}: not a class ({', '.join(classes)})")
+        return given
+    if len(classes) != 2:
+        return None
+    negative = [c.lower() in _NEGATIVE_NAMES or c.lower().startswith(_NEGATIVE_PREFIXES) for c in classes]
+    return classes[negative.index(False)] if sum(negative) == 1 else classes[1]
+
+
 @dataclass
 class LabelledSet:
     """Token arrays with their class indices into `classes` (sorted names, unless given)."""

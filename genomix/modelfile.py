@@ -198,13 +198,39 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedM
     card = read_card(path)
     try:
         network = rebuild(card.model, len(card.classes), card.config)
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
-        network.load_state_dict(type(network).upgrade_state(state), strict=True)
+        state = _checked_tensors(path, network)
+        network.load_state_dict(state, strict=True)
     except (KeyError, TypeError, RuntimeError, SafetensorError) as err:
         raise GenomixError(f"{path}: corrupt model file ({str(err).splitlines()[0]})") from None
     card = dataclasses.replace(card, model=network.name, config=network.config)
     return TrainedModel(network.to(device).eval(), card)
+
+
+def _checked_tensors(path: str | Path, network: Model) -> dict[str, torch.Tensor]:
+    """The file's tensors under today's names, each checked against the rebuilt network for shape (before it is
+    read, so a hostile header cannot ask for any amount of memory), dtype and finite values."""
+    expected = network.state_dict()
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        names = type(network).upgrade_state(dict.fromkeys(f.keys()))  # today's name → None, in file order
+        stored = dict(zip(names, f.keys()))  # noqa: SIM118 - safe_open has no iterator
+        missing = sorted(set(expected) - set(stored))
+        if missing or len(stored) != len(expected):
+            extra = sorted(set(stored) - set(expected))
+            raise GenomixError(f"{path}: corrupt model file (tensors missing: {missing[:3]}, unexpected: {extra[:3]})")
+        state = {}
+        for name, key in stored.items():
+            shape = tuple(f.get_slice(key).get_shape())
+            if shape != tuple(expected[name].shape):
+                raise GenomixError(f"{path}: corrupt model file (tensor {key} has shape {list(shape)}, the config "
+                                   f"needs {list(expected[name].shape)})")
+            tensor = f.get_tensor(key)
+            if tensor.dtype != expected[name].dtype:
+                raise GenomixError(f"{path}: corrupt model file (tensor {key} is {tensor.dtype}, not "
+                                   f"{expected[name].dtype})")
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise GenomixError(f"{path}: corrupt model file (tensor {key} holds NaN or infinite values)")
+            state[name] = tensor
+    return state
 
 
 def describe(card: ModelCard) -> str:

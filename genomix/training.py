@@ -19,7 +19,7 @@ import torch
 from genomix import distributed
 from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
 from genomix.console import console, resolve_device
-from genomix.dataset import LabelledSet
+from genomix.dataset import LabelledSet, positive_class
 from genomix.errors import GenomixError
 from genomix.files import check_writable
 from genomix.finishing import Scorer, finish, fit_direct, metrics
@@ -59,7 +59,7 @@ class TrainSettings:
     window: int | None = None  # genomes only: bases per window cut from a genome
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
     windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
-    positive_class: str | None = None  # binary models: None means the second class in sorted order
+    positive_class: str | None = None  # binary models: None chooses by the class names (`dataset.positive_class`)
     seed: int = 0
     device: str = "auto"
 
@@ -197,8 +197,7 @@ def fit(
     settings, started = settings or TrainSettings(), time.perf_counter()
     epoch_data, val = training_data(data, settings, val_records)
     train = epoch_data(0)
-    if settings.positive_class is not None and settings.positive_class not in train.classes:
-        raise GenomixError(f"--positive-class {settings.positive_class}: not a class ({', '.join(train.classes)})")
+    positive = positive_class(train.classes, settings.positive_class)
     longest = int(train.lengths.max())
     max_len = settings.max_len or settings.window or min(longest, DEFAULT_MAX_LEN_CAP)
     settings, strand = _choose_strands(settings, train)
@@ -219,7 +218,7 @@ def fit(
         seconds=round(time.perf_counter() - started, 1), device=str(device), strand_signal=strand,
         composition_weight=done.composition_weight, processes=processes, best_epoch=state.best_epoch,
         history=state.history)
-    card = ModelCard(network.name, network.config, train.classes, settings.positive_class, bool(settings.rc_augment),
+    card = ModelCard(network.name, network.config, train.classes, positive, bool(settings.rc_augment),
                      done.temperature, record, done.validation)
     return TrainedModel(network.cpu(), card)
 

@@ -86,3 +86,32 @@ def test_read_card_needs_no_weights_and_keeps_the_validation_report():
     card = read_card(FIXTURES / "v0_kmer.gmx")
     assert card.model == "kmer" and card.config == {"max_len": 64, "k_max": 6}
     assert card.validation["n"] == 60 and card.training.composition_weight is None
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda t: t["head.bias"].fill_(float("nan")), "tensor head.bias holds NaN or infinite values"),
+    (lambda t: t.__setitem__("head.bias", t["head.bias"].double()), "tensor head.bias is torch.float64"),
+    (lambda t: t.__setitem__("head.bias", torch.zeros(10**6)), "tensor head.bias has shape \\[1000000\\], the config"),
+    (lambda t: t.pop("head.bias"), "tensors missing: \\['head.bias'\\]"),
+])
+def test_tensors_are_checked_for_shape_dtype_and_finite_values(tmp_path, change, message):
+    source = FIXTURES / "v0_paramixer.gmx"
+    with safe_open(str(source), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
+    change(tensors)
+    path = tmp_path / "bad.gmx"
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(read_header(source))})
+    with pytest.raises(GenomixError, match=message):
+        load_model(path)
+
+
+def test_the_positive_class_follows_the_names_where_they_say_which_is_negative():
+    from genomix.dataset import positive_class
+
+    assert positive_class(["enhancer", "non_enhancer"]) == "enhancer"
+    assert positive_class(["background", "promoter"]) == "promoter"
+    assert positive_class(["bsub", "ecoli"]) == "ecoli"  # no hint in the names: the second in sorted order
+    assert positive_class(["a", "b", "c"]) is None
+    assert positive_class(["enhancer", "non_enhancer"], "non_enhancer") == "non_enhancer"
+    with pytest.raises(GenomixError, match="--positive-class x: not a class"):
+        positive_class(["a", "b"], "x")
