@@ -6,6 +6,7 @@ Options shared by several commands are defined once below, so a flag means the s
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -14,7 +15,7 @@ import typer
 
 from genomix import __version__, embedding, evaluating, predicting, scanning, training
 from genomix.console import console, reuse_large_allocations, use_threads
-from genomix.errors import GenomixError, Interrupted
+from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
 from genomix.metrics import report_table
 from genomix.modelfile import describe, read_card, read_header
@@ -31,6 +32,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+INTERRUPTED = 130  # the exit code of Ctrl-C, by the shell's convention
 TRAINING = TrainSettings()  # the training defaults, written once, in TrainSettings
 
 
@@ -371,20 +373,27 @@ def models() -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2; bugs keep their traceback."""
+    """Entry point: user errors (ours and the option parser's) become one line on stderr and exit code 2; an
+    interruption says what it was; a reader that leaves a pipe ends the run quietly; bugs keep their traceback."""
     reuse_large_allocations()
     exit_on_sigterm()
     try:
-        app()
+        status = app(standalone_mode=False)
     except GenomixError as err:
         print(f"genomix: error: {err}", file=sys.stderr)
         sys.exit(2)
-    except Interrupted as err:  # SIGTERM, as schedulers send: outputs and temporary files are already cleaned up
-        print("genomix: terminated", file=sys.stderr)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        print("genomix: interrupted", file=sys.stderr)
-        sys.exit(130)
-    except BrokenPipeError:  # e.g. `genomix predict ... | head`: the reader left, which is fine
-        sys.stderr.close()
-        sys.exit(0)
+    except typer.TyperException as err:  # a bad option value, a missing argument, an unknown command
+        message = " ".join(err.format_message().split()) if hasattr(err, "format_message") else ""
+        if message:  # an empty message: the help was shown (no arguments)
+            print(f"genomix: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(getattr(err, "exit_code", 2))
+    except SystemExit as err:  # the parser ends a broken pipe (`genomix predict ... | head`) with exit code 1
+        if isinstance(err.__context__, BrokenPipeError):
+            sys.stderr.close()
+            sys.exit(0)
+        raise
+    if status == INTERRUPTED:  # the parser turns Ctrl-C and SIGTERM into this exit code
+        terminated = signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # exit_on_sigterm's handler has run
+        print(f"genomix: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM if terminated else INTERRUPTED)
+    sys.exit(status or 0)

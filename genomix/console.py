@@ -1,6 +1,7 @@
 """The run-time environment: one rich console on stderr (stdout is for data), the device, allocation."""
 
 import ctypes
+import time
 from contextlib import nullcontext
 
 import torch
@@ -8,7 +9,20 @@ from rich.console import Console
 
 from genomix.errors import GenomixError
 
-console = Console(stderr=True, highlight=False, log_path=False)
+
+class _Console(Console):
+    """rich's console, but log lines are plain (one line each, no padding) where stderr is not a terminal, so
+    that pipeline logs stay readable and greppable."""
+
+    def log(self, *objects: object, **kwargs: object) -> None:
+        if self.is_terminal:
+            super().log(*objects, **kwargs)
+        elif not self.quiet:
+            self.file.write(f"[{time.strftime('%X')}] {' '.join(map(str, objects))}\n")
+            self.file.flush()
+
+
+console = _Console(stderr=True, highlight=False, log_path=False)
 
 
 def resolve_device(device: str) -> torch.device:

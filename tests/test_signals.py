@@ -1,0 +1,41 @@
+"""Interruptions through the real entry point: SIGTERM ends with one line, its exit code and nothing partial;
+train says how to resume; a reader that closes the pipe ends predict quietly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import TINY
+
+
+def genomix(*args, **kwargs) -> subprocess.Popen:
+    env = os.environ | {"OMP_NUM_THREADS": "1", "GENOMIX_COMPILE": "0"}
+    return subprocess.Popen([sys.executable, "-m", "genomix", *map(str, args)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env, **kwargs)
+
+
+def test_sigterm_during_train_keeps_the_checkpoint_and_says_how_to_resume(train_fa, tmp_path):
+    options = [a if a != "1" or TINY[i - 1] != "--epochs" else "200" for i, a in enumerate(TINY)]
+    proc = genomix("train", train_fa, "-o", tmp_path / "m.gmx", *options, "--patience", "200")
+    deadline = time.time() + 240
+    while not (tmp_path / "m.gmx.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    lines = stderr.decode().splitlines()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
+    assert lines[-1] == "genomix: terminated"
+    assert "--resume to continue" in stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gmx.ckpt"]  # no model, no temporary file
+
+
+def test_predict_into_a_pipe_that_closes_ends_quietly(trained_model, test_fa):
+    proc = genomix("predict", trained_model, test_fa, test_fa, test_fa, "--batch-size", "4")
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    proc.wait(timeout=120)
+    assert proc.returncode == 0 and b"Traceback" not in proc.stderr.read()
