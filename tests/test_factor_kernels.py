@@ -170,13 +170,12 @@ def test_triton_kernels_under_the_interpreter():
 
 def triton_pair():
     def forward(v, w, lengths, shifts, normalize, residual):
-        lengths = lengths.to(torch.int64)
-        return triton_factor.forward(v, w, lengths, factor_kernels._shift_table(lengths, shifts), normalize, residual)
+        return triton_factor.forward(v, w, lengths, factor_kernels.shift_tensor(shifts, v.device), normalize,
+                                     residual)
 
     def backward(grad, v, w, r, lengths, shifts, normalize, residual):
-        lengths = lengths.to(torch.int64)
-        return triton_factor.backward(grad, v, w, r, lengths, factor_kernels._shift_table(lengths, shifts), normalize,
-                               residual)
+        return triton_factor.backward(grad, v, w, r, lengths, factor_kernels.shift_tensor(shifts, v.device),
+                                      normalize, residual)
 
     return forward, backward
 

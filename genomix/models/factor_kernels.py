@@ -181,7 +181,13 @@ static double dot_f64(const double* x, const double* y, int64_t D) {
     return total;
 }
 
-/* Kernels over flat rows [row0, row1) of (B*N) rows; table[b*K + k] = shift k mod L_b. */
+/* Each shift reduced to [0, L), once per sequence, so the row loops need no division. */
+static void reduce_shifts(const int64_t* shifts, int64_t K, int64_t L, int64_t* t) {
+    if (L < 1) L = 1;
+    for (int64_t k = 0; k < K; k++) t[k] = ((shifts[k] % L) + L) % L;
+}
+
+/* Kernels over flat rows [row0, row1) of the (B*N) rows. */
 #define KERNELS(T, SUF, RT)                                                                                   \
 void rms_##SUF(int64_t row0, int64_t row1, int64_t D, const T* v, RT* r) {                                  \
     for (int64_t q = row0; q < row1; q++) {                                                                 \
@@ -190,14 +196,15 @@ void rms_##SUF(int64_t row0, int64_t row1, int64_t D, const T* v, RT* r) {      
     }                                                                                                       \
 }                                                                                                           \
 void forward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K, const T* v, const T* w,     \
-                   int64_t w_stride, const RT* r, const int64_t* lengths, const int64_t* table, int residual, \
+                   int64_t w_stride, const RT* r, const int64_t* lengths, const int64_t* shifts, int residual,\
                    T* out) {                                                                                \
-    const T* src[KMAX]; T c[KMAX];                                                                          \
+    const T* src[KMAX]; T c[KMAX]; int64_t t[KMAX]; int64_t tb = -1;                                        \
     for (int64_t q = row0; q < row1; q++) {                                                                 \
         const int64_t b = q / N, i = q - b * N, L = lengths[b];                                             \
+        if (b != tb) { reduce_shifts(shifts, K, L, t); tb = b; }                                            \
         const T* vb = v + b * N * D;                                                                        \
         for (int64_t k = 0; k < K; k++) {                                                                   \
-            const int64_t j = fwd_row(i, table[b * K + k], L);                                              \
+            const int64_t j = fwd_row(i, t[k], L);                                                          \
             c[k] = w[q * w_stride + k] * (r ? (T)r[b * N + j] : (T)1);                                      \
             src[k] = vb + j * D;                                                                            \
         }                                                                                                   \
@@ -205,17 +212,18 @@ void forward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K, 
     }                                                                                                       \
 }                                                                                                           \
 void backward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K, const T* v, const T* w,    \
-                    int64_t w_stride, const RT* r, const T* g, const int64_t* lengths, const int64_t* table,  \
+                    int64_t w_stride, const RT* r, const T* g, const int64_t* lengths, const int64_t* shifts, \
                     int residual, T* grad_v, T* grad_w) {                                                   \
-    const T* src[KMAX]; T c[KMAX];                                                                          \
+    const T* src[KMAX]; T c[KMAX]; int64_t t[KMAX]; int64_t tb = -1;                                        \
     for (int64_t q = row0; q < row1; q++) {                                                                 \
         const int64_t b = q / N, j = q - b * N, L = lengths[b];                                             \
+        if (b != tb) { reduce_shifts(shifts, K, L, t); tb = b; }                                            \
         const T* vb = v + b * N * D; const T* gb = g + b * N * D;                                           \
         for (int64_t k = 0; k < K; k++) {                                                                   \
-            const int64_t i = back_row(j, table[b * K + k], L);                                             \
+            const int64_t i = back_row(j, t[k], L);                                                         \
             c[k] = w[(b * N + i) * w_stride + k];                                                           \
             src[k] = gb + i * D;                                                                            \
-            const int64_t jj = fwd_row(j, table[b * K + k], L);                                             \
+            const int64_t jj = fwd_row(j, t[k], L);                                                         \
             grad_w[q * K + k] = (T)dot_##SUF(gb + j * D, vb + jj * D, D) * (r ? (T)r[b * N + jj] : (T)1);   \
         }                                                                                                   \
         T* gv = grad_v + q * D;                                                                             \
@@ -284,10 +292,15 @@ def _ptr(t: Tensor | None) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr() if t is not None else 0)
 
 
-def _shift_table(lengths: Tensor, shifts: list[int]) -> Tensor:
-    """(B, K) int64: each shift reduced modulo each sequence's length, so the kernels need no modulo."""
-    return (torch.tensor(shifts, dtype=torch.int64, device=lengths.device)[None, :]
-            % lengths.to(torch.int64)[:, None].clamp_min(1)).contiguous()
+_SHIFTS: dict[tuple[tuple[int, ...], torch.device], Tensor] = {}
+
+
+def shift_tensor(shifts: list[int], device: torch.device) -> Tensor:
+    """The shifts as an int64 tensor on the device, made once: no host-to-device copy inside a CUDA graph."""
+    key = (tuple(shifts), device)
+    if key not in _SHIFTS:
+        _SHIFTS[key] = torch.tensor(shifts, dtype=torch.int64, device=device)
+    return _SHIFTS[key]
 
 
 def _c_ready(v: Tensor, w: Tensor) -> ctypes.CDLL | None:
@@ -304,13 +317,12 @@ def fused_forward(v: Tensor, w: Tensor, lengths: Tensor, shifts: list[int], norm
                   residual: bool) -> tuple[Tensor, Tensor]:
     """`reference_forward` in one pass: C on the CPU, Triton on CUDA, the reference elsewhere."""
     if v.device.type == "cuda" and triton_factor.available():
-        lengths = lengths.to(torch.int64)
-        return triton_factor.forward(v, w, lengths, _shift_table(lengths, shifts), normalize, residual)
+        return triton_factor.forward(v, w, lengths, shift_tensor(shifts, v.device), normalize, residual)
     lib = _c_ready(v, w)
     if lib is None:
         return reference_forward(v, w, lengths, shifts, normalize, residual)
     b, n, d = v.shape
-    v, lengths = v.contiguous(), lengths.to(torch.int64).contiguous()
+    v, lengths = v.contiguous(), lengths.to(torch.int64).contiguous()  # kept alive: C reads their memory
     w, w_stride = triton_factor.w_rows(w)
     suffix, rdtype = C_TYPES[v.dtype], torch.promote_types(v.dtype, torch.float32)
     r = torch.empty(b, n, dtype=rdtype)
@@ -318,10 +330,10 @@ def fused_forward(v: Tensor, w: Tensor, lengths: Tensor, shifts: list[int], norm
         _over_rows(getattr(lib, f"rms_{suffix}"), b * n, ctypes.c_int64(d), _ptr(v), _ptr(r))
     else:
         r.fill_(1)
-    out, table = torch.empty_like(v), _shift_table(lengths, shifts)  # kept alive: the kernel reads their memory
+    out, shift_t = torch.empty_like(v), shift_tensor(shifts, v.device)
     _over_rows(getattr(lib, f"forward_{suffix}"), b * n, ctypes.c_int64(n), ctypes.c_int64(d),
                ctypes.c_int64(len(shifts)), _ptr(v), _ptr(w), ctypes.c_int64(w_stride),
-               _ptr(r) if normalize else _ptr(None), _ptr(lengths), _ptr(table), ctypes.c_int(residual), _ptr(out))
+               _ptr(r) if normalize else _ptr(None), _ptr(lengths), _ptr(shift_t), ctypes.c_int(residual), _ptr(out))
     return out, r
 
 
@@ -335,8 +347,7 @@ def fused_backward(grad: Tensor, v: Tensor, w: Tensor, r: Tensor, lengths: Tenso
                    normalize: bool, residual: bool) -> tuple[Tensor, Tensor]:
     """`reference_backward` in one pass: C on the CPU, Triton on CUDA, the reference elsewhere."""
     if v.device.type == "cuda" and triton_factor.available():
-        lengths = lengths.to(torch.int64)
-        return triton_factor.backward(grad, v, w, r, lengths, _shift_table(lengths, shifts), normalize, residual)
+        return triton_factor.backward(grad, v, w, r, lengths, shift_tensor(shifts, v.device), normalize, residual)
     lib = _c_ready(v, w)
     if lib is None or grad.dtype != v.dtype:
         return reference_backward(grad, v, w, r, lengths, shifts, normalize, residual)
@@ -344,10 +355,10 @@ def fused_backward(grad: Tensor, v: Tensor, w: Tensor, r: Tensor, lengths: Tenso
     v, grad, r, lengths = v.contiguous(), grad.contiguous(), r.contiguous(), lengths.to(torch.int64).contiguous()
     w, w_stride = triton_factor.w_rows(w)
     grad_v, grad_w = torch.empty_like(v), w.new_empty(b, n, len(shifts))
-    table = _shift_table(lengths, shifts)
+    shift_t = shift_tensor(shifts, v.device)
     _over_rows(getattr(lib, f"backward_{C_TYPES[v.dtype]}"), b * n, ctypes.c_int64(n), ctypes.c_int64(d),
                ctypes.c_int64(len(shifts)), _ptr(v), _ptr(w), ctypes.c_int64(w_stride),
-               _ptr(r) if normalize else _ptr(None), _ptr(grad), _ptr(lengths), _ptr(table), ctypes.c_int(residual),
+               _ptr(r) if normalize else _ptr(None), _ptr(grad), _ptr(lengths), _ptr(shift_t), ctypes.c_int(residual),
                _ptr(grad_v), _ptr(grad_w))
     return grad_v, grad_w
 

@@ -30,6 +30,7 @@ import os
 from functools import cache
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from genomix.models import register
@@ -130,6 +131,14 @@ def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
 
 
+def _recomputed(net: nn.Module, x: Tensor) -> Tensor:
+    """net(x), with net's hidden layer recomputed in backward instead of kept: 2·H values per position and MLP,
+    more than a factor keeps (K + D + 1), for one extra GEMM and GELU per MLP in backward."""
+    if torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
+    return net(x)
+
+
 class ParamixerBlock(nn.Module):
     """One Paramixer block: g, then M sparse factors whose values an MLP computes from the embedded input X."""
 
@@ -155,11 +164,11 @@ class ParamixerBlock(nn.Module):
     def factor_values(self, x: Tensor) -> tuple[Tensor, ...]:
         """f_m(X) for every factor m: (B, N, K) each."""
         if isinstance(self.f, nn.ModuleList):
-            return tuple(f_m(x) for f_m in self.f)
-        return self.f(x).split([len(s) for s in self.shifts], -1)
+            return tuple(_recomputed(f_m, x) for f_m in self.f)
+        return _recomputed(self.f, x).split([len(s) for s in self.shifts], -1)
 
     def forward(self, v_in: Tensor, x: Tensor, index: ShiftIndex) -> Tensor:
-        v = self.g(v_in)
+        v = _recomputed(self.g, v_in)
         for w, shifts in zip(self.factor_values(x), self.shifts):  # factor_norm: W_m D_m, D_m = 1 / rms(V_m)
             v = factor_product(w, v, shifts, index, normalize=self.out_norm is not None, residual=True)
         if self.out_norm is not None:

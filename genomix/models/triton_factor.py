@@ -47,7 +47,7 @@ if triton is not None:
 
     @triton.autotune(configs=_CONFIGS, key=["D", "K"])
     @triton.jit
-    def _forward_kernel(v_ptr, w_ptr, r_ptr, len_ptr, table_ptr, out_ptr, N, D, K, w_stride,
+    def _forward_kernel(v_ptr, w_ptr, r_ptr, len_ptr, shift_ptr, out_ptr, N, D, K, w_stride,
                         NORMALIZE: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr,
                         BLOCK_D: tl.constexpr):
         b = tl.program_id(1).to(tl.int64)
@@ -62,7 +62,8 @@ if triton is not None:
         else:
             acc = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
         for k in range(K):
-            t = tl.load(table_ptr + b * K + k)
+            t = tl.load(shift_ptr + k) % length
+            t = tl.where(t < 0, t + length, t)
             j = i + t
             j = tl.where(j >= length, j - length, j)
             j = tl.where(i < length, j, i)
@@ -75,7 +76,7 @@ if triton is not None:
 
     @triton.autotune(configs=_CONFIGS, key=["D", "K"])
     @triton.jit
-    def _backward_kernel(g_ptr, v_ptr, w_ptr, r_ptr, len_ptr, table_ptr, grad_v_ptr, grad_w_ptr, N, D, K,
+    def _backward_kernel(g_ptr, v_ptr, w_ptr, r_ptr, len_ptr, shift_ptr, grad_v_ptr, grad_w_ptr, N, D, K,
                          w_stride, NORMALIZE: tl.constexpr, RESIDUAL: tl.constexpr, BLOCK_R: tl.constexpr,
                          BLOCK_D: tl.constexpr):
         b = tl.program_id(1).to(tl.int64)
@@ -88,7 +89,8 @@ if triton is not None:
         g_j = tl.load(g_ptr + (base + j)[:, None] * D + d[None, :], mask=mask, other=0.0).to(tl.float32)
         grad_u = tl.zeros((BLOCK_R, BLOCK_D), dtype=tl.float32)
         for k in range(K):
-            t = tl.load(table_ptr + b * K + k)
+            t = tl.load(shift_ptr + k) % length
+            t = tl.where(t < 0, t + length, t)
             i = j - t  # the row that reads row j: the opposite shift
             i = tl.where(i < 0, i + length, i)
             i = tl.where(j < length, i, j)
@@ -125,28 +127,28 @@ def w_rows(w: Tensor) -> tuple[Tensor, int]:
     return w, w.stride(1)
 
 
-def forward(v: Tensor, w: Tensor, lengths: Tensor, table: Tensor, normalize: bool,
+def forward(v: Tensor, w: Tensor, lengths: Tensor, shifts: Tensor, normalize: bool,
             residual: bool) -> tuple[Tensor, Tensor]:
-    """(out, r) as `factor_kernels.reference_forward`; table is (B, K) shifts modulo each length."""
+    """(out, r) as `factor_kernels.reference_forward`; shifts is a (K,) int64 tensor on v's device."""
     b, n, d = v.shape
-    v = v.contiguous()
+    v, lengths = v.contiguous(), lengths.to(torch.int64)
     w, w_stride = w_rows(w)
     r = torch.ones(b, n, device=v.device, dtype=torch.float32)
     if normalize:
         _rms_kernel[(triton.cdiv(b * n, 32),)](v, r, b * n, d, BLOCK_R=32, BLOCK_D=_block_d(d))
     out = torch.empty_like(v)
-    _forward_kernel[_grid(b, n)](v, w, r, lengths, table, out, n, d, table.shape[1], w_stride,
+    _forward_kernel[_grid(b, n)](v, w, r, lengths, shifts, out, n, d, shifts.numel(), w_stride,
                                  NORMALIZE=normalize, RESIDUAL=residual, BLOCK_D=_block_d(d))
     return out, r
 
 
-def backward(grad: Tensor, v: Tensor, w: Tensor, r: Tensor, lengths: Tensor, table: Tensor, normalize: bool,
+def backward(grad: Tensor, v: Tensor, w: Tensor, r: Tensor, lengths: Tensor, shifts: Tensor, normalize: bool,
              residual: bool) -> tuple[Tensor, Tensor]:
     """(grad_v, grad_w) as `factor_kernels.reference_backward`."""
     b, n, d = v.shape
-    grad, v, r = grad.contiguous(), v.contiguous(), r.contiguous()
+    grad, v, r, lengths = grad.contiguous(), v.contiguous(), r.contiguous(), lengths.to(torch.int64)
     w, w_stride = w_rows(w)
-    grad_v, grad_w = torch.empty_like(v), w.new_empty(b, n, table.shape[1])
-    _backward_kernel[_grid(b, n)](grad, v, w, r, lengths, table, grad_v, grad_w, n, d, table.shape[1], w_stride,
+    grad_v, grad_w = torch.empty_like(v), w.new_empty(b, n, shifts.numel())
+    _backward_kernel[_grid(b, n)](grad, v, w, r, lengths, shifts, grad_v, grad_w, n, d, shifts.numel(), w_stride,
                                   NORMALIZE=normalize, RESIDUAL=residual, BLOCK_D=_block_d(d))
     return grad_v, grad_w
