@@ -205,7 +205,8 @@ def run_child(argv: list[str], time_limit: float) -> tuple[dict | None, str | No
             proc.stdout.close()
 
 
-def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[int]) -> list[dict]:
+def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[int],
+                    bandwidth: list[dict]) -> list[dict]:
     """Measure every (model, N), N ascending; a model whose step runs past the limit skips larger N."""
     rows: list[dict] = []
     stopped: set[str] = set()
@@ -232,6 +233,8 @@ def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[
             log.log(f"{name:18} N={n:>8,}  " + (f"{row['step_s']:.4f} s  {row['peak_mem_bytes'] / 2**20:.1f} MiB"
                                                  if row["step_s"] is not None else row["note"]))
             rows.append(row)
+            if args.json_out:  # after every point, so a run stopped from outside keeps what it measured
+                args.json_out.write_text(json.dumps(json_rows(rows, bandwidth), indent=1) + "\n")
     return rows
 
 
@@ -475,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log.log(f"torch {torch.__version__} on {where}; N = {sizes[0]:,} … {sizes[-1]:,}, batch {args.batch}")
     bandwidth = [] if args.no_bandwidth else bandwidth_rows(args, device, sizes)
-    steps = train_step_rows(args, device, sizes)
+    steps = train_step_rows(args, device, sizes, bandwidth)
     rows = json_rows(steps, bandwidth)
     if args.json_out:
         args.json_out.write_text(json.dumps(rows, indent=1) + "\n")
