@@ -17,10 +17,11 @@ block outputs grow by 10^12 within 20 training steps and then learnt nothing (do
 - CHORD: every factor links i to i and i + 2^k (k < M): K = M + 1, O(N log² N · D) per block.
 - CDIL:  factor m links i to i, i ± d, i ± 2d, i ± 3d, i ± 4d with d = 2^m: K = 9, O(N log N · D).
 
-(W V)[i] = Σ_k W[i, k] · V[(i + s_k) mod L] is a weighted sum of K shifted copies of V. The autograd op
-below keeps only W and V for backward and recomputes the shifts there, so a factor costs B·N·(K + D)
-activation memory instead of B·N·K·D. Each shift is a permutation of the rows, so its transpose (needed
-for the gradient of V) is the opposite shift: the backward is gathers too, no scatter.
+(W V)[i] = Σ_k W[i, k] · V[(i + s_k) mod L] is a weighted sum of K shifted copies of V. One op computes
+V + W D V per factor in one pass, computing the shifted rows from i, s and L (`factor_kernels`); it keeps W,
+V and D's diagonal for backward, B·N·(K + D + 1) values, and the MLPs recompute their hidden layers there.
+Each shift is a permutation of the rows, so its transpose (needed for the gradient of V) is the opposite
+shift: the backward is gathers too, no scatter.
 """
 
 from __future__ import annotations
