@@ -117,29 +117,26 @@ static inline int64_t back_row(int64_t j, int64_t t, int64_t L) {
     return i < 0 ? i + L : i;
 }
 
-/* out[0:D] = (base ? base : 0) + sum_k c[k] * src[k][0:D] */
+/* out[0:D] = (base ? base : 0) + sum_k c[k] * src[k][0:D]. Eight accumulators per 64 floats: the K
+   multiply-adds into one accumulator form a dependency chain, and eight chains keep both FMA units busy. */
 static void axpy_f32(float* out, const float* base, const float* const* src, const float* c, int64_t K,
                      int64_t D) {
     int64_t d0 = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    for (; d0 + 32 <= D; d0 += 32) {
-        __m256 a0, a1, a2, a3;
-        if (base) {
-            a0 = _mm256_loadu_ps(base + d0); a1 = _mm256_loadu_ps(base + d0 + 8);
-            a2 = _mm256_loadu_ps(base + d0 + 16); a3 = _mm256_loadu_ps(base + d0 + 24);
-        } else {
-            a0 = a1 = a2 = a3 = _mm256_setzero_ps();
-        }
+    for (; d0 + 64 <= D; d0 += 64) {
+        __m256 a[8];
+        for (int u = 0; u < 8; u++) a[u] = base ? _mm256_loadu_ps(base + d0 + 8 * u) : _mm256_setzero_ps();
         for (int64_t k = 0; k < K; k++) {
             const __m256 ck = _mm256_set1_ps(c[k]);
             const float* s = src[k] + d0;
-            a0 = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s), a0);
-            a1 = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s + 8), a1);
-            a2 = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s + 16), a2);
-            a3 = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s + 24), a3);
+            for (int u = 0; u < 8; u++) a[u] = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s + 8 * u), a[u]);
         }
-        _mm256_storeu_ps(out + d0, a0); _mm256_storeu_ps(out + d0 + 8, a1);
-        _mm256_storeu_ps(out + d0 + 16, a2); _mm256_storeu_ps(out + d0 + 24, a3);
+        for (int u = 0; u < 8; u++) _mm256_storeu_ps(out + d0 + 8 * u, a[u]);
+    }
+    for (; d0 + 8 <= D; d0 += 8) {
+        __m256 a = base ? _mm256_loadu_ps(base + d0) : _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[k]), _mm256_loadu_ps(src[k] + d0), a);
+        _mm256_storeu_ps(out + d0, a);
     }
 #endif
     for (; d0 < D; d0++) {
