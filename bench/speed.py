@@ -207,9 +207,9 @@ def run_child(argv: list[str], time_limit: float) -> tuple[dict | None, str | No
 
 def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[int],
                     bandwidth: list[dict]) -> list[dict]:
-    """Measure every (model, N), N ascending; a model whose step runs past the limit skips larger N."""
+    """Measure every (model, N) in the order of `sizes`; a model whose step runs past the limit skips larger N."""
     rows: list[dict] = []
-    stopped: set[str] = set()
+    stopped: dict[str, int] = {}  # model -> the N its step ran past the limit at
     for n in sizes:
         for model, protocol in MODELS:
             name = label(model, protocol)
@@ -217,7 +217,7 @@ def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[
                 continue
             row = {"model": model, "protocol": protocol, "n": n, "batch": args.batch, "dim": CONFIG["dim"],
                    "step_s": None, "peak_mem_bytes": None}
-            if name in stopped:
+            if n > stopped.get(name, n):
                 row["note"] = "skipped"
             else:
                 argv = [sys.executable, __file__, "--one", f"{model}:{protocol or ''}:{n}", "--batch",
@@ -229,7 +229,7 @@ def train_step_rows(args: argparse.Namespace, device: torch.device, sizes: list[
                 else:
                     row["note"] = why
                     if why and why.startswith("step over"):
-                        stopped.add(name)
+                        stopped[name] = min(n, stopped.get(name, n))
             log.log(f"{name:18} N={n:>8,}  " + (f"{row['step_s']:.4f} s  {row['peak_mem_bytes'] / 2**20:.1f} MiB"
                                                  if row["step_s"] is not None else row["note"]))
             rows.append(row)
@@ -427,6 +427,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-log2", type=int, default=None,
                         help="largest N as a power of two (default: 16 on CPU, 20 on CUDA)")
     parser.add_argument("--step-log2", type=int, default=1, help="N grows by this power of two (default: 1)")
+    parser.add_argument("--log2", type=lambda text: [int(k) for k in text.split(",")],
+                        help="N as powers of two, measured in this order (e.g. 16,20,12: the headline sizes "
+                             "first when time is short); overrides --min-log2/--max-log2/--step-log2")
     parser.add_argument("--batch", type=int, default=1, help="sequences per train step (default: 1)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed steps after one warm-up step; the median is reported (default: 3)")
@@ -474,7 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(rows, indent=1))
         return
     max_log2 = args.max_log2 if args.max_log2 is not None else (20 if device.type == "cuda" else 16)
-    sizes = [2**k for k in range(args.min_log2, max_log2 + 1, args.step_log2)]
+    sizes = ([2**k for k in args.log2] if args.log2 else
+             [2**k for k in range(args.min_log2, max_log2 + 1, args.step_log2)])
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     log.log(f"torch {torch.__version__} on {where}; N = {sizes[0]:,} … {sizes[-1]:,}, batch {args.batch}")
     bandwidth = [] if args.no_bandwidth else bandwidth_rows(args, device, sizes)

@@ -270,7 +270,8 @@ def c_library() -> ctypes.CDLL | None:
 
 
 @cache
-def _pool(threads: int) -> ThreadPoolExecutor:
+def _pool(threads: int, pid: int) -> ThreadPoolExecutor:
+    """One pool per thread count and process: a forked child has none of its parent's threads."""
     return ThreadPoolExecutor(threads, thread_name_prefix="genomix-factor")
 
 
@@ -281,7 +282,7 @@ def _over_rows(fn, total: int, *args) -> None:
     if threads == 1:
         fn(*bounds, *args)
         return
-    for job in [_pool(threads).submit(fn, lo, hi, *args) for lo, hi in zip(bounds, bounds[1:])]:
+    for job in [_pool(threads, os.getpid()).submit(fn, lo, hi, *args) for lo, hi in zip(bounds, bounds[1:])]:
         job.result()
 
 
