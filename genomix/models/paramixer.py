@@ -75,10 +75,11 @@ class _Kernels:
     """Chooses the factor step's forward and backward: the torch reference, or the fused native kernels.
 
     The reference makes K passes over memory per factor; the native kernels (C on the CPU, Triton on CUDA)
-    one. Building them costs a C compile or a Triton JIT once per process, so they are used where that pays:
-    in training, for inputs of at least FUSE_MIN_LEN, and for everything after the first build (validation
-    during training, say). Short inference in a fresh process runs the reference. GENOMIX_COMPILE=0 keeps
-    the reference everywhere; where a native kernel cannot be built, the op falls back to the reference.
+    one. Building them costs a C compile (once per machine, cached on disk) or a Triton JIT and autotuning
+    (once per process), so they are used where that pays: in training, for inputs of at least FUSE_MIN_LEN,
+    and for everything after the first build (validation during training, say). Short inference in a fresh
+    process runs the reference. GENOMIX_COMPILE=0 keeps the reference everywhere; where a native kernel
+    cannot be built, the op falls back to the reference.
     """
 
     FUSE_MIN_LEN = 4096
