@@ -17,26 +17,30 @@ block outputs grow by 10^12 within 20 training steps and then learnt nothing (do
 - CHORD: every factor links i to i and i + 2^k (k < M): K = M + 1, O(N log² N · D) per block.
 - CDIL:  factor m links i to i, i ± d, i ± 2d, i ± 3d, i ± 4d with d = 2^m: K = 9, O(N log N · D).
 
-(W V)[i] = Σ_k W[i, k] · V[(i + s_k) mod L] is a weighted sum of K shifted copies of V. The autograd op
-below keeps only W and V for backward and recomputes the shifts there, so a factor costs B·N·(K + D)
-activation memory instead of B·N·K·D. Each shift is a permutation of the rows, so its transpose (needed
-for the gradient of V) is the opposite shift: the backward is gathers too, no scatter.
+(W V)[i] = Σ_k W[i, k] · V[(i + s_k) mod L] is a weighted sum of K shifted copies of V. One op computes
+V + W D V per factor in one pass, computing the shifted rows from i, s and L (`factor_kernels`); it keeps W,
+V and D's diagonal for backward, B·N·(K + D + 1) values, and the MLPs recompute their hidden layers there.
+Each shift is a permutation of the rows, so its transpose (needed for the gradient of V) is the opposite
+shift: the backward is gathers too, no scatter.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass
 from functools import cache
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
 from genomix.models import register, register_legacy
 from genomix.models.base import NeuralOptions, SequenceClassifier
+from genomix.models.factor_kernels import fused_backward, fused_forward
+from genomix.models.factor_kernels import reference_backward as _product_backward
+from genomix.models.factor_kernels import reference_forward as _product
 
 PROTOCOLS = ("chord", "cdil")
 FACTOR_MLPS = ("block", "factor")  # one MLP gives the values of all factors of a block, or one MLP per factor
@@ -59,60 +63,25 @@ def factor_shifts(protocol: str, n_factors: int) -> tuple[tuple[int, ...], ...]:
 
 
 class ShiftIndex:
-    """Flat row indices of circular shifts, per sequence length, cached for one batch.
+    """What every shift of a batch is computed from: each sequence's length L_b and the padded length N.
 
-    For shift s, row b*N + i reads row b*N + (i + s) mod L_b when i < L_b; padded rows read themselves,
-    which keeps every shift a permutation (so the transposed shift is just the opposite shift).
+    Row i < L_b reads row (i + s) mod L_b; padded rows read themselves. The kernels derive those rows from
+    i, s and L_b as they go (`genomix.models.factor_kernels`), so nothing per position is built or cached.
     """
 
     def __init__(self, lengths: Tensor, n: int) -> None:
-        self.lengths = lengths[:, None]
-        self.positions = torch.arange(n, device=lengths.device)[None, :]
-        self.offsets = self.positions.new_tensor(range(0, len(lengths) * n, n))[:, None]
-        self.cache: dict[int, Tensor] = {}
-        self.stacks: dict[tuple[int, ...], Tensor] = {}
-
-    def __call__(self, shift: int) -> Tensor:
-        if shift not in self.cache:
-            inside = self.positions < self.lengths
-            shifted = torch.where(inside, (self.positions + shift) % self.lengths, self.positions)
-            self.cache[shift] = (shifted + self.offsets).reshape(-1)
-        return self.cache[shift]
-
-    def stack(self, shifts: tuple[int, ...]) -> Tensor:
-        """(K, B*N) indices of several shifts, one row per shift."""
-        if shifts not in self.stacks:
-            self.stacks[shifts] = torch.stack([self(s) for s in shifts])
-        return self.stacks[shifts]
-
-
-def _product(rows: Tensor, weights: Tensor, gather: Tensor) -> Tensor:
-    """Σ_k weights[:, k] · rows[gather[k]]: the factor product on flat (B*N, ·) rows."""
-    out = torch.zeros_like(rows)
-    for k in range(gather.shape[0]):
-        out.addcmul_(weights[:, k : k + 1], rows.index_select(0, gather[k]))
-    return out
-
-
-def _product_backward(rows: Tensor, weights: Tensor, grad: Tensor, gather: Tensor, scatter: Tensor):
-    """Gradients of `_product`: shifts are recomputed, and the transpose of a shift is the opposite shift."""
-    grad_w = torch.empty_like(weights)
-    grad_rows = torch.zeros_like(rows)
-    for k in range(gather.shape[0]):
-        grad_w[:, k] = (grad * rows.index_select(0, gather[k])).sum(-1)
-        grad_rows.addcmul_(weights.index_select(0, scatter[k])[:, k : k + 1], grad.index_select(0, scatter[k]))
-    return grad_w, grad_rows
+        self.lengths, self.n = lengths, n
 
 
 class _Kernels:
-    """The factor product's forward and backward, eager or fused by `torch.compile`.
+    """Chooses the factor step's forward and backward: the torch reference, or the fused native kernels.
 
-    Eager, each of the K terms is a separate pass over memory; compiled, the K gathers and multiply-adds
-    become one loop (about 8x faster on a CPU at N = 16,384, 7x at N = 500). Compiling costs tens of seconds
-    once per process, so it is used where that pays: in training, which runs hundreds of steps, for inputs
-    of at least FUSE_MIN_LEN, and for everything after the first compile (validation during training, say).
-    Short inference in a fresh process runs eager. Where compilation is unavailable or fails, the eager
-    code runs. GENOMIX_COMPILE=0 turns it off.
+    The reference makes K passes over memory per factor; the native kernels (C on the CPU, Triton on CUDA)
+    one. Building them costs a C compile (once per machine, cached on disk) or a Triton JIT and autotuning
+    (once per process), so they are used where that pays: in training, for inputs of at least FUSE_MIN_LEN,
+    and for everything after the first build (validation during training, say). Short inference in a fresh
+    process runs the reference. GENOMIX_COMPILE=0 keeps the reference everywhere; where a native kernel
+    cannot be built, the op falls back to the reference.
     """
 
     FUSE_MIN_LEN = 4096
@@ -125,12 +94,7 @@ class _Kernels:
         if not self.enabled or (n < self.FUSE_MIN_LEN and not training and self.compiled is None):
             return _product, _product_backward
         if self.compiled is None:
-            try:
-                self.compiled = (torch.compile(_product, dynamic=True), torch.compile(_product_backward, dynamic=True))
-            except Exception as err:  # noqa: BLE001 - any compiler problem means: run eager
-                warnings.warn(f"torch.compile unavailable, Paramixer runs eager: {err}", stacklevel=2)
-                self.enabled = False
-                return _product, _product_backward
+            self.compiled = (fused_forward, fused_backward)
         return self.compiled
 
 
@@ -138,43 +102,45 @@ KERNELS = _Kernels()
 
 
 class _FactorProduct(torch.autograd.Function):
-    """out = W V for one sparse factor; only W and V are kept for backward, where the shifts are redone."""
+    """out = [V +] W D V for one sparse factor; W, V and D's diagonal are kept for backward, nothing else."""
 
     @staticmethod
-    def forward(ctx, w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex, training: bool) -> Tensor:
-        b, n, d = v.shape
-        product, _ = KERNELS.pick(n, training)
-        out = product(v.reshape(b * n, d), w.reshape(b * n, -1), index.stack(shifts))
-        ctx.save_for_backward(w, v)
-        ctx.shifts, ctx.index = shifts, index
-        return out.view(b, n, d)
+    def forward(ctx, w: Tensor, v: Tensor, lengths: Tensor, shifts: tuple[int, ...], normalize: bool,
+                residual: bool, training: bool) -> Tensor:
+        forward, _ = KERNELS.pick(v.shape[1], training)
+        out, r = forward(v, w, lengths, list(shifts), normalize, residual)
+        ctx.save_for_backward(w, v, r, lengths)
+        ctx.shifts, ctx.normalize, ctx.residual = shifts, normalize, residual
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        w, v = ctx.saved_tensors
-        b, n, d = v.shape
-        _, product_backward = KERNELS.pick(n, training=True)
-        gather = ctx.index.stack(ctx.shifts)
-        scatter = ctx.index.stack(tuple(-s for s in ctx.shifts))
-        grad_w, grad_v = product_backward(v.reshape(b * n, d), w.reshape(b * n, -1), grad_out.reshape(b * n, d),
-                                          gather, scatter)
-        return grad_w.view_as(w), grad_v.view_as(v), None, None, None
+        w, v, r, lengths = ctx.saved_tensors
+        _, backward = KERNELS.pick(v.shape[1], training=True)
+        grad_v, grad_w = backward(grad_out, v, w, r, lengths, list(ctx.shifts), ctx.normalize, ctx.residual)
+        return grad_w, grad_v, None, None, None, None, None
 
 
-def factor_product(w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex) -> Tensor:
-    """(W V) for a sparse factor with values w (B, N, K) at the given shifts, applied to v (B, N, D)."""
+def factor_product(w: Tensor, v: Tensor, shifts: tuple[int, ...], index: ShiftIndex, *, normalize: bool = False,
+                   residual: bool = False) -> Tensor:
+    """W V for a sparse factor with values w (B, N, K) at the given shifts, applied to v (B, N, D).
+
+    With `normalize`, W D V: V's rows read at unit root-mean-square (factor_norm); with `residual`, V + that.
+    """
     training = torch.is_grad_enabled() and (w.requires_grad or v.requires_grad)
-    return _FactorProduct.apply(w.to(v.dtype), v, shifts, index, training)
-
-
-def _inverse_rms(v: Tensor) -> Tensor:
-    """1 / root-mean-square of each row of v (B, N, D), computed in at least fp32 (bf16 squares lose too much)."""
-    precise = v.to(torch.promote_types(v.dtype, torch.float32))
-    return torch.rsqrt(precise.pow(2).mean(-1) + 1e-6).to(v.dtype)
+    return _FactorProduct.apply(w.to(v.dtype), v, index.lengths, shifts, normalize, residual, training)
 
 
 def mlp(dim_in: int, hidden: int, dim_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
+
+
+def _recomputed(net: nn.Module, x: Tensor) -> Tensor:
+    """net(x), with net's hidden layer recomputed in backward instead of kept: 2·H values per position and MLP,
+    more than a factor keeps (K + D + 1), for one extra GEMM and GELU per MLP in backward."""
+    if torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(net, x, use_reentrant=False)
+    return net(x)
 
 
 class ParamixerBlock(nn.Module):
@@ -202,15 +168,13 @@ class ParamixerBlock(nn.Module):
     def factor_values(self, x: Tensor) -> tuple[Tensor, ...]:
         """f_m(X) for every factor m: (B, N, K) each."""
         if isinstance(self.f, nn.ModuleList):
-            return tuple(f_m(x) for f_m in self.f)
-        return self.f(x).split([len(s) for s in self.shifts], -1)
+            return tuple(_recomputed(f_m, x) for f_m in self.f)
+        return _recomputed(self.f, x).split([len(s) for s in self.shifts], -1)
 
     def forward(self, v_in: Tensor, x: Tensor, index: ShiftIndex) -> Tensor:
-        v = self.g(v_in)
-        for w, shifts in zip(self.factor_values(x), self.shifts):
-            if self.out_norm is not None:  # factor_norm: W_m D_m, column j of W_m scaled by 1 / rms(V_m[j])
-                w = w * _inverse_rms(v).reshape(-1)[index.stack(shifts)].T.reshape_as(w)
-            v = v + factor_product(w, v, shifts, index)
+        v = _recomputed(self.g, v_in)
+        for w, shifts in zip(self.factor_values(x), self.shifts):  # factor_norm: W_m D_m, D_m = 1 / rms(V_m)
+            v = factor_product(w, v, shifts, index, normalize=self.out_norm is not None, residual=True)
         if self.out_norm is not None:
             v = self.out_norm(v)
         return self.dropout(v)
