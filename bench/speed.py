@@ -45,7 +45,7 @@ from genomix.models.paramixer import KERNELS, ShiftIndex, factor_product, factor
 # (registry name, protocol): the three models compared, at the same width and depth.
 MODELS: tuple[tuple[str, str | None], ...] = (("paramixer", "cdil"), ("paramixer", "chord"), ("transformer", None))
 # Equal width/depth for all; no stem or positions, so the measurement is the mixing and what surrounds it.
-CONFIG = dict(dim=64, hidden=128, layers=1, stem_kernel=0, pos_embedding=False, dropout=0.0)
+CONFIG = dict(dim=64, hidden=128, layers=1, stem_kernel=0, pos_embedding=False, dropout=0.0, composition=False)
 STARTUP_S = 60.0  # allowance for a child's imports, model creation and first-step set-up, before any limit
 
 log = Console(stderr=True, highlight=False)
