@@ -52,7 +52,12 @@ def create_model(name: str, num_classes: int, max_len: int, **options: Any) -> M
     """Build a registered model; unknown names, unknown options and bad values are user errors."""
     if max_len < 1:
         raise GenomixError(f"max_len must be at least 1, got {max_len}")
-    return model_class(name)(num_classes, max_len, parse_options(name, options))
+    cls, parsed = model_class(name), parse_options(name, options)
+    try:
+        return cls(num_classes, max_len, parsed)
+    except (RuntimeError, MemoryError, OverflowError) as err:  # a size no memory holds (max_len 10^12, say)
+        raise GenomixError(f"model {name} with max_len {max_len:,} cannot be built: {str(err).splitlines()[0]}") \
+            from None
 
 
 def rebuild(name: str, num_classes: int, config: dict[str, Any]) -> Model:
