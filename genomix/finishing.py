@@ -101,5 +101,5 @@ def _add_composition(network: Model, train: LabelledSet, val: LabelledSet, max_l
         return float(-blend[rows, val.y].mean())
 
     weight = float(min(COMPOSITION_WEIGHTS, key=nll))
-    network.composition_weight.fill_(weight)
+    network.set_composition_weight(weight)
     return weight

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class Prediction:
     label: str | None = None
     record: Record | None = field(default=None, repr=False, compare=False)
 
-    @property
+    @cached_property
     def probs(self) -> np.ndarray:
         return np.exp(self.log_probs)
 
@@ -165,7 +166,7 @@ class Caller:
             raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
 
     def __call__(self, probs: np.ndarray) -> tuple[str, float]:
-        if np.isnan(probs).any():
+        if math.isnan(probs[0]):  # an empty record: a row of NaN
             return UNCLASSIFIED, math.nan
         best = decide(probs, self.threshold, self.positive)
         if self.min_score is not None and probs.max() < self.min_score:

@@ -100,7 +100,7 @@ def test_composition_blend_is_the_weighted_sum_of_log_probabilities():
     tokens, lengths = pad([encode("ACGTACGTTTGACA"), encode("GGGCCCAT")])
     network_only = model(tokens, lengths)  # weight 0: the network's own logits, the k-mer term unused
     torch.nn.init.normal_(model.composition.head.weight)
-    model.composition_weight.fill_(0.3)
+    model.set_composition_weight(0.3)
     expected = 0.7 * network_only.log_softmax(-1) + 0.3 * model.composition(tokens, lengths).log_softmax(-1)
     torch.testing.assert_close(model(tokens, lengths), expected)
 

@@ -179,6 +179,14 @@ class SequenceClassifier(Model):
 
             self.composition = Kmer(num_classes, max_len, Kmer.Options()).requires_grad_(False)  # closed form
             self.register_buffer("composition_weight", torch.zeros(()))
+            self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(
+                float(module.composition_weight)))
+        self.blend = 0.0  # the composition weight as a Python number: a compiled step then needs no branch on data
+
+    def set_composition_weight(self, weight: float) -> None:
+        """The blend weight a of the k-mer term (0: the network alone)."""
+        self.composition_weight.fill_(weight)
+        self.blend = weight
 
     def embed_tokens(self, tokens: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         x = self.token_embed(tokens)
@@ -212,7 +220,7 @@ class SequenceClassifier(Model):
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """Logits (B, classes) for token ids (B, N) padded with 0 and true lengths (B,)."""
         logits = self.head(self.embed(tokens, lengths))
-        if self.composition is None or not self.composition_weight:
+        if self.composition is None or not self.blend:
             return logits
         a = self.composition_weight
         with torch.autocast(tokens.device.type, enabled=False):  # 5,460 standardised features: keep fp32
