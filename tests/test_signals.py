@@ -39,3 +39,16 @@ def test_predict_into_a_pipe_that_closes_ends_quietly(trained_model, test_fa):
     proc.stdout.close()  # as `| head -1` does
     proc.wait(timeout=120)
     assert proc.returncode == 0 and b"Traceback" not in proc.stderr.read()
+
+
+def test_sigint_and_sigterm_during_predict_leave_nothing_at_the_output(trained_model, test_fa, tmp_path):
+    for sig, code, line in ((signal.SIGINT, 130, "genomix: interrupted"), (signal.SIGTERM, 143, "genomix: terminated")):
+        out = tmp_path / f"p{code}.tsv"
+        proc = genomix("predict", trained_model, *[test_fa] * 40, "--batch-size", "1", "-o", out, "--device", "cpu")
+        while b"model paramixer" not in proc.stderr.readline():  # the model is loaded: scoring has begun
+            assert proc.poll() is None
+        time.sleep(1)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == code and stderr.decode().splitlines()[-1] == line, stderr.decode()[-1000:]
+        assert list(tmp_path.iterdir()) == [], "no output and no temporary file"
