@@ -14,13 +14,20 @@ from genomix.tokens import PAD
 BUCKET_POOL = 50  # batches sorted together: enough to group lengths, few enough to keep batches random
 
 
-def pad(token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, Tensor]:
-    """(tokens (B, N) int64 padded with PAD, lengths (B,) int64) for a list of 1-D token arrays."""
+def pad(token_arrays: Sequence[np.ndarray], width: int | None = None) -> tuple[Tensor, Tensor]:
+    """(tokens (B, N) int64 padded with PAD, lengths (B,) int64) for a list of 1-D token arrays; N is the longest
+    length, or `width` where that is more."""
     lengths = np.fromiter((len(t) for t in token_arrays), dtype=np.int64, count=len(token_arrays))
-    tokens = np.full((len(token_arrays), int(lengths.max())), PAD, dtype=np.int64)
+    tokens = np.full((len(token_arrays), max(int(lengths.max()), width or 0)), PAD, dtype=np.int64)
     for row, t in zip(tokens, token_arrays):
         row[: len(t)] = t
     return torch.from_numpy(tokens), torch.from_numpy(lengths)
+
+
+def bucket_width(longest: int, max_len: int) -> int:
+    """A padded width from few: the next power of two from 64 up, at most max_len. A captured (CUDA-graph) step
+    is recorded once per shape, so batches padded to these widths record a handful of graphs, not one per length."""
+    return min(max_len, max(64, 1 << (longest - 1).bit_length()))
 
 
 def random_crop(tokens: np.ndarray, max_len: int, rng: np.random.Generator) -> np.ndarray:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -111,6 +113,28 @@ def save_checkpoint(checkpoint: Checkpoint, network: nn.Module, optimizer, sched
         checkpoint.save(network, optimizer, scheduler, state)
 
 
+class Step:
+    """The model a training step runs: on CUDA compiled as CUDA graphs (`mode="reduce-overhead"`, one graph per
+    padded shape; `GENOMIX_COMPILE=0` turns it off), eager elsewhere, and eager for the rest of the run where
+    compilation fails."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        self.model, self.captured = model, None
+        if device.type == "cuda" and os.environ.get("GENOMIX_COMPILE", "1") != "0":
+            self.captured = torch.compile(model, mode="reduce-overhead")
+
+    def loss(self, objective: Objective, batch: Any) -> tuple[Tensor, int]:
+        if self.captured is None:
+            return objective.loss(self.model, batch)
+        try:
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are no longer needed
+            return objective.loss(self.captured, batch)
+        except Exception as err:  # noqa: BLE001 - any compiler problem means: train eager
+            warnings.warn(f"the compiled training step failed, training continues eager: {err}", stacklevel=2)
+            self.captured = None
+            return objective.loss(self.model, batch)
+
+
 def lr_factor(step: int, total: int) -> float:
     """Linear warm-up over the first WARMUP_FRACTION of steps, then cosine decay to zero."""
     warmup = max(1, int(WARMUP_FRACTION * total))
@@ -147,6 +171,7 @@ def train_loop(network: nn.Module, objective: Objective, settings: LoopSettings,
         raise GenomixError(f"too few training batches for {distributed.world_size()} processes")
     optimizer, scheduler = _optimizer(network, settings, total_steps)
     state = checkpoint.load(network, optimizer, scheduler) if resume and checkpoint else TrainState()
+    step = Step(model, device)
 
     network.train()
     while state.epoch < settings.epochs and state.bad_epochs < settings.patience:
@@ -158,7 +183,7 @@ def train_loop(network: nn.Module, objective: Objective, settings: LoopSettings,
             task = progress.add_task(f"epoch {epoch + 1}/{settings.epochs}", total=len(batches), loss=0.0, speed=0.0)
             for batch in batches:
                 with autocast(device):
-                    loss, count = objective.loss(model, batch)
+                    loss, count = step.loss(objective, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(network.parameters(), CLIP_NORM)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from genomix import distributed
-from genomix.batching import bucket_batches, num_batches, pad, padding_fraction, random_crop
+from genomix.batching import bucket_batches, bucket_width, num_batches, pad, padding_fraction, random_crop
 from genomix.console import console, resolve_device
 from genomix.dataset import LabelledSet, positive_class
 from genomix.errors import GenomixError
@@ -123,7 +123,9 @@ class Classification:
 
     def loss(self, model: torch.nn.Module, batch: np.ndarray) -> tuple[torch.Tensor, int]:
         tokens, y = self.current
-        batch_tokens, lengths = pad([tokens[i] for i in batch])
+        chosen = [tokens[i] for i in batch]
+        width = bucket_width(max(map(len, chosen)), self.max_len) if self.device.type == "cuda" else None
+        batch_tokens, lengths = pad(chosen, width)
         logits = model(batch_tokens.to(self.device), lengths.to(self.device))
         return self.loss_fn(logits.float(), torch.from_numpy(y[batch]).to(self.device)), len(batch)
 

@@ -190,3 +190,13 @@ def test_random_crop_keeps_short_sequences_whole():
     for length in (1, 29, 30):
         tokens = np.arange(length)
         assert np.array_equal(random_crop(tokens, 30, rng), tokens)
+
+
+def test_bucket_widths_are_few_and_cover_every_batch():
+    from genomix.batching import bucket_width
+
+    widths = {bucket_width(n, 4096) for n in range(1, 4097)}
+    assert widths == {64, 128, 256, 512, 1024, 2048, 4096}
+    assert all(bucket_width(n, 4096) >= n for n in range(1, 4097)) and bucket_width(300, 251) == 251
+    tokens, lengths = pad([np.array([1, 2, 3], np.uint8)], width=bucket_width(3, 64))
+    assert tokens.shape == (1, 64) and lengths.tolist() == [3] and tokens[0, 3:].eq(PAD).all()

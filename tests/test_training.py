@@ -226,3 +226,23 @@ def test_model_file_round_trip_keeps_predictions_and_temperature(tmp_path):
     before = [p.probs for p in predict_records(trained, records[:10], device="cpu")]
     after = [p.probs for p in predict_records(loaded, records[:10], device="cpu")]
     np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_a_training_step_whose_compilation_fails_runs_eager(monkeypatch):
+    """On CUDA the step runs compiled as CUDA graphs; where that fails, the step (and the run) go on eager."""
+    from genomix.loop import Step
+
+    class Objective:
+        def loss(self, model, batch):
+            return model(batch), len(batch)
+
+    def broken(batch):
+        raise RuntimeError("the compiler says no")
+
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: None)
+    step = Step(torch.nn.Identity(), torch.device("cpu"))
+    assert step.captured is None  # on the CPU the step is eager from the start
+    step.captured = broken
+    with pytest.warns(UserWarning, match="training continues eager: the compiler says no"):
+        loss, count = step.loss(Objective(), torch.ones(3))
+    assert loss.tolist() == [1.0, 1.0, 1.0] and count == 3 and step.captured is None
