@@ -64,6 +64,11 @@ Threshold = Annotated[
     typer.Option(help="Call the class (a binary model's positive class, or scan's --class) when its probability "
                  "reaches this. Default: the most probable class."),
 ]
+ReportFile = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
+                 "shares and the mean score."),
+]
 Threads = Annotated[
     Optional[int],  # noqa: UP045
     typer.Option(help="CPU threads for torch (a pipeline job's share of the cores). Default: torch's choice."),
@@ -224,10 +229,7 @@ def predict(
         typer.Option("--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
                      "below this, in (0, 1]."),
     ] = None,
-    report: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Summary TSV: per class the records, bases, their shares and the mean score."),
-    ] = None,
+    report: ReportFile = None,
     classified_out: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option("--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
@@ -342,10 +344,7 @@ def scan(
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
-    report: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Summary TSV of the windows' calls: per class the windows, bases, shares, mean score."),
-    ] = None,
+    report: ReportFile = None,
     threads: Threads = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""

@@ -7,7 +7,6 @@ the (records, F) float32 matrix, and the ids, one per line, in a file beside it 
 
 from __future__ import annotations
 
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from genomix.files import atomic_path, check_writable
 from genomix.modelfile import load_model
 from genomix.scoring import BATCH_SIZE, embeddings
 from genomix.sources import RecordSource
-from genomix.writers import PARQUET_ROWS, output_stream
+from genomix.writers import ParquetRows, output_stream
 
 FORMATS = (".parquet", ".npy")
 
@@ -42,22 +41,13 @@ def embed(model_path: str | Path, source: RecordSource, output: str | Path, batc
 
 
 def _parquet(rows, output: str | Path, inputs: list[str], width: int) -> int:
-    import pyarrow as pa  # imported here: only parquet outputs need it
-    import pyarrow.parquet as pq
-
-    schema = pa.schema([("id", pa.string()), ("length", pa.int64()), *((f"e{i}", pa.float32()) for i in range(width))])
     count = 0
-    with output_stream(output, inputs, binary=True) as out, pq.ParquetWriter(out, schema) as writer:
-        batch: list = []
-        for record, features in chain(rows, [(None, None)]):  # the sentinel flushes the last row group
-            if record is not None:
-                batch.append((record.id, len(record.seq), *features.astype(np.float32)))
-                count += 1
-            if batch and (len(batch) >= PARQUET_ROWS or record is None):
-                columns = list(zip(*batch))
-                writer.write_table(pa.Table.from_arrays([pa.array(c, f.type) for c, f in zip(columns, schema)],
-                                                        schema=schema))
-                batch = []
+    with output_stream(output, inputs, binary=True) as out:
+        table = ParquetRows(out, [("id", "string"), ("length", "int64"), *((f"e{i}", "float32") for i in range(width))])
+        for record, features in rows:
+            table.add((record.id, len(record.seq), *features.astype(np.float32)))
+            count += 1
+        table.close()
     return count
 
 

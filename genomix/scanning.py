@@ -188,13 +188,13 @@ def _progress() -> Progress:
     )
 
 
-def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None,
+def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None, report: str | Path | None,
                    inputs: list[str]) -> None:
     if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
     if bed_out is not None and (str(output) == str(bed_out) or Path(output).resolve() == Path(bed_out).resolve()):
         raise GenomixError(f"the track and --bed-out would both be written to {output}: give two paths")
-    for path in (output, bed_out):
+    for path in (output, bed_out, report):
         if path is not None and not is_stdout(path):
             check_writable(path, inputs)
 
@@ -293,14 +293,13 @@ def scan(
     Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
     """
     inputs = [str(model_path), str(genome_path)]
-    _check_outputs(output, all_classes, bed_out, inputs)
-    if report is not None and not is_stdout(report):
-        check_writable(report, inputs)
+    _check_outputs(output, all_classes, bed_out, report, inputs)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
     chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
-    check_threshold(threshold, model, target=model.classes.index(chosen) if chosen else None)
+    column = model.classes.index(chosen) if chosen else None  # the class of --bed-out, --threshold and the report
+    check_threshold(threshold, model, target=column)
     tracks = {name: class_output(Path(output), name) for name in model.classes} if all_classes else {chosen: output}
     if len(set(map(str, tracks.values()))) < len(tracks):
         raise GenomixError(f"--all-classes: two classes of {', '.join(model.classes)} give the same file name")
@@ -318,14 +317,13 @@ def scan(
         merger = None
         if bed_out is not None:
             bed = stack.enter_context(output_stream(bed_out, inputs))
-            merger = RegionMerger(bed, model.classes.index(chosen), chosen, threshold)
+            merger = RegionMerger(bed, column, chosen, threshold)
         windows = scan_windows(model, genome, window, step, batch_size, torch_device, rc)
-        summary = (Report(model.classes), Caller(model.classes, threshold, model.classes.index(chosen) if chosen
-                                                 else None)) if report is not None else None
-        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, summary)
-        if summary is not None:
-            summary[0].write(stack.enter_context(output_stream(report, inputs)))
-            console.log(summary[0].summary().replace("records", "windows"))
+        calls = (Report(model.classes, "windows"), Caller(model.classes, threshold, column)) if report else None
+        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
+        if calls is not None:
+            calls[0].write(stack.enter_context(output_stream(report, inputs)))
+            console.log(calls[0].summary())
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "

@@ -34,14 +34,17 @@ UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an em
 @dataclass(frozen=True)
 class Prediction:
     """Log-probabilities of one record in the model's class order (NaN for an empty record), the number of
-    windows they average, and the record's own label where it has one."""
+    windows they average, and the record scored (whose own label `evaluate` checks against)."""
 
     id: str
     length: int
     log_probs: np.ndarray
     windows: int
-    label: str | None = None
     record: Record | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str | None:
+        return self.record.label if self.record is not None else None
 
     @cached_property
     def probs(self) -> np.ndarray:
@@ -88,11 +91,8 @@ def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int =
                rc: bool | None = None) -> Iterator[tuple[Record, np.ndarray]]:
     """Each record with its pooled features (`Model.embed`), averaged over windows (and strands) as `predict`
     averages scores; the k-mer composition term is not part of them. Streamed a chunk at a time."""
-    torch_device = resolve_device(device)
-    rc = model.scores_both_strands(rc)
-    network = model.network.to(torch_device).eval()
-    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):
-        tokens = [encode(r.seq) for r in chunk]
+    network, torch_device, rc = _on_device(model, device, rc)
+    for chunk, tokens in _encoded(records, batch_size, model.max_len):
         yield from zip(chunk, window_means(network, network.embed, network.embed_dim, tokens, batch_size,
                                            torch_device, rc))
 
@@ -104,16 +104,13 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
     """
-    torch_device = resolve_device(device)
-    rc = model.scores_both_strands(rc)
+    network, torch_device, rc = _on_device(model, device, rc)
     temperature = model.temperature if calibrated else 1.0
-    network = model.network.to(torch_device).eval()
-    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * model.max_len):
-        tokens = [encode(r.seq) for r in chunk]
+    for chunk, tokens in _encoded(records, batch_size, model.max_len):
         scores = calibrate(log_probs(network, tokens, batch_size, torch_device, rc), temperature)
         for record, t, s in zip(chunk, tokens, scores):
             windows = len(window_starts(len(t), model.max_len)) if len(t) else 0
-            yield Prediction(record.id, len(t), s, windows, record.label, record)
+            yield Prediction(record.id, len(t), s, windows, record)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
@@ -122,8 +119,20 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
     mates = [p.log_probs for p in (first, second) if p.length]
     scores = np.mean(mates, 0) if mates else first.log_probs
     scores = scores - np.logaddexp.reduce(scores) if mates else scores
-    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows,
-                      first.label, first.record)
+    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record)
+
+
+def _on_device(model: TrainedModel, device: str, rc: bool | None) -> tuple[Model, torch.device, bool]:
+    """The network on its device in evaluation mode, the device, and whether both strands are scored."""
+    torch_device = resolve_device(device)
+    return model.network.to(torch_device).eval(), torch_device, model.scores_both_strands(rc)
+
+
+def _encoded(records: Iterable[Record], batch_size: int, max_len: int) -> Iterator[tuple[list[Record],
+                                                                                       list[np.ndarray]]]:
+    """The records a chunk at a time (`_chunks`), with their tokens."""
+    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * max_len):
+        yield chunk, [encode(r.seq) for r in chunk]
 
 
 def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:

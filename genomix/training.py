@@ -231,7 +231,7 @@ def _fit_weights(network: Model, epoch_data: EpochData, val: LabelledSet | None,
     """The closed-form fit where the model has one, else the gradient loop; the network ends with its best
     weights, in evaluation mode."""
     if network.fits_directly:  # closed-form models (kmer) skip the gradient loop
-        fit_direct(network, epoch_data(0), val, max_len, settings.seed, bool(settings.rc_augment))
+        fit_direct(network, epoch_data(0), val, max_len, settings.seed, score.rc)
         network.eval()
         return TrainState()
     objective = Classification(epoch_data, val, settings, max_len, device, score)

@@ -88,39 +88,55 @@ class JsonLinesWriter(PredictionWriter):
         self.rows += 1
 
 
-class ParquetWriter(PredictionWriter):
-    """The TSV's columns (p_<class> as float64) in row groups of PARQUET_ROWS, through pyarrow."""
+class ParquetRows:
+    """Rows streamed into a parquet file (through pyarrow) in row groups of PARQUET_ROWS, so memory stays bounded.
+    `fields` are (column name, pyarrow type name) pairs."""
 
-    suffix = ".parquet"
-    binary = True
-
-    def begin(self) -> None:
+    def __init__(self, out: IO, fields: Sequence[tuple[str, str]]) -> None:
         import pyarrow as pa  # imported here: only parquet outputs need it
         import pyarrow.parquet as pq
 
         self.pa = pa
-        fields = [("id", pa.string()), ("length", pa.int64()), ("windows", pa.int64()), ("label", pa.string()),
-                  ("score", pa.float64()), *((f"p_{c}", pa.float64()) for c in self.classes)]
-        self.schema = pa.schema(fields)
-        self.parquet = pq.ParquetWriter(self.out, self.schema)
+        self.schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in fields])
+        self.file = pq.ParquetWriter(out, self.schema)
         self.buffer: list[tuple] = []
+        self.groups = 0
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
-        self.buffer.append((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs))
-        self.rows += 1
+    def add(self, row: tuple) -> None:
+        self.buffer.append(row)
         if len(self.buffer) >= PARQUET_ROWS:
             self._flush()
 
     def _flush(self) -> None:
         columns = list(zip(*self.buffer)) if self.buffer else [[] for _ in self.schema]
-        self.parquet.write_table(self.pa.Table.from_arrays([self.pa.array(c, f.type) for c, f in
-                                                           zip(columns, self.schema)], schema=self.schema))
-        self.buffer = []
+        self.file.write_table(self.pa.Table.from_arrays([self.pa.array(c, f.type) for c, f in
+                                                         zip(columns, self.schema)], schema=self.schema))
+        self.buffer, self.groups = [], self.groups + 1
+
+    def close(self) -> None:
+        """Write what is buffered (an empty row group for a file of no rows, so it still reads as a table)."""
+        if self.buffer or not self.groups:
+            self._flush()
+        self.file.close()
+
+
+class ParquetWriter(PredictionWriter):
+    """The TSV's columns (p_<class> as float64) and the window count, through `ParquetRows`."""
+
+    suffix = ".parquet"
+    binary = True
+
+    def begin(self) -> None:
+        fields = [("id", "string"), ("length", "int64"), ("windows", "int64"), ("label", "string"),
+                  ("score", "float64"), *((f"p_{c}", "float64") for c in self.classes)]
+        self.table = ParquetRows(self.out, fields)
+
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
+        self.table.add((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs))
+        self.rows += 1
 
     def end(self) -> None:
-        if self.buffer or not self.rows:
-            self._flush()
-        self.parquet.close()
+        self.table.close()
 
 
 WRITERS: dict[str, type[PredictionWriter]] = {w.suffix: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter)}
@@ -139,10 +155,11 @@ def writer_for(path: str | Path | None) -> type[PredictionWriter]:
 
 class Report:
     """Per called class (and `unclassified`): records and bases, their shares, and the mean score, as Kraken2's
-    report gives them, so a person and MultiQC-style tools can read a run at a glance."""
+    report gives them, so a person and MultiQC-style tools can read a run at a glance. `unit` names what is
+    counted (records, or a scan's windows) in the summary line; the table's columns stay the same."""
 
-    def __init__(self, classes: Sequence[str]) -> None:
-        self.labels = [*classes, UNCLASSIFIED]
+    def __init__(self, classes: Sequence[str], unit: str = "records") -> None:
+        self.labels, self.unit = [*classes, UNCLASSIFIED], unit
         self.records = dict.fromkeys(self.labels, 0)
         self.bases = dict.fromkeys(self.labels, 0)
         self.scores = dict.fromkeys(self.labels, 0.0)
@@ -162,11 +179,11 @@ class Report:
             out.write(f"{label}\t{n}\t{shares}\t{mean}\n")
 
     def summary(self) -> str:
-        total = sum(self.records.values())
+        total, unclassified = sum(self.records.values()), self.records[UNCLASSIFIED]
         called = ", ".join(f"{label} {self.records[label]:,}" for label in self.labels[:-1])
-        share = 100 * (total - self.records[UNCLASSIFIED]) / max(1, total)
-        return f"{total - self.records[UNCLASSIFIED]:,} of {total:,} records classified ({share:.1f}%): {called}; " \
-               f"{UNCLASSIFIED} {self.records[UNCLASSIFIED]:,}"
+        share = 100 * (total - unclassified) / max(1, total)
+        return (f"{total - unclassified:,} of {total:,} {self.unit} classified ({share:.1f}%): {called}; "
+                f"{UNCLASSIFIED} {unclassified:,}")
 
 
 class RecordsByClass:
