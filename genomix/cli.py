@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from genomix import __version__, embedding, evaluating, predicting, scanning, training
+from genomix import __version__, embedding, evaluating, predicting, scanning, training, variants
 from genomix.console import console, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
@@ -351,6 +351,37 @@ def scan(
     use_threads(threads)
     scanning.scan(model, genome, output, window=window, step=step, class_name=class_name, all_classes=all_classes,
                   bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device, rc=rc, report=report)
+
+
+@app.command(name="variants")
+def variants_(
+    model: ModelFile,
+    vcf: Annotated[str, typer.Option("--vcf", help="Variant calls: VCF, plain or bgzip.")],
+    reference: Annotated[str, typer.Option(help="Genome FASTA (plain or bgzip) the calls were made on.")],
+    output: Annotated[str, typer.Option(
+        "--output", "-o", help="Effects to write: .tsv (a row per allele), .vcf or .vcf.gz (+ .tbi; the input "
+        "with INFO fields added); '-' for stdout (TSV).")],
+    window: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(min=1, help="Bases per window, centred on each allele. Default: the model's max_len."),
+    ] = None,
+    skip_mismatch: Annotated[bool, typer.Option(
+        "--skip-mismatch", help="Count records whose REF differs from the reference, instead of stopping.")] = False,
+    region: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Score only CHROM or CHROM:START-END (a bgzip VCF with a tabix index)."),
+    ] = None,
+    batch_size: ScoreBatch = BATCH_SIZE,
+    device: Device = "auto",
+    rc: Strands = None,
+    threads: Threads = None,
+) -> None:
+    """Score each variant of a VCF: the model on the reference and the alternative allele's windows, per class
+    both probabilities and the change in log-odds, in input order."""
+    use_threads(threads)
+    summary = variants.score_variants(model, vcf, reference, output, window=window, skip_mismatch=skip_mismatch,
+                                      region=region, device=device, batch_size=batch_size, rc=rc)
+    console.log(summary.line())
 
 
 @app.command()
