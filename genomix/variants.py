@@ -47,6 +47,8 @@ from genomix.writers import is_stdout, output_stream
 
 BLOCK_BASES = 1 << 16  # reference bases read at a time: a sorted VCF's next windows are mostly in the same block
 DNA = re.compile(r"[ACGTN]+")
+LETTERS = re.compile(r"[A-Za-z]+")
+NOT_ACGT = re.compile(r"[^ACGT]")
 QUAL = re.compile(r"\.|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
 SUFFIXES = (".tsv", ".vcf", ".vcf.gz")
 
@@ -157,7 +159,7 @@ def _check_line(line: str, where: str) -> None:
                            "ID REF ALT QUAL FILTER INFO)" + ("; it is empty" if not line.strip() else ""))
     if not fields[1].isdigit() or int(fields[1]) < 1:
         raise GenomixError(f"{where}: POS '{fields[1]}' is not a position (a whole number from 1)")
-    if not re.fullmatch(r"[A-Za-z]+", fields[3]):
+    if not LETTERS.fullmatch(fields[3]):
         raise GenomixError(f"{where}: REF '{fields[3]}' is not a sequence of bases")
     if not QUAL.fullmatch(fields[5]):
         raise GenomixError(f"{where}: QUAL '{fields[5]}' is not a number or '.'")
@@ -184,7 +186,7 @@ def _region_lines(path: str | Path, region: str) -> Iterator[str]:
 
 class VcfRecords:
     """The records of a VCF (or of one `region` of an indexed one) in file order, each with where it is, for
-    messages: the file and line, or the region and position.
+    messages: the file and line, or the region and the record's number in it.
 
     Each line is checked (`_check_line`) before htslib's record of it is used; with `region`, the lines come
     from the tabix index too.
@@ -206,16 +208,17 @@ class VcfRecords:
         numbered = enumerate(_text_lines(self.path), 1) if self.region is None else \
             ((None, line) for line in _region_lines(self.path, self.region))
         with self.vcf:
-            for number, line in numbered:
+            for count, (number, line) in enumerate(numbered, 1):
                 if number is not None and line.startswith("#"):
                     continue
-                where = f"{self.path}: line {number}" if number is not None else f"{self.path} --region {self.region}"
+                where = f"{self.path}: line {number}" if number is not None else \
+                    f"{self.path} --region {self.region}: record {count}"
                 _check_line(line, where)
                 try:
                     record = next(records)
                 except (OSError, ValueError, StopIteration) as err:
                     raise GenomixError(f"{where}: not a VCF record htslib can read ({err})") from None
-                yield where if number is not None else f"{where}: {record.chrom}:{record.pos}", record
+                yield where, record
 
 
 def _describe(where: str, record: pysam.VariantRecord) -> str:
@@ -236,7 +239,7 @@ class _Entry:
 def _check_ref(record: pysam.VariantRecord, reference: _Reference, where: str) -> str | None:
     """None when REF is what the reference has there, else what the reference has (a mismatch)."""
     length = reference.check_contig(record.chrom, _describe(where, record))
-    ref = re.sub(r"[^ACGT]", "N", record.ref.upper())
+    ref = NOT_ACGT.sub("N", record.ref.upper())
     if record.start + len(ref) > length:
         return f"the contig's end ({length:,} bases)"
     bases = reference.fetch(record.chrom, record.start, record.start + len(ref))
@@ -282,28 +285,41 @@ def info_key(kind: str, class_name: str) -> str:
     return f"{kind}_{re.sub(r'[^0-9A-Za-z_.]', '_', class_name)}"
 
 
+@dataclass(frozen=True)
+class _Scores:
+    """A chunk's windows: (windows, classes) probabilities and log-odds of each class."""
+
+    probs: np.ndarray
+    log_odds: np.ndarray
+
+    @classmethod
+    def of(cls, log_probs: np.ndarray) -> _Scores:
+        odds = np.stack([log_odds(log_probs, c) for c in range(log_probs.shape[1])], 1) if len(log_probs) else \
+            log_probs
+        return cls(np.exp(log_probs), odds)
+
+    def effects(self, entry: _Entry) -> list[np.ndarray | None]:
+        """Per ALT allele, the change in each class's log-odds from the reference (None: not scored)."""
+        return [None if w is None else self.log_odds[w] - self.log_odds[entry.ref_window] for w in entry.alt_windows]
+
+
 class _TsvEffects:
     """One row per scored allele: chrom, pos, id, ref, alt, then ref_<class>, alt_<class> (probabilities) and
     log_odds_<class> (alternative minus reference) per class."""
 
     def __init__(self, out: IO, classes: Sequence[str]) -> None:
-        self.out, self.classes = out, classes
+        self.out = out
         columns = [f"{kind}_{c}" for kind in ("ref", "alt", "log_odds") for c in classes]
         out.write("\t".join(["chrom", "pos", "id", "ref", "alt", *columns]) + "\n")
 
-    def write(self, entry: _Entry, ref: np.ndarray, alts: list[np.ndarray | None], where: str) -> None:
+    def write(self, entry: _Entry, scores: _Scores) -> None:
         record = entry.record
-        for alt, row in zip(record.alts or (), alts):
-            if row is None:
+        for alt, window, effect in zip(record.alts or (), entry.alt_windows, scores.effects(entry)):
+            if window is None:
                 continue
-            fields = [record.chrom, str(record.pos), record.id or ".", record.ref, alt,
-                      *(f"{x:.6g}" for x in (*np.exp(ref), *np.exp(row), *_effects(ref, row)))]
+            numbers = (*scores.probs[entry.ref_window], *scores.probs[window], *effect)
+            fields = [record.chrom, str(record.pos), record.id or ".", record.ref, alt, *(f"{x:.6g}" for x in numbers)]
             self.out.write("\t".join(fields) + "\n")
-
-
-def _effects(ref: np.ndarray, alt: np.ndarray) -> list[float]:
-    """Per class, the change in log-odds from the reference to the alternative allele."""
-    return [float(log_odds(alt, c) - log_odds(ref, c)) for c in range(len(ref))]
 
 
 class _VcfEffects:
@@ -315,23 +331,24 @@ class _VcfEffects:
         self.contigs: set[str] = set()
         self.last: tuple[str, int] = ("", 0)
 
-    def write(self, entry: _Entry, ref: np.ndarray | None, alts: list[np.ndarray | None], where: str) -> None:
+    def write(self, entry: _Entry, scores: _Scores) -> None:
         record = entry.record
         if self.indexed:
-            self._check_sorted(record, where)
-        if ref is not None:
-            effects = [None if row is None else _effects(ref, row) for row in alts]
+            self._check_sorted(record, entry.where)
+        if entry.ref_window is not None:
+            effects = scores.effects(entry)
             for c, name in enumerate(self.classes):
-                record.info[info_key("ref", name)] = float(np.exp(ref[c]))
-                record.info[info_key("alt", name)] = tuple(None if r is None else float(np.exp(r[c])) for r in alts)
-                record.info[info_key("log_odds", name)] = tuple(None if e is None else e[c] for e in effects)
+                record.info[info_key("ref", name)] = float(scores.probs[entry.ref_window, c])
+                record.info[info_key("alt", name)] = tuple(None if w is None else float(scores.probs[w, c])
+                                                           for w in entry.alt_windows)
+                record.info[info_key("log_odds", name)] = tuple(None if e is None else float(e[c]) for e in effects)
         try:
             self.vcf.write(record)
         except OSError:
             undeclared = [k for k in record.info if k not in self.vcf.header.info]
             undeclared += [k for k in record.format if k not in self.vcf.header.formats]
-            raise GenomixError(f"{_describe(where, record)}: cannot be written to {self.output}: it uses fields its "
-                               f"header does not declare ({', '.join(undeclared) or 'a FILTER?'}); declare them "
+            raise GenomixError(f"{_describe(entry.where, record)}: cannot be written to {self.output}: it uses fields "
+                               f"its header does not declare ({', '.join(undeclared) or 'a FILTER?'}); declare them "
                                "(`bcftools annotate -h`) or write a .tsv") from None
 
     def _check_sorted(self, record: pysam.VariantRecord, where: str) -> None:
@@ -439,7 +456,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
 def _write_chunk(writer: _TsvEffects | _VcfEffects, chunk: list[_Entry], windows: list[str],
                  scorer: SequenceScorer) -> None:
     """Score a chunk's windows in one pass of batches and write its records in order."""
-    scores = scorer([encode(w) for w in windows]) if windows else np.empty((0, 0))
+    log_probs = scorer([encode(w) for w in windows]) if windows else np.empty((0, 0))
+    scores = _Scores.of(log_probs)
     for entry in chunk:
-        ref = None if entry.ref_window is None else scores[entry.ref_window]
-        writer.write(entry, ref, [None if w is None else scores[w] for w in entry.alt_windows], entry.where)
+        writer.write(entry, scores)

@@ -177,6 +177,8 @@ def test_multi_allelic_records_and_outputs_read_back(genome, tmp_path):
         assert multi[3] == pytest.approx(float(table[1]["log_odds_escherichia_coli"]), rel=1e-5)
         assert "ref_escherichia_coli" not in records[1].info
         assert [r.id for r in out.fetch("chrB", 70, 90)] == ["snv"]  # the tabix index works
+    region = score_variants(FIXTURE, vcf_gz, path, tmp_path / "chrB.tsv", region="chrB:70-90", device="cpu")
+    assert (region.records, [r["id"] for r in read_tsv(tmp_path / "chrB.tsv")]) == (1, ["snv"])
     score_variants(FIXTURE, vcf, path, tmp_path / "effects.vcf", device="cpu")
     with pysam.VariantFile(str(tmp_path / "effects.vcf")) as plain:
         assert [r.info.get("alt_escherichia_coli") for r in plain] == [
