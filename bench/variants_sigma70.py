@@ -16,8 +16,10 @@ than substitutions elsewhere in the same promoters? `genomix variants` on the K-
    substitutions scored in the promoter's own 81-base window (`genomix.effects.substitution_effects`, the
    core of `explain --method ism`), where only the substituted base differs between the groups.
 
-Figures: promoters found, boxes found, per run and group the mean change in the promoter log-odds, the mean
-reference probability, and the AUROC of (minus the change) between box and elsewhere substitutions.
+Figures: promoters found, boxes found, per run and group (box; the box substitutions of a base that matches
+TATAAT, which break the consensus, where the others may move towards it; elsewhere) the mean change in the
+promoter log-odds and the mean reference probability, and the AUROC of (minus the change) between box (or
+consensus-base) substitutions and those elsewhere.
 
     python bench/variants_sigma70.py --model ecoli_sigma70.gmx     # a model trained on the train split only
     python bench/variants_sigma70.py                               # trains one first (default settings, seed 0)
@@ -106,7 +108,9 @@ def substitutions(promoter: dict, box: int, rng: np.random.Generator) -> list[di
             forward = promoter["strand"] == "+"
             at = promoter["start"] + (i if forward else len(seq) - 1 - i)
             ref, alt_forward = (seq[i], alt) if forward else (seq[i].translate(COMPLEMENT), alt.translate(COMPLEMENT))
+            consensus_base = group == "box" and seq[i] == CONSENSUS[i - box]
             variants.append({"promoter": promoter["id"], "group": group, "index": i, "alt": alt,
+                             "consensus_base": consensus_base,
                              "pos": at + 1, "vcf_ref": ref, "vcf_alt": alt_forward, "strand": promoter["strand"]})
     return variants
 
@@ -130,17 +134,21 @@ def run_variants(model: Path, vcf: Path, reference: Path, out: Path, rc: bool) -
 
 
 def summarise(name: str, variants: list[dict], scores: dict[int, tuple[float, float]]) -> dict:
-    """Per group: count, mean and median change, mean reference p; the AUROC of minus the change."""
+    """Per group (box; box substitutions of a base that matches TATAAT; elsewhere): count, mean and median
+    change, mean reference p; the AUROC of minus the change, box (or consensus base) against elsewhere."""
+    groups = {"box": lambda v: v["group"] == "box", "box_consensus_base": lambda v: v["consensus_base"],
+              "elsewhere": lambda v: v["group"] == "elsewhere"}
     result: dict = {"run": name}
-    labels, drops = [], []
-    for group in ("box", "elsewhere"):
-        rows = [scores[i] for i, v in enumerate(variants) if v["group"] == group and i in scores]
+    drops = {}
+    for group, member in groups.items():
+        rows = [scores[i] for i, v in enumerate(variants) if member(v) and i in scores]
         effects = np.array([r[0] for r in rows])
         result[group] = {"variants": len(rows), "mean_change": float(effects.mean()),
                          "median_change": float(np.median(effects)), "mean_ref_p": float(np.mean([r[1] for r in rows]))}
-        labels += [group == "box"] * len(rows)
-        drops += list(-effects)
-    result["auroc"] = float(roc_auc_score(labels, drops))
+        drops[group] = list(-effects)
+    for group in ("box", "box_consensus_base"):
+        labels = [True] * len(drops[group]) + [False] * len(drops["elsewhere"])
+        result[f"auroc_{group}_vs_elsewhere"] = float(roc_auc_score(labels, drops[group] + drops["elsewhere"]))
     return result
 
 
@@ -159,6 +167,24 @@ def promoter_frame(model_path: Path, variants: list[dict], sequences: dict[str, 
     return scores
 
 
+def locate_boxes(data: Path, seed: int) -> tuple[dict, list[dict], list[dict], str, str]:
+    """(figures on the promoters, those with a -10 box, their substitutions, the genome, its contig name)."""
+    with gzip.open(data / "genomes" / "escherichia_coli_K12_W3110.fna.gz", "rt") as file:
+        header, *rest = file.read().split("\n")
+    genome = "".join(rest).upper()
+    promoters = [p for p in read_fasta(data / "ecoli_sigma70_promoters" / "test.fa.gz") if "label=promoter" in p[0]]
+    found, repeated = locate(promoters, genome)
+    rng = np.random.default_rng(seed)
+    boxes = {p["id"]: minus_ten_box(p["seq"]) for p in found}
+    with_box = [p for p in found if boxes[p["id"]] is not None]
+    variants = [v for p in with_box for v in substitutions(p, boxes[p["id"]], rng)]
+    matches = [sum(a == b for a, b in zip(p["seq"][boxes[p["id"]] :][:6], CONSENSUS)) for p in with_box]
+    figures = {"test_promoters": len(promoters), "found": len(found), "found_more_than_once": repeated,
+               "forward_strand": sum(p["strand"] == "+" for p in found), "with_minus_ten_box": len(with_box),
+               "box_matches_to_TATAAT": dict(enumerate(np.bincount(matches, minlength=7).tolist()))}
+    return figures, with_box, variants, genome, header[1:].split()[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="model trained on the train split (default: train one)")
@@ -166,38 +192,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random 'elsewhere' substitutions")
     parser.add_argument("--json-out", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="variants_sigma70."))
-    genome_file = args.data / "genomes" / "escherichia_coli_K12_W3110.fna.gz"
-    with gzip.open(genome_file, "rt") as file:
-        contig, *rest = file.read().split("\n")
-    genome = "".join(rest).upper()
-    reference = work / "W3110.fa"  # plain FASTA: the shared file is gzip, which cannot be read by position
-    reference.write_text(f"{contig}\n{genome}\n")
-    contig_name = contig[1:].split()[0]
-    test_set = read_fasta(args.data / "ecoli_sigma70_promoters" / "test.fa.gz")
-    promoters = [p for p in test_set if "label=promoter" in p[0]]
-    found, repeated = locate(promoters, genome)
-    rng = np.random.default_rng(args.seed)
-    boxes = {p["id"]: minus_ten_box(p["seq"]) for p in found}
-    with_box = [p for p in found if boxes[p["id"]] is not None]
-    variants = [v for p in with_box for v in substitutions(p, boxes[p["id"]], rng)]
-    model = args.model or _train(args.data, work)
-    vcf_all, vcf_forward = work / "all.vcf", work / "forward.vcf"
-    write_vcf(vcf_all, contig_name, variants)
-    forward = [v if v["strand"] == "+" else None for v in variants]
-    write_vcf(vcf_forward, contig_name, [v for v in forward if v is not None])
-    renumber = {j: i for j, i in enumerate(i for i, v in enumerate(forward) if v is not None)}
-    run_b = run_variants(model, vcf_forward, reference, work / "forward.tsv", rc=False)
-    runs = [summarise("A: all promoters, --rc", variants, run_variants(model, vcf_all, reference, work / "all.tsv",
-                                                                        rc=True)),
-            summarise("B: forward-strand promoters, one strand", variants, {renumber[j]: s for j, s in run_b.items()}),
-            summarise("C: promoter's own window (ISM core)", variants,
-                      promoter_frame(model, variants, {p["id"]: p["seq"] for p in with_box}))]
-    figures = {"test_promoters": len(promoters), "found": len(found), "found_more_than_once": repeated,
-               "forward_strand": sum(p["strand"] == "+" for p in found), "with_minus_ten_box": len(with_box),
-               "box_consensus_matches": np.bincount([sum(a == b for a, b in zip(p["seq"][boxes[p["id"]]:][:6],
-                                                     CONSENSUS)) for p in with_box], minlength=7).tolist(),
-               "runs": runs, "model": str(model)}
+    figures, with_box, variants, genome, contig = locate_boxes(args.data, args.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        reference = work / "W3110.fa"  # plain FASTA: the shared file is gzip, which cannot be read by position
+        reference.write_text(f">{contig}\n{genome}\n")
+        model = args.model or _train(args.data, work)
+        write_vcf(work / "all.vcf", contig, variants)
+        forward = [i for i, v in enumerate(variants) if v["strand"] == "+"]
+        write_vcf(work / "forward.vcf", contig, [variants[i] for i in forward])
+        run_a = run_variants(model, work / "all.vcf", reference, work / "all.tsv", rc=True)
+        run_b = run_variants(model, work / "forward.vcf", reference, work / "forward.tsv", rc=False)
+        run_c = promoter_frame(model, variants, {p["id"]: p["seq"] for p in with_box})
+    figures["runs"] = [summarise("A: all promoters, --rc", variants, run_a),
+                       summarise("B: forward-strand promoters, one strand", variants,
+                                 {forward[j]: s for j, s in run_b.items()}),
+                       summarise("C: promoter's own window (ISM core)", variants, run_c)]
+    figures["model"] = str(args.model or "trained here: default settings, seed 0, train split")
     print(json.dumps(figures, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
