@@ -280,8 +280,8 @@ def _prepare(where: str, record: pysam.VariantRecord, reference: _Reference, wid
 
 
 def info_key(kind: str, class_name: str) -> str:
-    """The INFO field (and TSV column stem) of one class: `ref_`, `alt_` or `log_odds_` + the class name, with
-    characters that VCF keys cannot hold replaced by '_'."""
+    """The INFO field and TSV column of one class: `ref_`, `alt_` or `log_odds_` + the class name, with characters
+    that VCF keys cannot hold replaced by '_' (in both, so that a column has one name)."""
     return f"{kind}_{re.sub(r'[^0-9A-Za-z_.]', '_', class_name)}"
 
 
@@ -309,7 +309,7 @@ class _TsvEffects:
 
     def __init__(self, out: IO, classes: Sequence[str]) -> None:
         self.out = out
-        columns = [f"{kind}_{c}" for kind in ("ref", "alt", "log_odds") for c in classes]
+        columns = [info_key(kind, c) for kind in ("ref", "alt", "log_odds") for c in classes]
         out.write("\t".join(["chrom", "pos", "id", "ref", "alt", *columns]) + "\n")
 
     def write(self, entry: _Entry, scores: _Scores) -> None:

@@ -23,7 +23,7 @@ from genomix.scoring import predict_records
 from genomix.sources import RecordSource
 from genomix.tokens import encode
 from genomix.training import TrainSettings, train
-from genomix.variants import allele_windows, score_variants, skip_reason
+from genomix.variants import allele_windows, info_key, score_variants, skip_reason
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_paramixer.gmx"  # max_len 64, scored on both strands
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
@@ -77,6 +77,11 @@ def test_windows_rule(start, ref, alt, width, expected):
 ])
 def test_alleles_not_scored_have_a_reason(alt, reason):
     assert skip_reason(alt, "A", 64) == reason
+
+
+def test_class_names_become_vcf_keys():
+    assert info_key("log_odds", "promoter") == "log_odds_promoter"
+    assert info_key("alt", "E. coli K-12") == "alt_E._coli_K_12"
 
 
 def expected_rows(model, contigs: dict[str, str], cases: list[tuple], rc: bool | None = None) -> list[np.ndarray]:
