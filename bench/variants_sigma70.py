@@ -19,7 +19,8 @@ than substitutions elsewhere in the same promoters? `genomix variants` on the K-
 Figures: promoters found, boxes found, per run and group (box; the box substitutions of a base that matches
 TATAAT, which break the consensus, where the others may move towards it; elsewhere) the mean change in the
 promoter log-odds and the mean reference probability, and the AUROC of (minus the change) between box (or
-consensus-base) substitutions and those elsewhere.
+consensus-base) substitutions and those elsewhere, with the one-sided Mann-Whitney p-value of the same
+comparison.
 
     python bench/variants_sigma70.py --model ecoli_sigma70.gmx     # a model trained on the train split only
     python bench/variants_sigma70.py                               # trains one first (default settings, seed 0)
@@ -37,6 +38,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
 from genomix.effects import BASES, SequenceScorer, substitution_effects
@@ -149,22 +151,32 @@ def summarise(name: str, variants: list[dict], scores: dict[int, tuple[float, fl
     for group in ("box", "box_consensus_base"):
         labels = [True] * len(drops[group]) + [False] * len(drops["elsewhere"])
         result[f"auroc_{group}_vs_elsewhere"] = float(roc_auc_score(labels, drops[group] + drops["elsewhere"]))
+        result[f"p_{group}_vs_elsewhere"] = float(mannwhitneyu(drops[group], drops["elsewhere"],
+                                                               alternative="greater").pvalue)
     return result
 
 
-def promoter_frame(model_path: Path, variants: list[dict], sequences: dict[str, str]) -> dict[int, tuple[float, float]]:
-    """Control C: each substitution scored in its promoter's own window (the ISM core)."""
+def promoter_frame(model_path: Path, variants: list[dict], sequences: dict[str, str],
+                   boxes: dict[str, int]) -> tuple[dict[int, tuple[float, float]], dict[str, float]]:
+    """Control C: each substitution scored in its promoter's own window (the ISM core); and the mean effect of
+    all 3 substitutions at each position, over the promoters aligned on their -10 box, in 5-base bins."""
     model = load_model(model_path)
     scorer = SequenceScorer(model, device="cpu")
     target = model.classes.index("promoter")
-    scores = {}
+    scores, offsets = {}, []
     for pid, seq in sequences.items():
         table = substitution_effects(scorer, encode(seq), target)
         ref_p = float(np.exp(scorer([encode(seq)])[0, target]))
         for number, v in enumerate(variants):
             if v["promoter"] == pid:
                 scores[number] = (float(table[v["index"], BASES.index(v["alt"])]), ref_p)
-    return scores
+        offsets += [(i - boxes[pid], table[i].sum() / 3) for i in range(len(seq))]  # own base: 0
+    bins: dict[str, list[float]] = {}
+    for offset, effect in offsets:
+        low = 5 * (offset // 5)
+        bins.setdefault(f"{low:+d}..{low + 4:+d}", []).append(effect)
+    return scores, {name: float(np.mean(values)) for name, values in sorted(bins.items(), key=lambda kv:
+                                                                             int(kv[0].split("..")[0]))}
 
 
 def locate_boxes(data: Path, seed: int) -> tuple[dict, list[dict], list[dict], str, str]:
@@ -176,7 +188,7 @@ def locate_boxes(data: Path, seed: int) -> tuple[dict, list[dict], list[dict], s
     found, repeated = locate(promoters, genome)
     rng = np.random.default_rng(seed)
     boxes = {p["id"]: minus_ten_box(p["seq"]) for p in found}
-    with_box = [p for p in found if boxes[p["id"]] is not None]
+    with_box = [p | {"box": boxes[p["id"]]} for p in found if boxes[p["id"]] is not None]
     variants = [v for p in with_box for v in substitutions(p, boxes[p["id"]], rng)]
     matches = [sum(a == b for a, b in zip(p["seq"][boxes[p["id"]] :][:6], CONSENSUS)) for p in with_box]
     figures = {"test_promoters": len(promoters), "found": len(found), "found_more_than_once": repeated,
@@ -203,11 +215,13 @@ def main() -> None:
         write_vcf(work / "forward.vcf", contig, [variants[i] for i in forward])
         run_a = run_variants(model, work / "all.vcf", reference, work / "all.tsv", rc=True)
         run_b = run_variants(model, work / "forward.vcf", reference, work / "forward.tsv", rc=False)
-        run_c = promoter_frame(model, variants, {p["id"]: p["seq"] for p in with_box})
+        run_c, profile = promoter_frame(model, variants, {p["id"]: p["seq"] for p in with_box},
+                                        {p["id"]: p["box"] for p in with_box})
     figures["runs"] = [summarise("A: all promoters, --rc", variants, run_a),
                        summarise("B: forward-strand promoters, one strand", variants,
                                  {forward[j]: s for j, s in run_b.items()}),
                        summarise("C: promoter's own window (ISM core)", variants, run_c)]
+    figures["mean_effect_by_offset_from_box_start"] = profile
     figures["model"] = str(args.model or "trained here: default settings, seed 0, train split")
     print(json.dumps(figures, indent=2))
     if args.json_out:
