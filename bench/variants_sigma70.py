@@ -222,7 +222,7 @@ def main() -> None:
                                  {forward[j]: s for j, s in run_b.items()}),
                        summarise("C: promoter's own window (ISM core)", variants, run_c)]
     figures["mean_effect_by_offset_from_box_start"] = profile
-    figures["model"] = str(args.model or "trained here: default settings, seed 0, train split")
+    figures["model"] = args.model.name if args.model else "trained here: default settings, seed 0, train split"
     print(json.dumps(figures, indent=2))
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
