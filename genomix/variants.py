@@ -345,11 +345,13 @@ class _VcfEffects:
         try:
             self.vcf.write(record)
         except OSError:
-            undeclared = [k for k in record.info if k not in self.vcf.header.info]
-            undeclared += [k for k in record.format if k not in self.vcf.header.formats]
-            raise GenomixError(f"{_describe(entry.where, record)}: cannot be written to {self.output}: it uses fields "
-                               f"its header does not declare ({', '.join(undeclared) or 'a FILTER?'}); declare them "
-                               "(`bcftools annotate -h`) or write a .tsv") from None
+            header = self.vcf.header
+            undeclared = [f"INFO/{k}" for k in record.info if k not in header.info]
+            undeclared += [f"FORMAT/{k}" for k in record.format if k not in header.formats]
+            undeclared += [f"FILTER/{k}" for k in record.filter if k not in header.filters]
+            raise GenomixError(f"{_describe(entry.where, record)}: cannot be written to {self.output}: it uses "
+                               f"{', '.join(undeclared) or 'something'} that the VCF's header does not declare; "
+                               "declare it (`bcftools annotate -h extra.hdr`) or write a .tsv") from None
 
     def _check_sorted(self, record: pysam.VariantRecord, where: str) -> None:
         contig, pos = self.last
