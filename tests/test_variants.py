@@ -290,3 +290,14 @@ def test_bad_input_is_one_line_and_leaves_nothing(genome, tmp_path, monkeypatch,
     stdout, stderr = capfd.readouterr()
     user_error(subprocess.CompletedProcess(argv, exit_.value.code, stdout.encode(), stderr.encode()), *fragments)
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_vcf_output_needs_every_field_declared_and_says_which_is_not(genome, tmp_path):
+    path, contigs = genome
+    text = vcf_text([("chrA", 10, ".", contigs["chrA"][9], "<DUP>")]).replace("\t.\t.\t.\n", "\t.\tlowq\t.\n")
+    (tmp_path / "calls.vcf").write_text(text)
+    with pytest.raises(GenomixError, match="line 3 .*FILTER/lowq"):
+        score_variants(FIXTURE, tmp_path / "calls.vcf", path, tmp_path / "e.vcf", device="cpu")
+    assert list(tmp_path.iterdir()) == [tmp_path / "calls.vcf"]
+    summary = score_variants(FIXTURE, tmp_path / "calls.vcf", path, tmp_path / "e.tsv", device="cpu")  # TSV: fine
+    assert summary.skipped == {"symbolic (<...>)": 1}
