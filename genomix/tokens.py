@@ -2,14 +2,15 @@
 
 Sequences reaching this module are already normalised by the reader (upper-case A, C, G, T, N only),
 so encoding is one vectorised table look-up per sequence, not a Python loop per base. Models read
-batches of these ids as tensors, and turn them into k-mer codes here.
+batches of these ids as tensors, and turn them into k-mer codes here; `genomix.explaining` differentiates
+models through base weights instead (`one_hot`, `kmer_weights`), which give the same results at one-hot input.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 PAD = 0
 ALPHABET = "ACGTN"
@@ -47,3 +48,22 @@ def kmer_codes(tokens: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]
     place = 4 ** torch.arange(k - 1, -1, -1, device=tokens.device)
     codes = (bases.clamp(0, 3).unfold(1, k, 1) * place).sum(-1)
     return codes, valid.unfold(1, k, 1).all(-1)
+
+
+def one_hot(tokens: Tensor) -> Tensor:
+    """(..., 4) float base weights of token ids: one-hot rows for A, C, G, T, zero rows for N and padding."""
+    return nn.functional.one_hot(tokens.long(), VOCAB_SIZE)[..., 1:5].float()
+
+
+def kmer_weights(bases: Tensor, k_max: int) -> list[Tensor]:
+    """For base weights (B, N, 4), the weight of every k-mer at every start, (B, N - k + 1, 4^k) for k = 1 … k_max
+    (while N ≥ k): the product of its bases' weights, in `kmer_codes`' order (the first base most significant).
+
+    At one-hot input this is the one-hot of `kmer_codes`, zero where a k-mer touches N or padding (zero rows);
+    between one-hot points it is the multilinear extension, so counts and embeddings of k-mers are differentiable.
+    """
+    levels = [bases]
+    for k in range(2, min(k_max, bases.shape[1]) + 1):
+        n = bases.shape[1] - k + 1
+        levels.append((levels[-1][:, :n, :, None] * bases[:, k - 1 : k - 1 + n, None, :]).flatten(-2))
+    return levels[:k_max]
