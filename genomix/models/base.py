@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.tokens import VOCAB_SIZE, kmer_codes, kmer_weights, padding_mask
+from genomix.tokens import VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,12 +211,12 @@ class SequenceClassifier(Model):
         """The token and k-mer embeddings of base weights (`genomix.tokens.one_hot`): equal to those of the token
         ids at one-hot input, and differentiable, so that `genomix.explaining` can take gradients. A base's
         embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
-        (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_weights`)."""
+        (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_embedding`)."""
         table = self.token_embed.weight
         x = bases @ table[1:5] + (1 - bases.sum(-1, keepdim=True)) * table[5]
         if self.kmer_embed is not None and bases.shape[1] >= self.kmer:
-            weights = kmer_weights(bases, self.kmer)[-1]
-            x = x + nn.functional.pad(weights @ self.kmer_embed.weight[: 4**self.kmer], (0, 0, 0, self.kmer - 1))
+            kmers = kmer_embedding(bases, self.kmer_embed.weight, self.kmer)
+            x = x + nn.functional.pad(kmers, (0, 0, 0, self.kmer - 1))
         return x
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from genomix.batching import pad
 from genomix.models import register
 from genomix.models.base import Model, ModelOptions, at_least
-from genomix.tokens import kmer_codes, kmer_weights, padding_mask
+from genomix.tokens import kmer_codes, kmer_counts, padding_mask
 
 REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation
 LONGEST_K = (4, 5, 6)  # the longest k tried on validation (up to the model's k_max)
@@ -59,11 +59,11 @@ class Kmer(Model):
 
     def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """(B, features): for each k, the frequency of each of the 4^k k-mers among the valid ones. Token ids
-        (B, N) are counted; base weights (B, N, 4) sum their k-mers' weights (`kmer_weights`), the same counts
+        (B, N) are counted; base weights (B, N, 4) sum their k-mers' weights (`kmer_counts`), the same counts
         at one-hot input and differentiable between (a frequency's denominator included)."""
         if tokens.is_floating_point():
             bases = tokens * padding_mask(lengths, tokens.shape[1])[..., None]
-            counts = [weights.sum(1) for weights in kmer_weights(bases, self.k_max)]
+            counts = kmer_counts(bases, self.k_max)
         else:
             counts = []
             for k in range(1, min(self.k_max, tokens.shape[1]) + 1):
