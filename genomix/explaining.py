@@ -25,25 +25,35 @@ gradient it is 4/3 × the mean-centred substitution effects or gradients; for ig
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from genomix import motifs
 from genomix.batching import window_starts
+from genomix.console import console
 from genomix.effects import BASE_TOKENS, SequenceScorer, log_odds, substitution_effects
 from genomix.errors import GenomixError
-from genomix.modelfile import TrainedModel
+from genomix.files import atomic_path, check_writable
+from genomix.genomes import Genome
+from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE
+from genomix.sources import RecordSource
 from genomix.tokens import encode, one_hot
+from genomix.tracks import open_track
+from genomix.writers import is_stdout, output_stream
 
 METHODS = ("ism", "gradient", "ig")
 MAX_ISM_PASSES = 1_000_000  # window forward passes one ISM request may need before it is refused
 REFERENCES = 4  # dinucleotide-shuffled references per record (ig)
-IG_STEPS = 16  # points on each path from a reference to the record (ig; midpoint rule)
+IG_STEPS = 8  # points on each path from a reference to the record (ig; midpoint rule)
 PREDICTED = "predicted"  # --class predicted: each record's most probable class
 
 
@@ -265,4 +275,148 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
         scores = (hypothetical * one_hot(torch.from_numpy(encode(seq))).numpy()).sum(1)
         explanations.append(Explanation(record.id, seq, lo, int(target), float(log_odds(row, int(target))), scores,
                                         hypothetical.astype(np.float32), substitutions))
+    return explanations
+
+
+OUTPUTS = {".npz": "npz", ".tsv": "tsv", ".bedgraph": "track", ".bg": "track", ".bw": "track", ".bigwig": "track"}
+REGION = re.compile(r"(?P<contig>.+):(?P<start>\d+)-(?P<end>\d+)\((?P<strand>[+.-])\)")  # `genomix.genomes.read_bed`
+
+
+def output_kind(output: str | Path) -> str:
+    """npz, tsv ('-': stdout) or track, by the suffix of -o."""
+    if is_stdout(output):
+        return "tsv"
+    suffix = Path(output).suffix.lower()
+    if suffix not in OUTPUTS:
+        raise GenomixError(f"{output}: unknown attribution format {suffix or '(no suffix)'!r}; choose "
+                           f"{', '.join(OUTPUTS)}")
+    return OUTPUTS[suffix]
+
+
+def write_npz(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str], method: str,
+              inputs: Sequence[str] = ()) -> None:
+    """One compressed NPZ: the model's `class_names`, the `method`; per record `ids`, `sequences`, `starts`,
+    `classes` (the class explained), `log_odds`, and its rows
+    `offsets[i]:offsets[i + 1]` of `scores` (bases,), `hypothetical` (bases, 4) and, for ism, `substitutions`."""
+    arrays = {
+        "ids": np.array([e.id for e in explanations]), "sequences": np.array([e.seq for e in explanations]),
+        "starts": np.array([e.start for e in explanations], dtype=np.int64),
+        "classes": np.array([classes[e.target] for e in explanations]), "class_names": np.array(classes),
+        "log_odds": np.array([e.log_odds for e in explanations]), "method": np.array(method),
+        "offsets": np.cumsum([0, *(len(e.seq) for e in explanations)]),
+        "scores": np.concatenate([e.scores for e in explanations]).astype(np.float32),
+        "hypothetical": np.concatenate([e.hypothetical for e in explanations]).astype(np.float32),
+    }
+    if method == "ism":
+        arrays["substitutions"] = np.concatenate([e.substitutions for e in explanations]).astype(np.float32)
+    with atomic_path(output, inputs) as tmp, open(tmp, "wb") as out:
+        np.savez_compressed(out, **arrays)
+
+
+def read_npz(path: str | Path) -> tuple[list[Explanation], list[str]]:
+    """The explanations an NPZ of `write_npz` holds, and their classes' names."""
+    with np.load(path) as data:
+        cut = data["offsets"]
+        names = [str(c) for c in data["classes"]]
+        found = [str(c) for c in data["class_names"]]
+        rows = [slice(int(a), int(b)) for a, b in zip(cut[:-1], cut[1:])]
+        return [Explanation(str(i), str(s), int(start), found.index(c), float(o), data["scores"][r],
+                            data["hypothetical"][r], data["substitutions"][r] if "substitutions" in data else None)
+                for i, s, start, c, o, r in zip(data["ids"], data["sequences"], data["starts"], names,
+                                                 data["log_odds"], rows)], found
+
+
+def write_tsv(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str],
+              inputs: Sequence[str] = ()) -> None:
+    """id, class, position (0-based in the record), base, score: one row per explained base."""
+    with output_stream(output, inputs) as out:
+        out.write("id\tclass\tposition\tbase\tscore\n")
+        for e in explanations:
+            rows = zip(range(e.start, e.start + len(e.seq)), e.seq, e.scores.tolist())
+            out.write("".join(f"{e.id}\t{classes[e.target]}\t{p}\t{b}\t{s:.6g}\n" for p, b, s in rows))
+
+
+def write_track(explanations: Sequence[Explanation], output: str | Path, contigs: dict[str, int], description: str,
+                inputs: Sequence[str] = ()) -> None:
+    """Per-base scores in genome coordinates (records of --bed regions; a minus-strand region's bases mapped back
+    to the forward strand), one base per interval; a base that several regions cover gets their mean."""
+    positions: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
+    values: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
+    for e in explanations:
+        region = REGION.fullmatch(e.id)
+        if region is None:
+            raise GenomixError(f"record '{e.id}' has no genome coordinates: bedGraph and bigWig outputs need --bed "
+                               "regions (or write .npz or .tsv)")
+        offsets = e.start + np.arange(len(e.seq))
+        first, last = int(region["start"]), int(region["end"])
+        positions[region["contig"]].append(last - 1 - offsets if region["strand"] == "-" else first + offsets)
+        values[region["contig"]].append(e.scores)
+    with ExitStack() as stack:
+        track = open_track(output, "genomix attributions", description, contigs, inputs, stack)
+        for contig in contigs:
+            if positions[contig]:
+                at, where = np.unique(np.concatenate(positions[contig]), return_inverse=True)
+                total = np.bincount(where, weights=np.concatenate(values[contig]))
+                track.add(contig, at, at + 1, total / np.bincount(where))
+
+
+@dataclass(frozen=True)
+class Extras:
+    """What `explain` writes besides -o: logos of records (`plots`, of `ids` or the `top` by log-odds) and motifs
+    (`motifs`, compared with the MEME file `known`)."""
+
+    plots: str | Path | None = None
+    ids: Sequence[str] | None = None
+    top: int = 10
+    motifs: str | Path | None = None
+    known: str | Path | None = None
+
+
+def explain(model_path: str | Path, source: RecordSource, output: str | Path, method: str = "gradient",
+            class_name: str | None = None, start: int | None = None, end: int | None = None,
+            extras: Extras | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", rc: bool | None = None,
+            max_passes: int = MAX_ISM_PASSES, seed: int = 0) -> list[Explanation]:
+    """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` by its suffix
+    (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos and motifs (`Extras`)."""
+    extras = extras or Extras()
+    source.require("explain", genomes=False)
+    if extras.known is not None and extras.motifs is None:
+        raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
+    kind = output_kind(output)
+    if kind == "track" and not source.bed:
+        raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
+                           "--reference")
+    inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
+    if not is_stdout(output):
+        check_writable(output, inputs)
+    for folder in (extras.plots, extras.motifs):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise GenomixError(f"{folder}: is not a folder")
+    known = motifs.read_known(extras.known) if extras.known else None
+    model = load_model(model_path)
+    records = list(source.records())
+    if not records:
+        raise GenomixError(f"no records to explain in {', '.join(source.names)}")
+    if extras.ids and not set(extras.ids) <= {r.id for r in records}:
+        raise GenomixError(f"--ids: no record {', '.join(sorted(set(extras.ids) - {r.id for r in records})[:5])} "
+                           "among the inputs")
+    explanations = attribute(model, records, method, class_name, start, end, batch_size, device, rc, seed, max_passes)
+    description = f"{method} attributions of {Path(model_path).name} (log-odds)"
+    if kind == "npz":
+        write_npz(explanations, output, model.classes, method, inputs)
+    elif kind == "tsv":
+        write_tsv(explanations, output, model.classes, inputs)
+    else:
+        write_track(explanations, output, Genome(source.reference).contigs, description, inputs)
+    console.log(f"wrote {method} attributions of {len(explanations):,} records to {output}")
+    if extras.plots is not None:
+        drawn = motifs.plot_records(explanations, Path(extras.plots), model.classes, method, extras.ids, extras.top,
+                                    inputs)
+        console.log(f"drew {len(drawn)} logos in {extras.plots}")
+    if extras.motifs is not None:
+        found = motifs.find_motifs(explanations)
+        found = motifs.match_known(found, known) if known else found
+        motifs.write_motifs(found, Path(extras.motifs), inputs)
+        console.log(f"found {len(found)} motifs ({', '.join(f'{m.name} {m.consensus}' for m in found) or 'none'}) "
+                    f"in {extras.motifs}")
     return explanations
