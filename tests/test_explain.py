@@ -94,31 +94,6 @@ def test_integrated_gradients_pick_out_the_planted_motif(planted_model):
     assert motif_auroc(attribute(model, positives[:8], "ig", device="cpu"), inside) >= 0.9
 
 
-def test_motifs_of_the_attributions_are_the_planted_one(planted_model, tmp_path):
-    """TF-MoDISco-lite on the gradient attributions of the positives: the top motif is the planted one, and
-    TOMTOM picks it out of a MEME file of known motifs."""
-    model, positives, _ = planted_model
-    found = motifs.find_motifs(attribute(model, positives, "gradient", device="cpu"))
-    assert found and found[0].name == "pos_1"
-    reverse = "".join(RC[b] for b in reversed(MOTIF))
-    consensus = found[0].consensus  # trimmed to the bases the model leans on: at least 6 of the 8 planted
-    assert len(consensus) >= 6 and (consensus in MOTIF or consensus in reverse), consensus
-    known = tmp_path / "known.meme"
-    decoys = {"decoy_1": "GGGGCCCC", "decoy_2": "ATATATAT", "planted": MOTIF}
-    rows = {name: "\n".join(" ".join("0.97" if b == c else "0.01" for c in BASES) for b in seq)
-            for name, seq in decoys.items()}
-    known.write_text("MEME version 4\n\nALPHABET= ACGT\n\n" + "".join(
-        f"MOTIF {name}\nletter-probability matrix: alength= 4 w= {len(decoys[name])}\n{text}\n\n"
-        for name, text in rows.items()))
-    matched = motifs.match_known(found[:1], motifs.read_known(known))
-    assert matched[0].match == "planted"  # (its p-value against three targets means little: TOMTOM says so)
-    motifs.write_motifs(matched, tmp_path / "found")
-    written = motifs.read_known(tmp_path / "found" / "motifs.meme")
-    assert np.allclose(written["pos_1"], found[0].ppm, atol=1e-6)
-    assert (tmp_path / "found" / "pos_1.png").stat().st_size > 0
-    assert f"pos_1\t{found[0].seqlets}\t" in (tmp_path / "found" / "motifs.tsv").read_text()
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_the_one_hot_path_equals_the_token_path(name):
     """Logits of one-hot input equal those of token ids (N and padding included, the k-mer embedding and the
@@ -260,3 +235,29 @@ def test_an_ism_request_over_the_cap_says_how_many_passes_it_needs(trained_model
     with pytest.raises(GenomixError, match="would need 772 forward passes, more than --max-passes 771"):
         attribute(model, [Record("r", "ACGT" * 25)], "ism", max_passes=771, device="cpu")
     assert len(attribute(model, [Record("r", "ACGT" * 25)], "ism", max_passes=772, device="cpu")) == 1
+
+
+def test_motifs_of_the_attributions_are_the_planted_one(planted_model, tmp_path):
+    """TF-MoDISco-lite on the gradient attributions of the positives: the top motif is the planted one, and
+    TOMTOM picks it out of a MEME file of known motifs. Last in this file: TF-MoDISco-lite compiles its numba
+    kernels in forked children, once per machine, and they take the CPU for a while the first time."""
+    model, positives, _ = planted_model
+    found = motifs.find_motifs(attribute(model, positives, "gradient", device="cpu"))
+    assert found and found[0].name == "pos_1"
+    reverse = "".join(RC[b] for b in reversed(MOTIF))
+    consensus = found[0].consensus  # trimmed to the bases the model leans on: at least 6 of the 8 planted
+    assert len(consensus) >= 6 and (consensus in MOTIF or consensus in reverse), consensus
+    known = tmp_path / "known.meme"
+    decoys = {"decoy_1": "GGGGCCCC", "decoy_2": "ATATATAT", "planted": MOTIF}
+    rows = {name: "\n".join(" ".join("0.97" if b == c else "0.01" for c in BASES) for b in seq)
+            for name, seq in decoys.items()}
+    known.write_text("MEME version 4\n\nALPHABET= ACGT\n\n" + "".join(
+        f"MOTIF {name}\nletter-probability matrix: alength= 4 w= {len(decoys[name])}\n{text}\n\n"
+        for name, text in rows.items()))
+    matched = motifs.match_known(found[:1], motifs.read_known(known))
+    assert matched[0].match == "planted"  # (its p-value against three targets means little: TOMTOM says so)
+    motifs.write_motifs(matched, tmp_path / "found")
+    written = motifs.read_known(tmp_path / "found" / "motifs.meme")
+    assert np.allclose(written["pos_1"], found[0].ppm, atol=1e-6)
+    assert (tmp_path / "found" / "pos_1.png").stat().st_size > 0
+    assert f"pos_1\t{found[0].seqlets}\t" in (tmp_path / "found" / "motifs.tsv").read_text()
