@@ -203,11 +203,6 @@ def _ism(scorer: SequenceScorer, seq: str, target: int, lo: int, hi: int) -> tup
     return _centred(effects), effects
 
 
-def _gradient(gradients: BaseGradients, seqs: Sequence[str], targets: np.ndarray) -> list[np.ndarray]:
-    grads, _ = gradients([one_hot(torch.from_numpy(encode(s))).numpy() for s in seqs], targets)
-    return [_centred(g) for g in grads]
-
-
 def _integrated(gradients: BaseGradients, seqs: Sequence[str], targets: np.ndarray, seed: int) -> list[np.ndarray]:
     """Integrated gradients from REFERENCES dinucleotide shuffles of each record, IG_STEPS midpoints per path:
     hypothetical contributions mean over references of (e_b − reference) · mean gradient along the path."""
@@ -227,17 +222,15 @@ def _integrated(gradients: BaseGradients, seqs: Sequence[str], targets: np.ndarr
     return out
 
 
-def choose_targets(model: TrainedModel, class_name: str | None, log_probs: np.ndarray) -> np.ndarray:
-    """Each record's class: --class NAME, `predicted` (each record's most probable class), or by default a binary
-    model's positive class and the predicted class of a model of more classes."""
+def target_class(model: TrainedModel, class_name: str | None) -> int | None:
+    """The class explained: --class NAME, None for `predicted` (each record's most probable class); by default a
+    binary model's positive class, and the predicted class of a model of more classes."""
     if class_name is not None and class_name in model.classes:
-        return np.full(len(log_probs), model.classes.index(class_name))
+        return model.classes.index(class_name)
     if class_name not in (None, PREDICTED):
         raise GenomixError(f"--class {class_name}: not a class of this model ({', '.join(model.classes)}); "
                            f"or --class {PREDICTED}")
-    if class_name is None and model.positive_index is not None:
-        return np.full(len(log_probs), model.positive_index)
-    return log_probs.argmax(1) if len(log_probs) else np.zeros(0, dtype=np.int64)
+    return model.positive_index if class_name is None else None
 
 
 def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gradient", class_name: str | None = None,
@@ -257,23 +250,25 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
             raise GenomixError(f"ISM of {len(records):,} records would need {passes:,} forward passes, more than "
                                f"--max-passes {max_passes:,}: choose positions with --start/--end, explain fewer "
                                "records, or raise --max-passes")
-    own = scorer([encode(r.seq) for r in records])
-    targets = choose_targets(model, class_name, own)
+    fixed = target_class(model, class_name)
+    own = None if method == "gradient" and fixed is not None else scorer([encode(r.seq) for r in records])
+    targets = own.argmax(1) if fixed is None else np.full(len(records), fixed)
     seqs = [r.seq for r in records]
-    if method == "ism":
-        tables = [_ism(scorer, s, int(t), start or 0, len(s) if end is None else end) for s, t in zip(seqs, targets)]
-    elif method == "gradient":
-        tables = [(h, None) for h in _gradient(BaseGradients(scorer), seqs, targets)]
+    if method == "gradient":  # its pass gives the log-odds too
+        grads, odds = BaseGradients(scorer)([one_hot(torch.from_numpy(encode(s))).numpy() for s in seqs], targets)
+        tables = [(_centred(g), None) for g in grads]
     else:
-        tables = [(h, None) for h in _integrated(BaseGradients(scorer), seqs, targets, seed)]
+        odds = np.array([log_odds(row, int(t)) for row, t in zip(own, targets)])
+        tables = [_ism(scorer, s, int(t), start or 0, len(s) if end is None else end) for s, t in zip(seqs, targets)] \
+            if method == "ism" else [(h, None) for h in _integrated(BaseGradients(scorer), seqs, targets, seed)]
     explanations = []
-    for record, target, row, (hypothetical, substitutions) in zip(records, targets, own, tables):
+    for record, target, row_odds, (hypothetical, substitutions) in zip(records, targets, odds, tables):
         lo, hi = start or 0, len(record.seq) if end is None else end
         if method != "ism":
             hypothetical = hypothetical[lo:hi]
         seq = record.seq[lo:hi]
         scores = (hypothetical * one_hot(torch.from_numpy(encode(seq))).numpy()).sum(1)
-        explanations.append(Explanation(record.id, seq, lo, int(target), float(log_odds(row, int(target))), scores,
+        explanations.append(Explanation(record.id, seq, lo, int(target), float(row_odds), scores,
                                         hypothetical.astype(np.float32), substitutions))
     return explanations
 

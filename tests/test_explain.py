@@ -61,7 +61,7 @@ def planted_model():
     scored, and explained, on both strands; and 300 held-out positives with the motif's positions."""
     torch.manual_seed(0)
     train, _ = planted(1200, 0)
-    settings = TrainSettings(model="cnn", options={"dim": 16, "hidden": 32, "layers": 2, "composition": False},
+    settings = TrainSettings(model="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
                              epochs=6, lr=3e-3, rc_augment=True, device="cpu")
     model = fit(train, settings)
     test, where = planted(600, 1)
