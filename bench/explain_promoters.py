@@ -5,7 +5,8 @@ gradients (the first --ig-records); the mean attribution profile along the windo
 to the transcription start given by --tss; the Spearman correlation of each record's per-base scores between
 ISM and the gradient methods; and the motifs TF-MoDISco-lite finds in the attributions, compared (TOMTOM) with
 the textbook consensus of the promoter elements of the organism. Where the known elements sit is measured too:
-the position of each promoter's best match to the -10 box (TATAAT) or the TATA box (TATAAA).
+the position of each promoter's best match to the -10 box (TATAAT) or the TATA box (TATAAA). Motifs are also
+sought in the gradient attributions of the promoters of both splits (more seqlets; nothing is evaluated on them).
 
     python bench/explain_promoters.py --model ecoli.gmx --data ../shared/data/ecoli_sigma70_promoters \\
         --positive promoter --tss 60 --organism ecoli --out docs/explain/ecoli_sigma70
@@ -95,6 +96,8 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="Folder for the motifs and figures")
     parser.add_argument("--ism-records", type=int, default=1000)
     parser.add_argument("--ig-records", type=int, default=100)
+    parser.add_argument("--logo-before", type=int, default=40, help="Mean logo: bases before the TSS")
+    parser.add_argument("--logo-after", type=int, default=10, help="Mean logo: bases from the TSS on")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -109,22 +112,31 @@ def main() -> None:
         runs[method] = attribute(model, promoters[:count], method, class_name=args.positive, device="cpu",
                                  max_passes=10**12)
         seconds[method] = round(time.perf_counter() - started, 1)
-    profiles = {m: np.stack([e.scores for e in runs[m]]).mean(0) for m in runs}
+    profiles = {m: np.stack([e.scores for e in runs[m]]).mean(0) for m in ("gradient", "ism", "ig")}
     peaks = {m: int(np.argmax(p)) - args.tss for m, p in profiles.items()}
     n_ism = len(runs["ism"])
     agreement = {f"ism_vs_{m}": float(np.median([spearmanr(a.scores, b.scores)[0] for a, b in
                                                  zip(runs["ism"], runs[m])])) for m in ("gradient", "ig")}
     profile_figure(profiles, args.tss, out / "profile.png", f"{Path(args.data).name}: mean attribution of "
                    f"{len(promoters)} test promoters ({n_ism} for ISM, {len(runs['ig'])} for ig)")
+    for method in ("ism", "gradient"):  # the mean contribution of each base at each position, around the TSS
+        mean = np.stack([e.one_hot * e.scores[:, None] for e in runs[method]]).mean(0)
+        lo = max(0, args.tss - args.logo_before)
+        motifs.draw_logo(mean[lo : args.tss + args.logo_after], f"{Path(args.data).name}: mean {method} contribution "
+                         f"of {len(runs[method])} test promoters, positions {lo - args.tss} to "
+                         f"{args.logo_after - 1} (TSS at 0)", out / f"mean_logo_{method}.png")
     box_starts = best_box_starts([r.seq for r in promoters], BOX[args.organism])
     found = {}
-    for method in ("gradient", "ism"):
+    every = [r for split in ("train", "test") for r in read_inputs([str(Path(args.data) / f"{split}.fa.gz")])
+             if r.label == args.positive]
+    runs["gradient_train_and_test"] = attribute(model, every, "gradient", class_name=args.positive, device="cpu")
+    for method in ("gradient", "ism", "gradient_train_and_test"):
         started = time.perf_counter()
         found[method] = summarise_motifs(motifs.find_motifs(runs[method]), out / method, args.organism)
         seconds[f"motifs_{method}"] = round(time.perf_counter() - started, 1)
     print(json.dumps({
         "code": code_version(), "model": args.model, "set": Path(args.data).name, "promoters": len(promoters),
-        "records": {m: len(r) for m, r in runs.items()}, "seconds": seconds,
+        "records": {m: len(r) for m, r in runs.items()}, "seconds": seconds, "tss_index": args.tss,
         "profile_peak_relative_to_tss": peaks,
         "profile_top5_relative_to_tss": {m: (np.argsort(-p)[:5] - args.tss).tolist() for m, p in profiles.items()},
         f"best_{BOX[args.organism]}_match_start_mode_relative_to_tss": int(np.bincount(box_starts).argmax())
