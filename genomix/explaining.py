@@ -362,7 +362,7 @@ class Extras:
 
     plots: str | Path | None = None
     ids: Sequence[str] | None = None
-    top: int = 10
+    top: int = motifs.TOP_RECORDS
     motifs: str | Path | None = None
     known: str | Path | None = None
 
@@ -372,7 +372,10 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
             extras: Extras | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", rc: bool | None = None,
             max_passes: int = MAX_ISM_PASSES, seed: int = 0) -> list[Explanation]:
     """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` by its suffix
-    (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos and motifs (`Extras`)."""
+    (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos and motifs (`Extras`).
+
+    Every record's attributions are held in memory (the NPZ and motifs need them all): give a genome as --bed
+    regions, not as one record."""
     extras = extras or Extras()
     source.require("explain", genomes=False)
     if extras.known is not None and extras.motifs is None:
