@@ -93,7 +93,7 @@ class Motif:
 def _trimmed(pattern, name: str) -> Motif:
     contributions = np.asarray(pattern.contrib_scores)
     strength = np.abs(contributions.sum(1))
-    keep = np.flatnonzero(strength >= TRIM * strength.max())
+    keep = np.flatnonzero(strength >= TRIM * strength.max()) if strength.max() > 0 else np.arange(len(strength))
     span = slice(int(keep[0]), int(keep[-1]) + 1)
     return Motif(name, np.asarray(pattern.sequence)[span], contributions[span], len(pattern.seqlets))
 
