@@ -141,7 +141,7 @@ def match_known(motifs: Sequence[Motif], known: dict[str, np.ndarray]) -> list[M
         return []
     with warnings.catch_warnings():  # p-values against a handful of targets: TOMTOM warns; the table says so
         warnings.simplefilter("ignore")
-        p_values = tomtom([m.ppm.T for m in motifs], list(known.values()))[0]
+        p_values = tomtom([m.ppm.T for m in motifs], [ppm.T for ppm in known.values()])[0]  # (4, w) each
     names = list(known)
     return [Motif(m.name, m.ppm, m.contributions, m.seqlets, names[int(np.argmin(p))], float(np.min(p)))
             for m, p in zip(motifs, p_values)]
