@@ -44,9 +44,9 @@ def draw_logo(matrix: np.ndarray, title: str, path: Path, inputs: Sequence[str] 
     import matplotlib.pyplot as plt
     import pandas as pd
 
-    figure, axes = plt.subplots(figsize=(min(60.0, max(4.0, len(matrix) / 6)), 2.2))
+    figure, axes = plt.subplots(figsize=(min(60.0, max(7.0, len(matrix) / 6)), 2.2))
     logomaker.Logo(pd.DataFrame(matrix, columns=list(BASES)), ax=axes, color_scheme="classic")
-    axes.set_title(title, fontsize=9)
+    axes.set_title(title, fontsize=8)
     axes.set_xlabel("position")
     figure.tight_layout()
     with atomic_path(path, inputs) as tmp:
