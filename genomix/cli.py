@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from genomix import __version__, embedding, evaluating, predicting, scanning, training, variants
+from genomix import __version__, embedding, evaluating, explaining, predicting, scanning, training, variants
 from genomix.console import console, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
@@ -382,6 +382,67 @@ def variants_(
     summary = variants.score_variants(model, vcf, reference, output, window=window, skip_mismatch=skip_mismatch,
                                       region=region, device=device, batch_size=batch_size, rc=rc)
     console.log(summary.line())
+
+
+@app.command()
+def explain(
+    model: ModelFile,
+    inputs: Inputs = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Attributions to write: .npz (per-base scores, "
+                                        "hypothetical contributions and, for ism, every substitution), .tsv or '-' "
+                                        "(a row per base), .bedgraph/.bg or .bw/.bigwig (genome coordinates of --bed "
+                                        "regions).")] = ...,
+    method: Annotated[str, typer.Option(help="ism (every substitution, exact), gradient (gradient x input, a few "
+                                        "forward passes) or ig (integrated gradients from dinucleotide shuffles).")
+                      ] = "gradient",
+    class_name: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
+                     "probable). Default: a binary model's positive class, else the predicted class."),
+    ] = None,
+    start: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="First position explained in every record (0-based). Default: 0."),
+    ] = None,
+    end: Annotated[
+        Optional[int],  # noqa: UP045
+        typer.Option(help="Position after the last one explained (0-based, exclusive). Default: the record's end."),
+    ] = None,
+    plots: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Folder for a sequence-logo PNG of each of the top-scoring records (or --ids)."),
+    ] = None,
+    ids: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--ids", help="Records to draw with --plots. Repeatable."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Records drawn with --plots without --ids: the highest log-odds.")
+                   ] = explaining.Extras.top,
+    motifs: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
+                     "(seqlets, consensus, known match) and a logo each."),
+    ] = None,
+    known: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(help="MEME file of known motifs to compare the --motifs with (TOMTOM)."),
+    ] = None,
+    max_passes: Annotated[
+        int, typer.Option("--max-passes", min=1, help="Most window forward passes an ism request may take.")
+    ] = explaining.MAX_ISM_PASSES,
+    batch_size: ScoreBatch = BATCH_SIZE,
+    device: Device = "auto",
+    rc: Strands = None,
+    bed: Bed = None,
+    reference: Reference = None,
+    threads: Threads = None,
+) -> None:
+    """Which bases drive a prediction: per-base attributions (log-odds) of every record, with logos and motifs."""
+    use_threads(threads)
+    source = RecordSource(inputs or [], bed=bed or [], reference=reference)
+    extras = explaining.Extras(plots, ids, top, motifs, known)
+    explaining.explain(model, source, output, method, class_name, start, end, extras, batch_size=batch_size,
+                       device=device, rc=rc, max_passes=max_passes)
 
 
 @app.command()

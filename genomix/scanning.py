@@ -24,11 +24,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from genomix.calibration import calibrate
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.files import check_writable
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, log_probs
 from genomix.tokens import ALPHABET, encode
+from genomix.tracks import Track, open_track
 from genomix.writers import Report, is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
@@ -144,13 +145,6 @@ class RegionMerger:
             self.open = None
 
 
-def bedgraph_lines(windows: Windows, column: int) -> str:
-    """`contig start end value` for the scored windows, the probability of class `column` to 6 decimals."""
-    keep = windows.scored
-    rows = zip(windows.lo[keep].tolist(), windows.hi[keep].tolist(), windows.probs[keep, column].tolist())
-    return "".join(f"{windows.contig}\t{lo}\t{hi}\t{p:.6f}\n" for lo, hi, p in rows)
-
-
 def class_output(output: Path, name: str) -> Path:
     """out.bedgraph → out.NAME.bedgraph; characters other than letters, digits, '.', '+', '-' and '_' become '_'."""
     safe = re.sub(r"[^\w.+-]", "_", name)
@@ -199,51 +193,6 @@ def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | 
             check_writable(path, inputs)
 
 
-class BedGraphTrack:
-    """A bedGraph track, streamed as text."""
-
-    def __init__(self, out: TextIO, name: str, description: str) -> None:
-        self.out = out
-        out.write(f'track type=bedGraph name="genomix p({name})" description="{description}"\n')
-
-    def add(self, windows: Windows, column: int) -> None:
-        self.out.write(bedgraph_lines(windows, column))
-
-
-class BigWigTrack:
-    """A bigWig track through pyBigWig: the genome's contig sizes as its header, entries added in genome order."""
-
-    def __init__(self, path: Path, genome: Genome) -> None:
-        import pyBigWig  # imported here: only bigWig outputs need it
-
-        self.file = pyBigWig.open(str(path), "w")
-        self.file.addHeader([(c, n) for c, n in genome.contigs.items() if n > 0])
-
-    def add(self, windows: Windows, column: int) -> None:
-        keep = windows.scored
-        if keep.any():
-            self.file.addEntries([windows.contig] * int(keep.sum()), windows.lo[keep].tolist(),
-                                 ends=windows.hi[keep].tolist(), values=windows.probs[keep, column].tolist())
-
-    def close(self) -> None:
-        self.file.close()
-
-
-BIGWIG_SUFFIXES = (".bw", ".bigwig")
-Track = BedGraphTrack | BigWigTrack
-
-
-def _open_track(path: str | Path, name: str, description: str, genome: Genome, inputs: list[str],
-                stack: ExitStack) -> Track:
-    """bigWig by the `.bw`/`.bigwig` suffix (written to a temporary file, renamed when the scan succeeds), else
-    bedGraph."""
-    if not is_stdout(path) and Path(path).suffix.lower() in BIGWIG_SUFFIXES:
-        track = BigWigTrack(stack.enter_context(atomic_path(path, inputs)), genome)
-        stack.callback(track.close)  # runs before the rename: the file is complete when it appears
-        return track
-    return BedGraphTrack(stack.enter_context(output_stream(path, inputs)), name, description)
-
-
 def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger: RegionMerger | None, name: str,
                   total: int, report: tuple[Report, Caller] | None = None) -> tuple[int, int, float]:
     """Stream the scored windows into the tracks (class column → stream) and the region merger, with a progress
@@ -253,8 +202,10 @@ def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger
     with _progress() as progress:
         task = progress.add_task(name, total=total, speed=0.0)
         for windows in all_windows:
+            scored_rows = windows.scored
             for column, track in outs.items():
-                track.add(windows, column)
+                track.add(windows.contig, windows.lo[scored_rows], windows.hi[scored_rows],
+                          windows.probs[scored_rows, column])
             if merger is not None:
                 merger.add(windows)
             if report is not None:
@@ -312,8 +263,9 @@ def scan(
         outs = {}
         for name, path in tracks.items():
             description = (f"p({name}) of {Path(model_path).name} in windows of {window} bp every {step} bp "
-                           f"over {genome.path.name}").replace('"', "'")
-            outs[model.classes.index(name)] = _open_track(path, name, description, genome, inputs, stack)
+                           f"over {genome.path.name}")
+            outs[model.classes.index(name)] = open_track(path, f"genomix p({name})", description, genome.contigs,
+                                                         inputs, stack)
         merger = None
         if bed_out is not None:
             bed = stack.enter_context(output_stream(bed_out, inputs))

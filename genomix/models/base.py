@@ -1,7 +1,9 @@
 """The model contract, every model's option set, and what the neural classifiers share.
 
 Every model maps (tokens (B, N), lengths (B,)) to class logits and gives a sequence the same logits
-whatever it is batched with, so models are interchangeable in training, scoring and evaluation. A model
+whatever it is batched with, so models are interchangeable in training, scoring and evaluation. In place
+of token ids a model also takes base weights (B, N, 4) (`genomix.tokens.one_hot`): its differentiable input,
+which gives the same logits at one-hot input (`genomix.explaining` takes gradients through it). A model
 owns its options (a dataclass with defaults and checks) and the upgrades that rebuild older model files.
 """
 
@@ -17,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.tokens import VOCAB_SIZE, kmer_codes, padding_mask
+from genomix.tokens import VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,17 +191,33 @@ class SequenceClassifier(Model):
         self.blend = weight
 
     def embed_tokens(self, tokens: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
-        x = self.token_embed(tokens)
-        if self.kmer_embed is not None and tokens.shape[1] >= self.kmer:
-            codes, valid = kmer_codes(tokens, lengths, self.kmer)
-            codes = codes.masked_fill(~valid, 4**self.kmer)
-            x = x + nn.functional.pad(self.kmer_embed(codes), (0, 0, 0, self.kmer - 1))  # last k-1: none
+        """(B, N, dim) embedded positions of token ids (B, N), or of base weights (B, N, 4) (`_embed_bases`)."""
+        if tokens.is_floating_point():
+            x = self._embed_bases(tokens * mask[..., None])
+        else:
+            x = self.token_embed(tokens)
+            if self.kmer_embed is not None and tokens.shape[1] >= self.kmer:
+                codes, valid = kmer_codes(tokens, lengths, self.kmer)
+                codes = codes.masked_fill(~valid, 4**self.kmer)
+                x = x + nn.functional.pad(self.kmer_embed(codes), (0, 0, 0, self.kmer - 1))  # last k-1: none
         x = x * mask[..., None]
         if self.stem is not None:
             x = x + nn.functional.gelu(self.stem(x.transpose(1, 2))).transpose(1, 2)
         if self.pos is not None:
             x = x + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
         return self.dropout(x) * mask[..., None]
+
+    def _embed_bases(self, bases: Tensor) -> Tensor:
+        """The token and k-mer embeddings of base weights (`genomix.tokens.one_hot`): equal to those of the token
+        ids at one-hot input, and differentiable, so that `genomix.explaining` can take gradients. A base's
+        embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
+        (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_embedding`)."""
+        table = self.token_embed.weight
+        x = bases @ table[1:5] + (1 - bases.sum(-1, keepdim=True)) * table[5]
+        if self.kmer_embed is not None and bases.shape[1] >= self.kmer:
+            kmers = kmer_embedding(bases, self.kmer_embed.weight, self.kmer)
+            x = x + nn.functional.pad(kmers, (0, 0, 0, self.kmer - 1))
+        return x
 
     def mix(self, x: Tensor, lengths: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from genomix.batching import pad
 from genomix.models import register
 from genomix.models.base import Model, ModelOptions, at_least
-from genomix.tokens import kmer_codes
+from genomix.tokens import kmer_codes, kmer_counts, padding_mask
 
 REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation
 LONGEST_K = (4, 5, 6)  # the longest k tried on validation (up to the model's k_max)
@@ -58,16 +58,20 @@ class Kmer(Model):
         self.head = nn.Linear(n_features, num_classes)
 
     def features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """(B, features): for each k, the frequency of each of the 4^k k-mers among the valid ones."""
-        profiles = []
-        for k in range(1, self.k_max + 1):
-            if tokens.shape[1] < k:
-                profiles.append(tokens.new_zeros(len(tokens), 4**k, dtype=torch.float32))
-                continue
-            codes, ok = kmer_codes(tokens, lengths, k)
-            counts = torch.zeros(len(tokens), 4**k, device=tokens.device).scatter_add_(1, codes, ok.float())
-            profiles.append(counts / counts.sum(1, keepdim=True).clamp(min=1))
-        return torch.cat(profiles, 1)
+        """(B, features): for each k, the frequency of each of the 4^k k-mers among the valid ones. Token ids
+        (B, N) are counted; base weights (B, N, 4) sum their k-mers' weights (`kmer_counts`), the same counts
+        at one-hot input and differentiable between (a frequency's denominator included)."""
+        if tokens.is_floating_point():
+            bases = tokens * padding_mask(lengths, tokens.shape[1])[..., None]
+            counts = kmer_counts(bases, self.k_max)
+        else:
+            counts = []
+            for k in range(1, min(self.k_max, tokens.shape[1]) + 1):
+                codes, ok = kmer_codes(tokens, lengths, k)
+                counts.append(torch.zeros(len(tokens), 4**k, device=tokens.device).scatter_add_(1, codes, ok.float()))
+        counts += [tokens.new_zeros(len(tokens), 4**k, dtype=torch.float32) for k in range(len(counts) + 1,
+                                                                                           self.k_max + 1)]
+        return torch.cat([c / c.sum(1, keepdim=True).clamp(min=1) for c in counts], 1)
 
     @property
     def embed_dim(self) -> int:

@@ -1,0 +1,66 @@
+"""Genome tracks chosen by the output's suffix: bigWig (`.bw`, `.bigwig`, through pyBigWig) or bedGraph text.
+
+`scan` writes its windows' probabilities and `explain` its per-base attributions through these: intervals in
+genome order, each with one value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from genomix.files import atomic_path
+from genomix.writers import is_stdout, output_stream
+
+BIGWIG_SUFFIXES = (".bw", ".bigwig")
+
+
+def is_bigwig(path: str | Path) -> bool:
+    return not is_stdout(path) and Path(path).suffix.lower() in BIGWIG_SUFFIXES
+
+
+class BedGraphTrack:
+    """A bedGraph track, streamed as text; values to 6 decimals."""
+
+    def __init__(self, out: TextIO, name: str, description: str) -> None:
+        self.out = out
+        out.write(f'track type=bedGraph name="{name}" description="{description}"\n')
+
+    def add(self, contig: str, lo: np.ndarray, hi: np.ndarray, values: np.ndarray) -> None:
+        rows = zip(lo.tolist(), hi.tolist(), values.tolist())
+        self.out.write("".join(f"{contig}\t{a}\t{b}\t{v:.6f}\n" for a, b, v in rows))
+
+
+class BigWigTrack:
+    """A bigWig track through pyBigWig: the contig sizes as its header, entries added in genome order."""
+
+    def __init__(self, path: Path, contigs: Mapping[str, int]) -> None:
+        import pyBigWig  # imported here: only bigWig outputs need it
+
+        self.file = pyBigWig.open(str(path), "w")
+        self.file.addHeader([(c, n) for c, n in contigs.items() if n > 0])
+
+    def add(self, contig: str, lo: np.ndarray, hi: np.ndarray, values: np.ndarray) -> None:
+        if len(lo):
+            self.file.addEntries([contig] * len(lo), lo.tolist(), ends=hi.tolist(), values=values.tolist())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+Track = BedGraphTrack | BigWigTrack
+
+
+def open_track(path: str | Path, name: str, description: str, contigs: Mapping[str, int], inputs: Sequence[str],
+               stack: ExitStack) -> Track:
+    """bigWig by the suffix (written to a temporary file, renamed when the command succeeds), else bedGraph
+    ('-': stdout)."""
+    if is_bigwig(path):
+        track = BigWigTrack(stack.enter_context(atomic_path(path, inputs)), contigs)
+        stack.callback(track.close)  # runs before the rename: the file is complete when it appears
+        return track
+    return BedGraphTrack(stack.enter_context(output_stream(path, inputs)), name, description.replace('"', "'"))
