@@ -265,7 +265,11 @@ def initialise_from_backbone(network: Model, path: str | Path, freeze: bool = Fa
         raise GenomixError(f"--init {path}: a {backbone.name} backbone of max_len {backbone.max_len}, not "
                            f"{network.name} of max_len {network.max_len}")
     weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("head.")}
-    missing, unexpected = network.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = network.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # tensors of other shapes: another architecture
+        raise GenomixError(f"--init {path}: the backbone has another architecture than the model "
+                           f"({str(err).splitlines()[1].strip()})") from None
     left = [k for k in missing if not k.startswith(("head.", "composition"))]
     if left or unexpected:
         raise GenomixError(f"--init {path}: the backbone does not fit the model (tensors missing: {left[:3]}, "
