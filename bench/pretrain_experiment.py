@@ -58,7 +58,7 @@ def snapshot_at(epoch: int, path: Path, settings: PretrainSettings):
         if state.epoch == epoch:
             backbone = network.backbone
             card = ModelCard(backbone.name, backbone.config, BASES, both_strands=True, kind="backbone",
-                             validation=state.history[-1])
+                             validation=state.best_metrics)
             save_model(TrainedModel(backbone, card), path)
             console.log(f"snapshot after epoch {epoch}: {path}")
 

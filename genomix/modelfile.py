@@ -269,11 +269,11 @@ def describe(card: ModelCard) -> str:
     signal = training.strand_signal if training is not None else None
     strands = "both (trained on reverse complements too, scored on both)" if card.both_strands else "as given"
     lines.append(f"strands    {strands}" + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
-    if card.validation and backbone:
+    if card.validation and backbone and {"masked_loss", "frequency_loss", "masked_accuracy"} <= set(card.validation):
         v = card.validation
         lines.append(f"validation masked-base loss {v['masked_loss']:.4f} nats (uniform guess {math.log(4):.4f}, "
                      f"the bases' frequencies {v['frequency_loss']:.4f}), accuracy {v['masked_accuracy']:.4f}")
-    elif card.validation:
+    elif card.validation and not backbone:
         lines.append("validation " + ", ".join(f"{k} {card.validation[k]:.4f}" for k in ("accuracy", "mcc", "auroc")
                                                if card.validation.get(k) is not None))
     return "\n".join(lines)

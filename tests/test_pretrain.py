@@ -219,6 +219,8 @@ BAD = {
     "mask_fraction": (["pretrain", "{train}", "-o", "{out}/b.gmx", "--mask-fraction", "1"], "--mask-fraction"),
     "genome_too_short": (["pretrain", "--genome", "{short}", "--window", "1024", "-o", "{out}/b.gmx"],
                          "no contig has 1,024 bases outside the held-out part"),
+    "train_genome_too_short": (["train", "--genome", "a={short}", "--genome", "b={short}", "--window", "1024", "-o",
+                                "{out}/m.gmx"], "class 'a': no contig has 1024 bases outside the held-out part"),
     "genome_without_window": (["pretrain", "--genome", "{short}", "-o", "{out}/b.gmx"], "--genome needs --window"),
 }
 
