@@ -31,12 +31,8 @@ from genomix.models.base import Model
 from genomix.tokens import ALPHABET
 
 FORMAT = "genomix-model"
-FORMAT_VERSION = 3  # the newest format this genomix reads
-# Each file is written in the oldest format that describes it: classifiers in 2, so that genomix versions from
-# before backbones still read them; backbones in 3, so that those versions refuse a backbone instead of reading
-# its base-predicting head as a four-class classifier.
-_WRITTEN_FORMAT = {"classifier": 2, "backbone": 3}
-KINDS = tuple(_WRITTEN_FORMAT)
+FORMAT_VERSION = 3  # the newest format this genomix reads (3: backbones, and models fine-tuned from one)
+KINDS = ("classifier", "backbone")
 TOKENIZER = f"dna-v1: PAD=0, {', '.join(f'{b}={i}' for i, b in enumerate(ALPHABET, 1))}"
 METADATA_KEY = "genomix"
 
@@ -138,8 +134,11 @@ def save_model(model: TrainedModel, path: str | Path) -> None:
     """Write the model file atomically (a temporary file beside it, then a rename)."""
     card = dataclasses.replace(model.card, model=model.network.name, config=model.network.config,
                                genomix_version=__version__)
-    header = {"format": FORMAT, "format_version": _WRITTEN_FORMAT[card.kind], "tokenizer": TOKENIZER,
-              **dataclasses.asdict(card)}
+    header = {"format": FORMAT, "format_version": 2, "tokenizer": TOKENIZER, **dataclasses.asdict(card)}
+    if card.kind == "backbone" or (card.training and card.training.initialised_from):
+        header["format_version"] = 3  # what genomix from before backbones cannot read, it must refuse
+    elif header["training"] is not None:
+        del header["training"]["initialised_from"]  # a format-2 file as genomix from before backbones wrote it
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})

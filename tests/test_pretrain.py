@@ -129,11 +129,18 @@ def test_init_loads_every_backbone_weight_and_freezing_trains_only_the_head(back
         assert result.exit_code == 0, (result.stderr, result.exception)
         tuned = load_model(out)
         assert tuned.card.training.initialised_from == start | {"frozen": freeze}
+        assert read_header(out)["format_version"] == 3
         assert tuned.network.config | {"composition": True} == read_card(backbone).config | {"composition": True}
         same = [torch.equal(tuned.network.state_dict()[k], v) for k, v in weights.items() if not k.startswith("head.")]
         assert all(same) if freeze else not any(same)  # frozen: every backbone tensor kept; else all trained
     result = invoke("info", out)
     assert "initialised from the backbone backbone.gmx" in result.stdout
+
+
+def test_classifiers_are_still_written_in_the_format_older_genomix_reads(trained_model):
+    header = read_header(trained_model)
+    assert header["format_version"] == 2 and header["kind"] == "classifier"
+    assert "initialised_from" not in header["training"]
 
 
 def test_info_shows_a_backbone_and_embed_reads_it(backbone, invoke, test_fa, tmp_path):
