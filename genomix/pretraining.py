@@ -56,7 +56,7 @@ GENOMES_LABEL = "pretraining"  # the one class a GenomeSet of unlabelled genomes
 @dataclass
 class PretrainSettings(TrainSettings):
     """`TrainSettings` where they apply (`positive_class` and `init` do not), and the share of bases masked.
-    Reverse-complement augmentation is on unless switched off: masked bases have no strand."""
+    Reverse-complement augmentation is on unless switched off: both strands of a genome are DNA to learn from."""
 
     rc_augment: bool | None = True
     mask_fraction: float = 0.15
