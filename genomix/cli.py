@@ -233,7 +233,11 @@ def pretrain(
         Optional[list[str]],  # noqa: UP045
         typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored."),
     ] = None,
-    model: ModelName = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--model", help="Neural model to pretrain: " + ", ".join(pretraining.neural_models()) +
+                     f". Default: {DEFAULT_MODEL}."),
+    ] = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -243,7 +247,8 @@ def pretrain(
     epochs: Epochs = PRETRAINING.epochs,
     batch_size: TrainBatch = PRETRAINING.batch_size,
     lr: Lr = PRETRAINING.lr,
-    val_fraction: ValFraction = PRETRAINING.val_fraction,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of the inputs held out (at random) for validation.")] = PRETRAINING.val_fraction,
     val: ValFiles = None,
     patience: Patience = PRETRAINING.patience,
     rc_augment: Annotated[bool, typer.Option(

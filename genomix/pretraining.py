@@ -65,14 +65,19 @@ class PretrainSettings(TrainSettings):
         if self.init is not None or self.positive_class is not None:
             raise GenomixError("pretraining takes neither --init nor --positive-class")
         super().__post_init__()
-        if not issubclass(model_class(self.model), SequenceClassifier):
-            neural = [m for m in list_models() if issubclass(model_class(m), SequenceClassifier)]
-            raise GenomixError(f"model {self.model} has no network to pretrain (choose from: {', '.join(neural)})")
+        if self.model not in neural_models():
+            raise GenomixError(f"model {self.model} has no network to pretrain (choose from: "
+                               f"{', '.join(neural_models())})")
         if "composition" in self.options and parse_options(self.model, self.options).composition:
             raise GenomixError("a backbone has no k-mer composition term (it has no classes): drop composition")
         self.options = {**self.options, "composition": False}
         if not 0 < self.mask_fraction < 1:
             raise GenomixError("--mask-fraction must be in (0, 1)")
+
+
+def neural_models() -> list[str]:
+    """The registered models that pretraining applies to: those with a network read at every position."""
+    return [m for m in list_models() if issubclass(model_class(m), SequenceClassifier)]
 
 
 def mask_bases(tokens: np.ndarray, fraction: float, rng: np.random.Generator,

@@ -16,12 +16,20 @@ import torch
 from genomix import loop
 from genomix.cli import main
 from genomix.errors import GenomixError
-from genomix.modelfile import load_model, read_card, read_header
+from genomix.modelfile import load_model, read_card, read_header, save_model
 from genomix.models import create_model
-from genomix.pretraining import IGNORED, MASK, MaskedBaseModel, PretrainSettings, fit_backbone, mask_bases
+from genomix.pretraining import (
+    IGNORED,
+    MASK,
+    MaskedBaseModel,
+    PretrainSettings,
+    fit_backbone,
+    mask_bases,
+    neural_models,
+)
 from genomix.reading import Record, read_inputs
 from genomix.tokens import encode, kmer_codes
-from genomix.training import initialise_from_backbone
+from genomix.training import TrainSettings, fit, initialise_from_backbone
 
 ARCHITECTURE = ["--dim", "32", "--hidden", "32", "--layers", "1", "--max-len", "128"]
 FINE_TUNE = ["--epochs", "1", "--device", "cpu", "--no-composition"]
@@ -254,3 +262,16 @@ def test_two_processes_pretrain_one_backbone(tmp_path, train_fa, test_fa, backbo
     assert card.training.processes == 2 and card.validation["masked_loss"] < 1.39
     # The ranks validate disjoint halves of the same fixed masks, summed: as many bases as one process scores.
     assert card.validation["masked_bases"] == read_card(backbone).validation["masked_bases"]
+
+
+@pytest.mark.parametrize("model", neural_models())
+def test_every_neural_model_pretrains_and_fine_tunes(model, train_fa, tmp_path):
+    records = list(read_inputs([str(train_fa)]))[:64]
+    settings = PretrainSettings(model=model, epochs=1, options={"dim": 16, "hidden": 16, "layers": 1}, max_len=64,
+                                device="cpu")
+    backbone = fit_backbone(records, settings)
+    assert backbone.card.kind == "backbone" and backbone.card.validation["masked_bases"] > 0
+    save_model(backbone, tmp_path / "b.gmx")
+    tuned = fit(records, TrainSettings(epochs=1, init=str(tmp_path / "b.gmx"), device="cpu",
+                                       options={"composition": False}))
+    assert tuned.network.name == model and tuned.card.training.initialised_from["file"] == "b.gmx"
