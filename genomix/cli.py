@@ -13,13 +13,24 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from genomix import __version__, embedding, evaluating, explaining, predicting, scanning, training, variants
+from genomix import (
+    __version__,
+    embedding,
+    evaluating,
+    explaining,
+    predicting,
+    pretraining,
+    scanning,
+    training,
+    variants,
+)
 from genomix.console import console, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
 from genomix.metrics import report_table
 from genomix.modelfile import describe, read_card, read_header
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
+from genomix.pretraining import PretrainSettings
 from genomix.scoring import BATCH_SIZE
 from genomix.sources import RecordSource
 from genomix.training import TrainSettings
@@ -34,6 +45,7 @@ app = typer.Typer(
 )
 INTERRUPTED = 130  # the exit code of Ctrl-C, by the shell's convention
 TRAINING = TrainSettings()  # the training defaults, written once, in TrainSettings
+PRETRAINING = PretrainSettings()
 
 
 # --- options shared by several commands ------------------------------------------------------------------
@@ -78,8 +90,9 @@ Window = Annotated[
     typer.Option(help="Bases per window cut from a genome."),
 ]
 ModelName = Annotated[
-    str, typer.Option("--model", help=f"Model to train: {', '.join(list_models())} (`genomix models` lists their "
-                      "options).")
+    Optional[str],  # noqa: UP045
+    typer.Option("--model", help=f"Model to train: {', '.join(list_models())} (`genomix models` lists their "
+                 f"options). Default: {DEFAULT_MODEL}, or with --init the backbone's."),
 ]
 
 
@@ -167,13 +180,20 @@ HoldoutFraction = Annotated[float, typer.Option(
     "(`genomix evaluate --genome`).")]
 WindowsPerEpoch = Annotated[int, typer.Option(
     "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every class.")]
+Init = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--init", help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight "
+                 "but the head come from it."),
+]
+FreezeBackbone = Annotated[bool, typer.Option(
+    "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")]
 
 
 @app.command()
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
     inputs: Inputs = None,
-    model: ModelName = DEFAULT_MODEL,
+    model: ModelName = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -199,6 +219,8 @@ def train(
     window: Window = None,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
     windows_per_epoch: WindowsPerEpoch = TRAINING.windows_per_epoch,
+    init: Init = None,
+    freeze_backbone: FreezeBackbone = False,
     threads: Threads = None,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
@@ -208,10 +230,68 @@ def train(
         model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
-        seed=seed, device=device,
+        seed=seed, device=device, init=init, freeze_backbone=freeze_backbone,
     )
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [], val or [])
     training.train(source, output, settings, resume=resume)
+
+
+@app.command()
+def pretrain(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Backbone file to write (safetensors).")],
+    inputs: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored."),
+    ] = None,
+    model: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--model", help="Neural model to pretrain: " + ", ".join(pretraining.neural_models()) +
+                     f". Default: {DEFAULT_MODEL}."),
+    ] = None,
+    set_: SetOptions = None,
+    dim: Dim = None,
+    hidden: Hidden = None,
+    layers: Layers = None,
+    dropout: Dropout = None,
+    max_len: MaxLen = None,
+    epochs: Epochs = PRETRAINING.epochs,
+    batch_size: TrainBatch = PRETRAINING.batch_size,
+    lr: Lr = PRETRAINING.lr,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of the inputs held out (at random) for validation.")] = PRETRAINING.val_fraction,
+    val: ValFiles = None,
+    patience: Patience = PRETRAINING.patience,
+    rc_augment: Annotated[bool, typer.Option(
+        "--rc-augment/--no-rc-augment", help="Pretrain on random reverse complements too.")] = True,
+    mask_fraction: Annotated[float, typer.Option(
+        "--mask-fraction", help="Share of the bases to predict in each window (80% of them hidden as N, 10% "
+        "replaced by a random base, 10% left).")] = PRETRAINING.mask_fraction,
+    seed: Seed = PRETRAINING.seed,
+    device: Device = "auto",
+    resume: Resume = False,
+    genome: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Option("--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
+                     "outside the held-out end of every contig. Repeatable."),
+    ] = None,
+    window: Window = None,
+    holdout_fraction: HoldoutFraction = PRETRAINING.holdout_fraction,
+    windows_per_epoch: Annotated[int, typer.Option(
+        "--windows-per-epoch", help="With --genome: fresh random windows per epoch.")] = PRETRAINING.windows_per_epoch,
+    threads: Threads = None,
+) -> None:
+    """Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with
+    `genomix train --init`)."""
+    use_threads(threads)
+    options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout)
+    settings = PretrainSettings(
+        model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=window,
+        holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, mask_fraction=mask_fraction,
+        seed=seed, device=device,
+    )
+    source = RecordSource(inputs or [], genomes=genome or [], val_inputs=val or [])
+    pretraining.pretrain(source, output, settings, resume=resume)
 
 
 @app.command()
@@ -450,7 +530,8 @@ def info(
     model: ModelFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole header as JSON.")] = False,
 ) -> None:
-    """Describe a model file: architecture, classes, training data and settings, validation metrics."""
+    """Describe a model file (or a backbone): architecture, classes, training data and settings, validation
+    metrics."""
     typer.echo(json.dumps(read_header(model), indent=2) if as_json else describe(read_card(model)))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
-from genomix.modelfile import load_model
+from genomix.modelfile import KINDS, load_model
 from genomix.scoring import BATCH_SIZE, embeddings
 from genomix.sources import RecordSource
 from genomix.writers import ParquetRows, output_stream
@@ -32,7 +32,7 @@ def embed(model_path: str | Path, source: RecordSource, output: str | Path, batc
                            f"{' or '.join(FORMATS)}")
     inputs = [*source.files, str(model_path)]
     check_writable(output, inputs)
-    model = load_model(model_path)
+    model = load_model(model_path, kinds=KINDS)  # a backbone's pooled features are embeddings too
     rows = embeddings(model, source.records(), batch_size, device, rc)
     count = _parquet(rows, output, inputs, model.network.embed_dim) if suffix == ".parquet" else \
         _npy(rows, output, inputs)

@@ -2,6 +2,9 @@
 
 The header is a `ModelCard`: the model name and config, the class names in logit order, the positive class,
 which strands scoring averages, the temperature, what the model was trained on and its validation metrics.
+A card's `kind` says whether the file is a classifier or a backbone (`genomix pretrain`: masked-base
+modelling, whose "classes" are the four bases its head predicts at every position; `genomix train --init`
+fine-tunes it).
 Loading reads tensors and JSON only (nothing is ever unpickled), checks the header's types before using
 any of it, and upgrades files written by older versions (`upgrade_header`, and each model's own
 `upgrade`). Writing is atomic.
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,8 @@ from genomix.models.base import Model
 from genomix.tokens import ALPHABET
 
 FORMAT = "genomix-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # the newest format this genomix reads (3: backbones, and models fine-tuned from one)
+KINDS = ("classifier", "backbone")
 TOKENIZER = f"dna-v1: PAD=0, {', '.join(f'{b}={i}' for i, b in enumerate(ALPHABET, 1))}"
 METADATA_KEY = "genomix"
 
@@ -49,6 +54,7 @@ class TrainingRecord:
     processes: int = 1
     best_epoch: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    initialised_from: dict[str, Any] | None = None  # `train --init`: the backbone's file name and SHA-256
 
     @property
     def genome_window(self) -> int | None:
@@ -73,8 +79,11 @@ class ModelCard:
     training: TrainingRecord | None = None
     validation: dict[str, Any] | None = None
     genomix_version: str = __version__
+    kind: str = "classifier"  # or "backbone" (see the module docstring)
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise GenomixError(f"unknown model kind {self.kind!r} (known: {', '.join(KINDS)})")
         if self.positive_class is None and len(self.classes) == 2:
             self.positive_class = self.classes[1]
         if self.positive_class is not None and self.positive_class not in self.classes:
@@ -125,7 +134,11 @@ def save_model(model: TrainedModel, path: str | Path) -> None:
     """Write the model file atomically (a temporary file beside it, then a rename)."""
     card = dataclasses.replace(model.card, model=model.network.name, config=model.network.config,
                                genomix_version=__version__)
-    header = {"format": FORMAT, "format_version": FORMAT_VERSION, "tokenizer": TOKENIZER, **dataclasses.asdict(card)}
+    header = {"format": FORMAT, "format_version": 2, "tokenizer": TOKENIZER, **dataclasses.asdict(card)}
+    if card.kind == "backbone" or (card.training and card.training.initialised_from):
+        header["format_version"] = 3  # what genomix from before backbones cannot read, it must refuse
+    elif header["training"] is not None:
+        del header["training"]["initialised_from"]  # a format-2 file as genomix from before backbones wrote it
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(header)})
@@ -171,7 +184,7 @@ def upgrade_header(header: dict[str, Any]) -> dict[str, Any]:
 
 _CARD_TYPES = {"model": str, "config": dict, "classes": list, "positive_class": (str, type(None)),
                "both_strands": bool, "temperature": (int, float, type(None)), "training": (dict, type(None)),
-               "validation": (dict, type(None)), "genomix_version": str}
+               "validation": (dict, type(None)), "genomix_version": str, "kind": str}
 
 
 def read_card(path: str | Path) -> ModelCard:
@@ -193,9 +206,15 @@ def read_card(path: str | Path) -> ModelCard:
         raise GenomixError(f"{path}: corrupt model file ({err})") from None
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> TrainedModel:
-    """Rebuild the network from the card's config and load its weights, in evaluation mode."""
+def load_model(path: str | Path, device: str | torch.device = "cpu", kinds: tuple[str, ...] = ("classifier",)
+               ) -> TrainedModel:
+    """Rebuild the network from the card's config and load its weights, in evaluation mode. A file of
+    another kind than `kinds` (a backbone given to predict, say) is a user error."""
     card = read_card(path)
+    if card.kind not in kinds:
+        raise GenomixError(f"{path}: a {card.kind}, not a {' or '.join(kinds)}" + (
+            " (a backbone predicts masked bases, not classes: fine-tune it with `genomix train --init`)"
+            if card.kind == "backbone" else ""))
     try:
         network = rebuild(card.model, len(card.classes), card.config)
         state = _checked_tensors(path, network)
@@ -235,30 +254,46 @@ def _checked_tensors(path: str | Path, network: Model) -> dict[str, torch.Tensor
 
 def describe(card: ModelCard) -> str:
     """A few readable lines about a model file (`genomix info --json` has everything)."""
+    backbone = card.kind == "backbone"
     lines = [
         f"model      {card.model} " + " ".join(f"{k}={v}" for k, v in card.config.items()),
+        "kind       backbone: masked-base pretraining, predicts the base at masked positions; fine-tune it with "
+        "`genomix train --init`" if backbone else
         f"classes    {', '.join(card.classes)}" + (f" (positive: {card.positive_class})" * bool(card.positive_class)),
         f"genomix    {card.genomix_version}, tokenizer {TOKENIZER}",
     ]
     training = card.training
     if training is not None:
-        counts = ", ".join(f"{c}: {n}" for c, n in training.class_counts.items())
-        data = (f"{training.records} fresh windows of {training.genome_window} bp per epoch ({counts}, held-out "
-                f"fraction {training.holdout_fraction})" if training.genome_window else
-                f"{training.records} sequences ({counts}), lengths {training.length_range[0]}"
-                f"-{training.length_range[1]}")
-        lines += [
-            f"trained on {data}, from {', '.join(training.inputs) or 'Python'}",
-            f"training   {training.epochs_run} epochs (best {training.best_epoch}), "
-            f"{training.seconds} s on {training.device}",
-        ]
-        if training.composition_weight is not None:
-            lines.append(f"k-mer term weight {training.composition_weight:.2f} in the blend with the network "
-                         "(chosen on validation)")
+        lines += _describe_training(training)
     signal = training.strand_signal if training is not None else None
     strands = "both (trained on reverse complements too, scored on both)" if card.both_strands else "as given"
     lines.append(f"strands    {strands}" + (f"; strand signal {signal:.3f} (0.5: none)" if signal is not None else ""))
-    if card.validation:
+    if card.validation and backbone and {"masked_loss", "frequency_loss", "masked_accuracy"} <= set(card.validation):
+        v = card.validation
+        lines.append(f"validation masked-base loss {v['masked_loss']:.4f} nats (uniform guess {math.log(4):.4f}, "
+                     f"the bases' frequencies {v['frequency_loss']:.4f}), accuracy {v['masked_accuracy']:.4f}")
+    elif card.validation and not backbone:
         lines.append("validation " + ", ".join(f"{k} {card.validation[k]:.4f}" for k in ("accuracy", "mcc", "auroc")
                                                if card.validation.get(k) is not None))
     return "\n".join(lines)
+
+
+def _describe_training(training: TrainingRecord) -> list[str]:
+    counts = ", ".join(f"{c}: {n}" for c, n in training.class_counts.items())  # none for a backbone
+    data = (f"{training.records} fresh windows of {training.genome_window} bp per epoch ({counts}{', ' * bool(counts)}"
+            f"held-out fraction {training.holdout_fraction})" if training.genome_window else
+            f"{training.records} sequences{f' ({counts})' * bool(counts)}, lengths {training.length_range[0]}"
+            f"-{training.length_range[1]}")
+    lines = [
+        f"trained on {data}, from {', '.join(training.inputs) or 'Python'}",
+        f"training   {training.epochs_run} epochs (best {training.best_epoch}), "
+        f"{training.seconds} s on {training.device}",
+    ]
+    if training.initialised_from:
+        start = training.initialised_from
+        lines.append(f"initialised from the backbone {start['file']} (SHA-256 {start['sha256'][:16]}…)"
+                     + (", backbone frozen" if start.get("frozen") else ""))
+    if training.composition_weight is not None:
+        lines.append(f"k-mer term weight {training.composition_weight:.2f} in the blend with the network "
+                     "(chosen on validation)")
+    return lines

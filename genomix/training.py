@@ -3,10 +3,13 @@
 
 The records are a fixed labelled set, or windows drawn afresh every epoch from labelled genomes. Class
 weights balance imbalanced sets; early stopping is on validation MCC (ties broken by validation loss).
+With `init`, training fine-tunes a backbone (`genomix.pretraining`): its architecture, and every weight but
+its base-predicting head.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -26,8 +29,8 @@ from genomix.finishing import Scorer, finish, fit_direct, metrics
 from genomix.genomes import GenomeSet
 from genomix.loop import Checkpoint, LoopSettings, TrainState, Validation, train_loop
 from genomix.metrics import report_table
-from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord, save_model
-from genomix.models import DEFAULT_MODEL, create_model, parse_options
+from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord, load_model, read_card, save_model
+from genomix.models import DEFAULT_MODEL, create_model, model_class, parse_options
 from genomix.models.base import Model
 from genomix.reading import Record
 from genomix.sources import RecordSource
@@ -36,6 +39,7 @@ from genomix.tokens import reverse_complement
 
 DEFAULT_MAX_LEN_CAP = 16384  # default max_len: the longest training sequence, at most this
 MIN_LEN = 8
+FINE_TUNED_OPTIONS = ("composition", "dropout")  # options a fine-tuned model may set; the rest are the backbone's
 
 
 @dataclass
@@ -43,10 +47,10 @@ class TrainSettings:
     """Every training option, validated on creation so that a mistake fails before any work is done.
 
     `options` are the model's own (`genomix.models.base.ModelOptions`: dim, layers, composition...);
-    what is not given takes the model's default.
+    what is not given takes the model's default, or with `init` the backbone's.
     """
 
-    model: str = DEFAULT_MODEL
+    model: str | None = None  # None: DEFAULT_MODEL, or with `init` the backbone's
     options: dict[str, Any] = field(default_factory=dict)
     max_len: int | None = None  # None: the genome window, else the longest training sequence, at most the cap
     epochs: int = 10
@@ -62,8 +66,15 @@ class TrainSettings:
     positive_class: str | None = None  # binary models: None chooses by the class names (`dataset.positive_class`)
     seed: int = 0
     device: str = "auto"
+    init: str | None = None  # a backbone file (`genomix pretrain`) to fine-tune
+    freeze_backbone: bool = False  # with `init`: train the head only (the k-mer term is fitted as usual)
 
     def __post_init__(self) -> None:
+        if self.init is not None:
+            self._take_backbone_architecture()
+        elif self.freeze_backbone:
+            raise GenomixError("--freeze-backbone needs --init backbone.gmx")
+        self.model = self.model or DEFAULT_MODEL
         parse_options(self.model, self.options)
         for name in ("epochs", "batch_size", "patience", "windows_per_epoch"):
             if getattr(self, name) < 1:
@@ -82,6 +93,24 @@ class TrainSettings:
 
     def loop(self) -> LoopSettings:
         return LoopSettings(self.epochs, self.lr, self.weight_decay, self.patience, self.seed)
+
+    def _take_backbone_architecture(self) -> None:
+        """The model, max_len and architecture options of the `init` backbone; given ones must agree with it."""
+        card = read_card(self.init)
+        if card.kind != "backbone":
+            raise GenomixError(f"--init {self.init}: a {card.kind}, not a backbone (write one with `genomix pretrain`)")
+        if self.model not in (None, card.model):
+            raise GenomixError(f"--init {self.init}: a {card.model} backbone, not --model {self.model}")
+        config = model_class(card.model).upgrade(dict(card.config))
+        backbone = {k: v for k, v in config.items() if k not in FINE_TUNED_OPTIONS}
+        given = parse_options(card.model, self.options).as_dict() | {"max_len": self.max_len}
+        for name, value in backbone.items():
+            if (name in self.options or name == "max_len" and self.max_len is not None) and given[name] != value:
+                flag = "--max-len" if name == "max_len" else f"option {name}"
+                raise GenomixError(f"--init {self.init}: the backbone has {name} {value}; {flag} {given[name]} "
+                                   "contradicts it (the architecture comes from the backbone)")
+        self.model, self.max_len = card.model, backbone.pop("max_len")
+        self.options = {**self.options, **backbone}
 
 
 EpochData = Callable[[int], LabelledSet]  # epoch → the labelled set to train on in that epoch
@@ -139,7 +168,7 @@ class Classification:
             message=f"val loss {result['loss']:.4f}, accuracy {result['accuracy']:.4f}, MCC {result['mcc']:.4f}")
 
 
-def _usable(records: Iterable[Record], what: str) -> list[Record]:
+def usable(records: Iterable[Record], what: str) -> list[Record]:
     """The records with bases; empty ones (zero-length reads) carry nothing to learn and are skipped."""
     records = list(records)
     kept = [r for r in records if r.seq]
@@ -157,13 +186,13 @@ def training_data(data: Iterable[Record] | GenomeSet, settings: TrainSettings,
         records = data.sample(per_class, np.random.default_rng([settings.seed, 0]))
         val_records = val_records if val_records is not None else data.tiles("val", max(8, per_class // 4))
     else:
-        records = _usable(data, "training")
+        records = usable(data, "training")
     if not records:
         raise GenomixError("no training records")
     train = LabelledSet.of(records)
     val = None
     if val_records is not None:
-        val = LabelledSet.of(_usable(val_records, "validation"), train.classes, "validation")
+        val = LabelledSet.of(usable(val_records, "validation"), train.classes, "validation")
     elif settings.val_fraction > 0:
         train, val = train.split(settings.val_fraction, settings.seed)
 
@@ -205,7 +234,9 @@ def fit(
     settings, strand = _choose_strands(settings, train)
     with distributed.process_group(resolve_device(settings.device)) as device:
         torch.manual_seed(settings.seed)
-        network = create_model(settings.model, len(train.classes), max_len, **settings.options).to(device)
+        network = create_model(settings.model, len(train.classes), max_len, **settings.options)
+        start = initialise_from_backbone(network, settings.init, settings.freeze_backbone) if settings.init else None
+        network = network.to(device)
         console.log(f"training {settings.model} on {len(train)} sequences "
                     f"({', '.join(f'{c}: {n}' for c, n in zip(train.classes, train.counts))}), "
                     f"{len(val) if val else 0} for validation; {sum(p.numel() for p in network.parameters()):,} "
@@ -219,10 +250,37 @@ def fit(
         length_range=[int(train.lengths.min()), longest], settings=asdict(settings), epochs_run=state.epoch,
         seconds=round(time.perf_counter() - started, 1), device=str(device), strand_signal=strand,
         composition_weight=done.composition_weight, processes=processes, best_epoch=state.best_epoch,
-        history=state.history)
+        history=state.history, initialised_from=start)
     card = ModelCard(network.name, network.config, train.classes, positive, bool(settings.rc_augment),
                      done.temperature, record, done.validation)
     return TrainedModel(network.cpu(), card)
+
+
+def initialise_from_backbone(network: Model, path: str | Path, freeze: bool = False) -> dict[str, Any]:
+    """Load every weight of the backbone at `path` into `network` but its head, which predicts bases, not
+    classes (and `network`'s k-mer term, which the backbone has none of); with `freeze`, only the head trains.
+    Returns what the model card records: the backbone's file name and SHA-256."""
+    backbone = load_model(path, kinds=("backbone",)).network
+    if type(backbone) is not type(network) or backbone.max_len != network.max_len:
+        raise GenomixError(f"--init {path}: a {backbone.name} backbone of max_len {backbone.max_len}, not "
+                           f"{network.name} of max_len {network.max_len}")
+    weights = {k: v for k, v in backbone.state_dict().items() if not k.startswith("head.")}
+    try:
+        missing, unexpected = network.load_state_dict(weights, strict=False)
+    except RuntimeError as err:  # tensors of other shapes: another architecture
+        raise GenomixError(f"--init {path}: the backbone has another architecture than the model "
+                           f"({str(err).splitlines()[1].strip()})") from None
+    left = [k for k in missing if not k.startswith(("head.", "composition"))]
+    if left or unexpected:
+        raise GenomixError(f"--init {path}: the backbone does not fit the model (tensors missing: {left[:3]}, "
+                           f"unexpected: {unexpected[:3]})")
+    if freeze:
+        for name, parameter in network.named_parameters():
+            parameter.requires_grad_(name.startswith("head."))
+    with open(path, "rb") as file:
+        digest = hashlib.file_digest(file, "sha256").hexdigest()
+    console.log(f"initialised from the backbone {path}: {len(weights)} tensors" + (", frozen" if freeze else ""))
+    return {"file": Path(path).name, "sha256": digest, "frozen": freeze}
 
 
 def _fit_weights(network: Model, epoch_data: EpochData, val: LabelledSet | None, settings: TrainSettings,
@@ -253,22 +311,33 @@ def train(source: RecordSource, output: str | Path, settings: TrainSettings | No
     """`genomix train`: read the labelled records of `source`, fit, write the model file, show the validation
     report. A source of `CLASS=genome.fa` genomes is read as windows of `settings.window` bases."""
     settings = settings or TrainSettings()
-    source.require("train on")
+    model = fit_to_file(source, output, settings, resume, "train on", fit,
+                        lambda: source.genome_set(settings.window, settings.holdout_fraction))
+    if model.card.validation:
+        console.print(report_table(model.card.validation, model.classes, "validation"))
+    return model
+
+
+def fit_to_file(source: RecordSource, output: str | Path, settings: TrainSettings, resume: bool, what: str,
+                fitter: Callable[..., TrainedModel], genomes: Callable[[], GenomeSet]) -> TrainedModel:
+    """What `train` and `pretrain` share: check the inputs and the output, read the records (or the `genomes`),
+    fit with a checkpoint beside the output, write the model file atomically (the main process only)."""
+    source.require(what)
     check_writable(output, source.files)
     checkpoint = checkpoint_path(output)
     if resume and not checkpoint.is_file():
         raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
     if source.genomes and settings.window is None:
-        raise GenomixError("--genome needs --window, the length of the windows to train on")
+        raise GenomixError(f"--genome needs --window, the length of the windows to {what}")
     if settings.window is not None and not source.genomes:
-        raise GenomixError("--window applies to --genome training; use --max-len to crop sequence files")
+        raise GenomixError("--window applies to --genome inputs; use --max-len to crop sequence files")
     if source.genomes:
-        data: Iterable[Record] | GenomeSet = source.genome_set(settings.window, settings.holdout_fraction)
+        data: Iterable[Record] | GenomeSet = genomes()
         val_records = None
     else:
         data, val_records = list(source.records()), (source.validation_records() if source.val_inputs else None)
     try:
-        model = fit(data, settings, val_records, checkpoint, resume)
+        model = fitter(data, settings, val_records, checkpoint, resume)
     except KeyboardInterrupt:
         if checkpoint.is_file():
             console.log(f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
@@ -279,6 +348,4 @@ def train(source: RecordSource, output: str | Path, settings: TrainSettings | No
         save_model(model, output)
         checkpoint.unlink(missing_ok=True)
         console.log(f"wrote {output}")
-    if model.card.validation:
-        console.print(report_table(model.card.validation, model.classes, "validation"))
     return model

@@ -226,13 +226,18 @@ class SequenceClassifier(Model):
     def embed_dim(self) -> int:
         return self.options.dim
 
-    def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        """The masked mean of the mixed, normalised positions: (B, dim)."""
+    def position_features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The mixed, normalised positions (B, N, dim), zero at padding: what `embed` pools and what masked-base
+        pretraining (`genomix.pretraining`) reads a base from at every position."""
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"input of length {tokens.shape[1]} exceeds the model's max_len {self.max_len}")
         mask = padding_mask(lengths, tokens.shape[1])
         x = self.embed_tokens(tokens, lengths, mask)
-        h = self.norm(self.mix(x, lengths, mask)) * mask[..., None]
+        return self.norm(self.mix(x, lengths, mask)) * mask[..., None]
+
+    def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """The masked mean of the mixed, normalised positions: (B, dim)."""
+        h = self.position_features(tokens, lengths)
         return h.sum(1) / lengths[:, None].to(h.dtype)
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:

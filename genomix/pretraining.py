@@ -1,0 +1,285 @@
+"""Masked-base pretraining: a backbone learns DNA from unlabelled sequences or genomes, then
+`genomix train --init` fine-tunes it on labels.
+
+A share of the bases (`mask_fraction`, 15% as in BERT and Caduceus) is chosen in every training window;
+of those, 80% become N, 10% a random base and 10% stay as they are, and the network predicts the true
+base at each chosen position from its per-position features (`SequenceClassifier.position_features`)
+through a linear head over A, C, G, T: cross-entropy in nats, ln 4 = 1.386 for a uniform guess. N is the
+mask because every model already reads it as "no base here": the k-mer embedding drops every k-mer that
+contains it, so no k-mer and no stem tap carries the hidden base (tests/test_pretrain.py checks that the
+prediction does not depend on it). The random and unchanged 10% keep the network from learning that only
+N positions matter, so that it also represents the bases it sees, as fine-tuning needs. Validation hides
+every chosen base behind N (no random or unchanged ones), so its loss and accuracy measure prediction of
+bases the network cannot see; its windows and masks are fixed for the run.
+
+Paramixer mixes in both directions, so masking fits it better than next-token prediction. The k-mer
+composition term is not part of a backbone: it has no classes to regress on.
+
+The loop is `genomix.loop.train_loop`, as for classification: checkpoints and `--resume`, DDP under
+torchrun, bf16 on CUDA, the best epoch (validation masked loss) kept. The backbone is a model file
+(`genomix.modelfile`, kind "backbone") whose head predicts the four bases.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from genomix import distributed
+from genomix.batching import bucket_batches, bucket_width, num_batches, pad, padding_fraction, random_crop
+from genomix.console import autocast, console, resolve_device
+from genomix.errors import GenomixError
+from genomix.genomes import Genome, GenomeSet
+from genomix.loop import Checkpoint, TrainState, Validation, train_loop
+from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord
+from genomix.models import create_model, list_models, model_class, parse_options
+from genomix.models.base import SequenceClassifier
+from genomix.reading import Record, split_input
+from genomix.sources import RecordSource
+from genomix.tokens import ALPHABET, encode, reverse_complement
+from genomix.training import DEFAULT_MAX_LEN_CAP, TrainSettings, fit_to_file, usable
+
+BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T
+MASK = ALPHABET.index("N") + 1  # the token that hides a base
+IGNORED = -100  # the target of positions that are not predicted (cross_entropy's ignore_index)
+RANDOM_SHARE, KEPT_SHARE = 0.1, 0.1  # of the chosen bases: a random base, or the base left as it is
+GENOMES_LABEL = "pretraining"  # the one class a GenomeSet of unlabelled genomes is drawn as
+
+
+@dataclass
+class PretrainSettings(TrainSettings):
+    """`TrainSettings` where they apply (`positive_class` and `init` do not), and the share of bases masked.
+    Reverse-complement augmentation is on unless switched off: both strands of a genome are DNA to learn from."""
+
+    rc_augment: bool | None = True
+    mask_fraction: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.init is not None or self.positive_class is not None:
+            raise GenomixError("pretraining takes neither --init nor --positive-class")
+        super().__post_init__()
+        if self.model not in neural_models():
+            raise GenomixError(f"model {self.model} has no network to pretrain (choose from: "
+                               f"{', '.join(neural_models())})")
+        if "composition" in self.options and parse_options(self.model, self.options).composition:
+            raise GenomixError("a backbone has no k-mer composition term (it has no classes): drop composition")
+        self.options = {**self.options, "composition": False}
+        if not 0 < self.mask_fraction < 1:
+            raise GenomixError("--mask-fraction must be in (0, 1)")
+
+
+def neural_models() -> list[str]:
+    """The registered models that pretraining applies to: those with a network read at every position."""
+    return [m for m in list_models() if issubclass(model_class(m), SequenceClassifier)]
+
+
+def mask_bases(tokens: np.ndarray, fraction: float, rng: np.random.Generator,
+               hide_all: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(input tokens, targets) for one sequence: targets are the base (0-3) at the chosen positions and IGNORED
+    elsewhere. Each base (never an N) is chosen with probability `fraction`, at least one per sequence that has
+    a base; a chosen base becomes N, or (10% each, unless `hide_all`) a random base or itself."""
+    bases = tokens.astype(np.int64) - 1
+    real = (bases >= 0) & (bases < 4)
+    chosen = real & (rng.random(len(tokens)) < fraction)
+    if real.any() and not chosen.any():
+        chosen[rng.choice(np.flatnonzero(real))] = True
+    roll = rng.random(len(tokens))
+    inputs = tokens.copy()
+    hidden = chosen if hide_all else chosen & (roll < 1 - RANDOM_SHARE - KEPT_SHARE)
+    inputs[hidden] = MASK
+    if not hide_all:
+        swapped = chosen & (roll >= 1 - RANDOM_SHARE - KEPT_SHARE) & (roll < 1 - KEPT_SHARE)
+        inputs[swapped] = rng.integers(1, 5, int(swapped.sum()))
+    return inputs, np.where(chosen, bases, IGNORED)
+
+
+class MaskedBaseModel(nn.Module):
+    """A network read at every position: base logits (B, N, 4) from its per-position features and its head."""
+
+    def __init__(self, backbone: SequenceClassifier) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.backbone.head(self.backbone.position_features(tokens, lengths))
+
+
+Masked = tuple[list[np.ndarray], list[np.ndarray]]  # input token arrays and their targets
+EpochSequences = Callable[[int], list[np.ndarray]]  # epoch → the token arrays to pretrain on in that epoch
+
+
+@dataclass
+class MaskedBases:
+    """The masked-base objective (`genomix.loop.Objective`): fresh crops, strands and masks every epoch;
+    validation masked loss (nats) and accuracy on fixed windows and masks, the best epoch by that loss."""
+
+    data: EpochSequences
+    val: list[np.ndarray] | None
+    settings: PretrainSettings
+    max_len: int
+    device: torch.device
+
+    def __post_init__(self) -> None:
+        self.size = len(self.data(0))
+        self.current: Masked = ([], [])
+        self.val_masked: Masked | None = None
+        if self.val:
+            rng = np.random.default_rng([self.settings.seed, 2**31])  # one fixed mask per run
+            crops = [random_crop(t, self.max_len, rng) for t in self.val]
+            self.val_masked = _unzip(mask_bases(t, self.settings.mask_fraction, rng, hide_all=True) for t in crops)
+            self.frequency_loss = _frequency_loss(np.concatenate(self.val_masked[1]))
+
+    def steps_per_epoch(self) -> int:
+        return num_batches(self.size, self.settings.batch_size) // distributed.world_size()
+
+    def epoch(self, epoch: int) -> tuple[list[np.ndarray], dict[str, float]]:
+        rng = np.random.default_rng([self.settings.seed, epoch])
+        tokens = [random_crop(t, self.max_len, rng) for t in self.data(epoch)]
+        if self.settings.rc_augment:
+            flips = rng.random(len(tokens)) < 0.5
+            tokens = [reverse_complement(t) if f else t for t, f in zip(tokens, flips)]
+        self.current = _unzip(mask_bases(t, self.settings.mask_fraction, rng) for t in tokens)
+        lengths = np.array([len(t) for t in tokens])
+        batches = distributed.share(bucket_batches(lengths, self.settings.batch_size, rng))
+        return batches, {"padding": padding_fraction(lengths, batches)}
+
+    def _logits(self, model: nn.Module, masked: Masked, batch: Sequence[int]) -> tuple[Tensor, Tensor]:
+        """Base logits (positions, 4) and targets (positions,) of a batch, padding included (target IGNORED)."""
+        inputs = [masked[0][i] for i in batch]
+        width = bucket_width(max(map(len, inputs)), self.max_len) if self.device.type == "cuda" else None
+        tokens, lengths = pad(inputs, width)
+        targets = np.full(tokens.shape, IGNORED, dtype=np.int64)
+        for row, i in zip(targets, batch):
+            row[: len(masked[1][i])] = masked[1][i]
+        logits = model(tokens.to(self.device), lengths.to(self.device))
+        return logits.float().flatten(0, 1), torch.from_numpy(targets).to(self.device).flatten()
+
+    def loss(self, model: nn.Module, batch: np.ndarray) -> tuple[Tensor, int]:
+        logits, targets = self._logits(model, self.current, batch)
+        return nn.functional.cross_entropy(logits, targets, ignore_index=IGNORED), len(batch)
+
+    def validate(self, network: nn.Module) -> Validation | None:
+        if self.val_masked is None:
+            return None
+        mine = np.arange(len(self.val_masked[0]))[distributed.rank() :: distributed.world_size()]
+        loss_sum = correct = count = 0.0
+        with torch.no_grad(), autocast(self.device):
+            for batch in np.array_split(mine, max(1, math.ceil(len(mine) / self.settings.batch_size))):
+                if not len(batch):
+                    continue
+                logits, targets = self._logits(network, self.val_masked, batch)
+                kept = targets != IGNORED
+                loss_sum += float(nn.functional.cross_entropy(logits[kept], targets[kept], reduction="sum"))
+                correct += float((logits[kept].argmax(-1) == targets[kept]).sum())
+                count += int(kept.sum())
+        loss_sum, correct, count = distributed.total(loss_sum, correct, count)
+        loss, accuracy = loss_sum / count, correct / count
+        return Validation(
+            score=(-loss,), metrics={"masked_loss": loss, "masked_accuracy": accuracy,
+                                     "frequency_loss": self.frequency_loss, "masked_bases": int(count)},
+            history={"val_masked_loss": loss, "val_masked_accuracy": accuracy},
+            message=f"val masked-base loss {loss:.4f} nats (the bases' frequencies: {self.frequency_loss:.4f}), "
+                    f"accuracy {accuracy:.4f}")
+
+
+def _unzip(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Masked:
+    inputs, targets = [], []
+    for x, y in pairs:
+        inputs.append(x)
+        targets.append(y)
+    return inputs, targets
+
+
+def _frequency_loss(targets: np.ndarray) -> float:
+    """The loss of guessing every masked base from the four bases' frequencies (their entropy, in nats): what a
+    network must beat to have learnt more than composition."""
+    counts = np.bincount(targets[targets != IGNORED], minlength=4).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def open_genomes(specs: Sequence[str], window: int, holdout_fraction: float) -> GenomeSet:
+    """Unlabelled genomes as one GenomeSet (a `CLASS=` prefix is allowed, and ignored); each must have a contig
+    with a window's worth of bases outside its held-out end."""
+    genomes = []
+    for spec in specs:
+        genome = Genome(split_input(spec)[1])
+        if not any(end - start >= window for _, start, end in genome.regions("train", holdout_fraction)):
+            raise GenomixError(f"{genome.path}: no contig has {window:,} bases outside the held-out part; lower "
+                               "--window or --holdout-fraction")
+        genomes.append((GENOMES_LABEL, genome))
+    return GenomeSet(tuple(genomes), window, holdout_fraction)
+
+
+def pretraining_data(data: Iterable[Record] | GenomeSet, settings: PretrainSettings,
+                     val_records: Iterable[Record] | None) -> tuple[EpochSequences, list[np.ndarray] | None]:
+    """The epoch data and the validation sequences: `val_records`, else the genomes' validation regions, else a
+    random share of the records."""
+    if isinstance(data, GenomeSet):
+        def windows(epoch: int) -> list[np.ndarray]:
+            draw = data.sample(settings.windows_per_epoch, np.random.default_rng([settings.seed, epoch]))
+            return [encode(r.seq) for r in draw]
+
+        val = val_records if val_records is not None else data.tiles("val", max(8, settings.windows_per_epoch // 4))
+        first = windows(0)
+        return (lambda epoch: first if epoch == 0 else windows(epoch)), [encode(r.seq) for r in usable(val, "val")]
+    train = [encode(r.seq) for r in usable(data, "pretraining")]
+    if not train:
+        raise GenomixError("no pretraining records")
+    if val_records is not None:
+        val = [encode(r.seq) for r in usable(val_records, "validation")]
+    elif settings.val_fraction > 0:
+        order = np.random.default_rng(settings.seed).permutation(len(train))
+        cut = round(settings.val_fraction * len(train))
+        if not 0 < cut < len(train):
+            raise GenomixError("too few records for a validation split: give --val FILE or more data")
+        val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
+    else:
+        val = None
+    return (lambda epoch: train), val
+
+
+def fit_backbone(data: Iterable[Record] | GenomeSet, settings: PretrainSettings | None = None,
+                 val_records: Iterable[Record] | None = None, checkpoint: str | Path | None = None,
+                 resume: bool = False) -> TrainedModel:
+    """Pretrain a backbone on records, or on windows drawn afresh every epoch from genomes."""
+    settings, started = settings or PretrainSettings(), time.perf_counter()
+    epoch_data, val = pretraining_data(data, settings, val_records)
+    lengths = np.array([len(t) for t in epoch_data(0)])
+    max_len = settings.max_len or settings.window or min(int(lengths.max()), DEFAULT_MAX_LEN_CAP)
+    with distributed.process_group(resolve_device(settings.device)) as device:
+        torch.manual_seed(settings.seed)
+        backbone = create_model(settings.model, len(BASES), max_len, **settings.options)
+        network = MaskedBaseModel(backbone).to(device)
+        console.log(f"pretraining {settings.model} on {len(lengths)} sequences per epoch, {len(val or [])} for "
+                    f"validation; {sum(p.numel() for p in network.parameters()):,} parameters; max_len {max_len}; "
+                    f"{100 * settings.mask_fraction:g}% of bases masked; device {device}")
+        objective = MaskedBases(epoch_data, val, settings, max_len, device)
+        identity = {"settings": asdict(settings), "objective": "masked bases"}
+        saved = Checkpoint(Path(checkpoint), identity) if checkpoint is not None else None
+        state: TrainState = train_loop(network, objective, settings.loop(), device, saved, resume)
+        network.load_state_dict(state.best_weights)
+        processes = distributed.world_size()
+    record = TrainingRecord(
+        records=len(lengths), class_counts={}, length_range=[int(lengths.min()), int(lengths.max())],
+        settings=asdict(settings), epochs_run=state.epoch, seconds=round(time.perf_counter() - started, 1),
+        device=str(device), processes=processes, best_epoch=state.best_epoch, history=state.history)
+    card = ModelCard(backbone.name, backbone.config, BASES, both_strands=bool(settings.rc_augment), training=record,
+                     validation=state.best_metrics, kind="backbone")
+    return TrainedModel(backbone.cpu().eval(), card)
+
+
+def pretrain(source: RecordSource, output: str | Path, settings: PretrainSettings | None = None,
+             resume: bool = False) -> TrainedModel:
+    """`genomix pretrain`: read the records of `source` (or draw windows of its genomes), pretrain, write the
+    backbone file."""
+    settings = settings or PretrainSettings()
+    return fit_to_file(source, output, settings, resume, "pretrain on", fit_backbone,
+                       lambda: open_genomes(source.genomes, settings.window, settings.holdout_fraction))
