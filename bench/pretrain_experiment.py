@@ -67,25 +67,29 @@ def snapshot_at(epoch: int, path: Path, settings: PretrainSettings):
 
 def run_pretrain(args) -> None:
     folder = decompress_genomes(args.work_dir / "genomes")
-    specs = [str(p) for p in sorted(folder.glob("*.fna"))]  # every genome: pretraining needs no class
+    specs = [str(p) for p in sorted(folder.glob("*.fna"))  # every genome: pretraining needs no class
+             if not (args.leave_out and p.name.startswith(args.leave_out))]
     settings = PretrainSettings(window=WINDOW, max_len=WINDOW, epochs=args.epochs, patience=args.epochs,
                                 windows_per_epoch=args.windows_per_epoch, batch_size=args.batch_size, seed=args.seed,
                                 device=args.device)
-    output = args.work_dir / f"backbone_e{args.epochs}.gmx"
-    early = args.work_dir / f"backbone_e{args.snapshot}.gmx"
+    name = f"_without_{args.leave_out}" if args.leave_out else ""
+    output = args.work_dir / f"backbone_e{args.epochs}{name}.gmx"
+    early = args.work_dir / f"backbone_e{args.snapshot}{name}.gmx"
     loop.save_checkpoint = snapshot_at(args.snapshot, early, settings)
     started = time.perf_counter()
     data = open_genomes(specs, WINDOW, settings.holdout_fraction)
-    model = fit_backbone(data, settings, checkpoint=args.work_dir / "pretrain.ckpt")
+    model = fit_backbone(data, settings, checkpoint=args.work_dir / f"pretrain{name}.ckpt")
     seconds = time.perf_counter() - started
     save_model(model, output)
     command = (f"python bench/pretrain_experiment.py pretrain --epochs {args.epochs} --snapshot {args.snapshot} "
-               f"--windows-per-epoch {args.windows_per_epoch} --batch-size {args.batch_size} --seed {args.seed}  # = "
+               f"--windows-per-epoch {args.windows_per_epoch} --batch-size {args.batch_size} --seed {args.seed}"
+               + (f" --leave-out {args.leave_out}" if args.leave_out else "") + "  # = "
                f"genomix pretrain --genome GENOME.fna ... --window {WINDOW} --epochs {args.epochs} --windows-per-epoch "
                f"{args.windows_per_epoch} --batch-size {args.batch_size} --patience {args.epochs}")
     add_row({"step": "pretrain", "backbone": output.name, "snapshot": early.name, "seconds": round(seconds),
              "threads": torch.get_num_threads(), "history": model.card.training.history,
-             "validation": model.card.validation, "command": command, "seed": args.seed})
+             "validation": model.card.validation, "command": command, "seed": args.seed,
+             "genomes": [Path(p).name for p in specs]})
 
 
 def run_species(args) -> None:
@@ -165,6 +169,7 @@ def main() -> None:
     parser.add_argument("--snapshot", type=int, default=5, help="pretrain: also keep the backbone after this epoch")
     parser.add_argument("--windows-per-epoch", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16, help="pretrain: windows per step")
+    parser.add_argument("--leave-out", help="pretrain: skip the genomes whose file name starts with this")
     parser.add_argument("--backbone", type=Path)
     parser.add_argument("--freeze", action="store_true", help="fine-tune the head only")
     parser.add_argument("--dataset", default="ecoli_sigma70_promoters")
