@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from genomix.cli import app
+from genomix.cli import app, main
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"
@@ -59,6 +60,18 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, invoke: Callable, tr
     result = invoke("train", train_fa, "-o", path, *TINY)
     assert result.exit_code == 0, (result.stderr, result.exception)
     return path
+
+
+def call_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, args: list[str]) -> tuple[int, list[str]]:
+    """`genomix ARGS` through main(), in this process: (exit code, stderr lines). main() installs a SIGTERM
+    handler; the test's own is put back."""
+    handler = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(sys, "argv", ["genomix", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as caught:
+        main()
+    signal.signal(signal.SIGTERM, handler)
+    return caught.value.code, capsys.readouterr().err.splitlines()
 
 
 def check_user_error(proc: subprocess.CompletedProcess, *fragments: str, one_line: bool = True) -> str:

@@ -3,14 +3,10 @@ and one stderr line that names the problem, and leave nothing at the output path
 
 from __future__ import annotations
 
-import signal
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
-
-from genomix.cli import main
+from conftest import TINY, call_main
 
 T = [a for a in TINY if a != "--device"][:-2]  # tiny settings without the device (added per case)
 CASES = {  # name: (arguments, the fragment its one error line must hold); {model}, {train}, {test}, {out}
@@ -86,15 +82,9 @@ def run(tmp_path, monkeypatch, capsys, trained_model, train_fa, test_fa):
     (out / "in.tsv").write_text("id\tsequence\nr1\tACGTACGT\n")
     names = {"model": trained_model, "train": train_fa, "test": test_fa, "out": out}
     monkeypatch.chdir(tmp_path)
-    handler = signal.getsignal(signal.SIGTERM)
 
     def call(args: list[str]) -> tuple[int, list[str]]:
-        monkeypatch.setattr(sys, "argv", ["genomix", *(a.format(**names) for a in args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as caught:
-            main()
-        signal.signal(signal.SIGTERM, handler)
-        return caught.value.code, capsys.readouterr().err.splitlines()
+        return call_main(monkeypatch, capsys, [a.format(**names) for a in args])
 
     return call, out
 

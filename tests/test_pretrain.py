@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import signal
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import call_main
 
 from genomix import loop
-from genomix.cli import main
 from genomix.errors import GenomixError
 from genomix.modelfile import load_model, read_card, read_header, save_model
 from genomix.models import create_model
@@ -204,16 +203,11 @@ def run(tmp_path, monkeypatch, capsys, backbone, trained_model, train_fa):
     (tmp_path / "short.fa").write_text(">c\n" + "ACGT" * 50 + "\n")
     names = {"backbone": backbone, "model": trained_model, "train": train_fa, "out": tmp_path / "out",
              "short": tmp_path / "short.fa"}
-    handler = signal.getsignal(signal.SIGTERM)
 
     def call(args: list[str]) -> tuple[int, list[str]]:
-        monkeypatch.setattr(sys, "argv", ["genomix", *(a.format(**names) for a in args)])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as caught:
-            main()
-        signal.signal(signal.SIGTERM, handler)
+        result = call_main(monkeypatch, capsys, [a.format(**names) for a in args])
         assert not any((tmp_path / "out").iterdir())
-        return caught.value.code, capsys.readouterr().err.splitlines()
+        return result
 
     return call
 
