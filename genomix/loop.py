@@ -17,18 +17,47 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
 from genomix import distributed
+from genomix.batching import bucket_batches, bucket_width, pad, padding_fraction, random_crop
 from genomix.console import autocast, console
 from genomix.errors import GenomixError
 from genomix.files import atomic_path
+from genomix.tokens import reverse_complement
 
 WARMUP_FRACTION = 0.05
 CLIP_NORM = 1.0
 
+
+
+def epoch_crops(token_arrays: list[np.ndarray], max_len: int, rc_augment: bool | None,
+                rng: np.random.Generator) -> list[np.ndarray]:
+    """What an objective trains on in one epoch: a fresh random crop of each array, and with `rc_augment`
+    half of them, at random, reverse-complemented."""
+    tokens = [random_crop(t, max_len, rng) for t in token_arrays]
+    if rc_augment:
+        flips = rng.random(len(tokens)) < 0.5
+        tokens = [reverse_complement(t) if f else t for t, f in zip(tokens, flips)]
+    return tokens
+
+
+def epoch_batches(tokens: list[np.ndarray], batch_size: int,
+                  rng: np.random.Generator) -> tuple[list[np.ndarray], dict[str, float]]:
+    """This process's share of length-bucketed batches of `tokens`, and the padding they carry (for the log)."""
+    lengths = np.array([len(t) for t in tokens])
+    batches = distributed.share(bucket_batches(lengths, batch_size, rng))
+    return batches, {"padding": padding_fraction(lengths, batches)}
+
+
+def padded(arrays: list[np.ndarray], max_len: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A batch padded and on `device`; on CUDA to one of a few bucket widths, so compiled steps are reused."""
+    width = bucket_width(max(map(len, arrays)), max_len) if device.type == "cuda" else None
+    tokens, lengths = pad(arrays, width)
+    return tokens.to(device), lengths.to(device)
 
 @dataclass
 class Validation:

@@ -33,17 +33,17 @@ import torch
 from torch import Tensor, nn
 
 from genomix import distributed
-from genomix.batching import bucket_batches, bucket_width, num_batches, pad, padding_fraction, random_crop
+from genomix.batching import num_batches, random_crop
 from genomix.console import autocast, console, resolve_device
 from genomix.errors import GenomixError
 from genomix.genomes import Genome, GenomeSet
-from genomix.loop import Checkpoint, TrainState, Validation, train_loop
+from genomix.loop import Checkpoint, TrainState, Validation, epoch_batches, epoch_crops, padded, train_loop
 from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord
 from genomix.models import create_model, list_models, model_class, parse_options
 from genomix.models.base import SequenceClassifier
 from genomix.reading import Record, split_input
 from genomix.sources import RecordSource
-from genomix.tokens import ALPHABET, encode, reverse_complement
+from genomix.tokens import ALPHABET, encode
 from genomix.training import DEFAULT_MAX_LEN_CAP, TrainSettings, fit_to_file, usable
 
 BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T
@@ -141,24 +141,17 @@ class MaskedBases:
 
     def epoch(self, epoch: int) -> tuple[list[np.ndarray], dict[str, float]]:
         rng = np.random.default_rng([self.settings.seed, epoch])
-        tokens = [random_crop(t, self.max_len, rng) for t in self.data(epoch)]
-        if self.settings.rc_augment:
-            flips = rng.random(len(tokens)) < 0.5
-            tokens = [reverse_complement(t) if f else t for t, f in zip(tokens, flips)]
+        tokens = epoch_crops(self.data(epoch), self.max_len, self.settings.rc_augment, rng)
         self.current = _unzip(mask_bases(t, self.settings.mask_fraction, rng) for t in tokens)
-        lengths = np.array([len(t) for t in tokens])
-        batches = distributed.share(bucket_batches(lengths, self.settings.batch_size, rng))
-        return batches, {"padding": padding_fraction(lengths, batches)}
+        return epoch_batches(tokens, self.settings.batch_size, rng)
 
     def _logits(self, model: nn.Module, masked: Masked, batch: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Base logits (positions, 4) and targets (positions,) of a batch, padding included (target IGNORED)."""
-        inputs = [masked[0][i] for i in batch]
-        width = bucket_width(max(map(len, inputs)), self.max_len) if self.device.type == "cuda" else None
-        tokens, lengths = pad(inputs, width)
+        tokens, lengths = padded([masked[0][i] for i in batch], self.max_len, self.device)
         targets = np.full(tokens.shape, IGNORED, dtype=np.int64)
         for row, i in zip(targets, batch):
             row[: len(masked[1][i])] = masked[1][i]
-        logits = model(tokens.to(self.device), lengths.to(self.device))
+        logits = model(tokens, lengths)
         return logits.float().flatten(0, 1), torch.from_numpy(targets).to(self.device).flatten()
 
     def loss(self, model: nn.Module, batch: np.ndarray) -> tuple[Tensor, int]:

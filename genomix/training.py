@@ -20,14 +20,23 @@ import numpy as np
 import torch
 
 from genomix import distributed
-from genomix.batching import bucket_batches, bucket_width, num_batches, pad, padding_fraction, random_crop
+from genomix.batching import num_batches
 from genomix.console import console, resolve_device
 from genomix.dataset import LabelledSet, positive_class
 from genomix.errors import GenomixError
 from genomix.files import check_writable
 from genomix.finishing import Scorer, finish, fit_direct, metrics
 from genomix.genomes import GenomeSet
-from genomix.loop import Checkpoint, LoopSettings, TrainState, Validation, train_loop
+from genomix.loop import (
+    Checkpoint,
+    LoopSettings,
+    TrainState,
+    Validation,
+    epoch_batches,
+    epoch_crops,
+    padded,
+    train_loop,
+)
 from genomix.metrics import report_table
 from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord, load_model, read_card, save_model
 from genomix.models import DEFAULT_MODEL, create_model, model_class, parse_options
@@ -35,7 +44,6 @@ from genomix.models.base import Model
 from genomix.reading import Record
 from genomix.sources import RecordSource
 from genomix.strand import is_stranded, strand_signal
-from genomix.tokens import reverse_complement
 
 DEFAULT_MAX_LEN_CAP = 16384  # default max_len: the longest training sequence, at most this
 MIN_LEN = 8
@@ -141,21 +149,13 @@ class Classification:
     def epoch(self, epoch: int) -> tuple[list[np.ndarray], dict[str, float]]:
         labelled = self.data(epoch)
         rng = np.random.default_rng([self.settings.seed, epoch])
-        tokens = [random_crop(t, self.max_len, rng) for t in labelled.tokens]
-        if self.settings.rc_augment:
-            flips = rng.random(len(tokens)) < 0.5
-            tokens = [reverse_complement(t) if f else t for t, f in zip(tokens, flips)]
-        lengths = np.array([len(t) for t in tokens])
-        batches = distributed.share(bucket_batches(lengths, self.settings.batch_size, rng))
+        tokens = epoch_crops(labelled.tokens, self.max_len, self.settings.rc_augment, rng)
         self.current = (tokens, labelled.y)
-        return batches, {"padding": padding_fraction(lengths, batches)}
+        return epoch_batches(tokens, self.settings.batch_size, rng)
 
     def loss(self, model: torch.nn.Module, batch: np.ndarray) -> tuple[torch.Tensor, int]:
         tokens, y = self.current
-        chosen = [tokens[i] for i in batch]
-        width = bucket_width(max(map(len, chosen)), self.max_len) if self.device.type == "cuda" else None
-        batch_tokens, lengths = pad(chosen, width)
-        logits = model(batch_tokens.to(self.device), lengths.to(self.device))
+        logits = model(*padded([tokens[i] for i in batch], self.max_len, self.device))
         return self.loss_fn(logits.float(), torch.from_numpy(y[batch]).to(self.device)), len(batch)
 
     def validate(self, network: torch.nn.Module) -> Validation | None:
