@@ -25,7 +25,6 @@ gradient it is 4/3 × the mean-centred substitution effects or gradients; for ig
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from genomix.console import console
 from genomix.effects import BASE_TOKENS, SequenceScorer, log_odds, substitution_effects
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
-from genomix.genomes import Genome
+from genomix.genomes import Genome, parse_region_id
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE
@@ -274,7 +273,6 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
 
 
 OUTPUTS = {".npz": "npz", ".tsv": "tsv", ".bedgraph": "track", ".bg": "track", ".bw": "track", ".bigwig": "track"}
-REGION = re.compile(r"(?P<contig>.+):(?P<start>\d+)-(?P<end>\d+)\((?P<strand>[+.-])\)")  # `genomix.genomes.read_bed`
 
 
 def output_kind(output: str | Path) -> str:
@@ -338,14 +336,14 @@ def write_track(explanations: Sequence[Explanation], output: str | Path, contigs
     positions: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     values: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     for e in explanations:
-        region = REGION.fullmatch(e.id)
+        region = parse_region_id(e.id)
         if region is None:
             raise GenomixError(f"record '{e.id}' has no genome coordinates: bedGraph and bigWig outputs need --bed "
                                "regions (or write .npz or .tsv)")
+        contig, first, last, strand = region
         offsets = e.start + np.arange(len(e.seq))
-        first, last = int(region["start"]), int(region["end"])
-        positions[region["contig"]].append(last - 1 - offsets if region["strand"] == "-" else first + offsets)
-        values[region["contig"]].append(e.scores)
+        positions[contig].append(last - 1 - offsets if strand == "-" else first + offsets)
+        values[contig].append(e.scores)
     with ExitStack() as stack:
         track = open_track(output, "genomix attributions", description, contigs, inputs, stack)
         for contig in contigs:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -29,6 +30,7 @@ from genomix.reading import BOM, Record, normalise, split_input, text_lines
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
 _COMPLEMENT = str.maketrans("ACGTN", "TGCAN")
+_REGION_ID = re.compile(r"(?P<contig>.+):(?P<start>\d+)-(?P<end>\d+)\((?P<strand>[+.-])\)")
 
 
 def reverse_complement(seq: str) -> str:
@@ -277,7 +279,18 @@ def _bed_record(fields: list[str], label: str | None, where: str, reference: Gen
     if strand == "-":
         seq = reverse_complement(seq)
     name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
-    return Record(f"{contig}:{start}-{end}({strand})", seq, label or name)
+    return Record(region_id(contig, start, end, strand), seq, label or name)
+
+
+def region_id(contig: str, start: int, end: int, strand: str) -> str:
+    """The id of a BED region's record: `contig:start-end(strand)`, 0-based, end exclusive."""
+    return f"{contig}:{start}-{end}({strand})"
+
+
+def parse_region_id(record_id: str) -> tuple[str, int, int, str] | None:
+    """(contig, start, end, strand) of a `region_id`; None for any other id."""
+    found = _REGION_ID.fullmatch(record_id)
+    return None if found is None else (found["contig"], int(found["start"]), int(found["end"]), found["strand"])
 
 
 def read_regions(bed: Sequence[str], reference: str | None) -> Iterator[Record]:
