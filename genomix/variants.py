@@ -24,7 +24,6 @@ a broken line as "truncated file" or not at all (a QUAL of "abc" is read as 0), 
 
 from __future__ import annotations
 
-import gzip
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -41,6 +40,7 @@ from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model
+from genomix.reading import text_lines
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES
 from genomix.tokens import encode
 from genomix.writers import is_stdout, output_stream
@@ -170,13 +170,6 @@ def _is_gzip(path: str | Path) -> bool:
         return file.read(2) == b"\x1f\x8b"
 
 
-def _text_lines(path: str | Path) -> Iterator[str]:
-    """The file's lines (BGZF is gzip to Python's reader), undecodable bytes kept visible rather than fatal."""
-    opener = gzip.open if _is_gzip(path) else open
-    with opener(path, "rt", errors="replace") as lines:
-        yield from lines
-
-
 def _region_lines(path: str | Path, region: str) -> Iterator[str]:
     try:
         yield from pysam.TabixFile(str(path)).fetch(region=region)
@@ -205,7 +198,7 @@ class VcfRecords:
 
     def __iter__(self) -> Iterator[tuple[str, pysam.VariantRecord]]:
         records = self._records()
-        numbered = enumerate(_text_lines(self.path), 1) if self.region is None else \
+        numbered = enumerate(text_lines(str(self.path)), 1) if self.region is None else \
             ((None, line) for line in _region_lines(self.path, self.region))
         with self.vcf:
             for count, (number, line) in enumerate(numbered, 1):
