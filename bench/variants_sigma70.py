@@ -41,8 +41,9 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
-from genomix.effects import BASES, SequenceScorer, substitution_effects
+from genomix.effects import BASES, substitution_effects
 from genomix.modelfile import load_model
+from genomix.scoring import Scorer
 from genomix.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,12 +162,12 @@ def promoter_frame(model_path: Path, variants: list[dict], sequences: dict[str, 
     """Control C: each substitution scored in its promoter's own window (the ISM core); and the mean effect of
     all 3 substitutions at each position, over the promoters aligned on their -10 box, in 5-base bins."""
     model = load_model(model_path)
-    scorer = SequenceScorer(model, device="cpu")
+    scorer = Scorer.of(model, device="cpu")
     target = model.classes.index("promoter")
     scores, offsets = {}, []
     for pid, seq in sequences.items():
         table = substitution_effects(scorer, encode(seq), target)
-        ref_p = float(np.exp(scorer([encode(seq)])[0, target]))
+        ref_p = float(scorer.log_probs([encode(seq)])[0, target].exp())
         for number, v in enumerate(variants):
             if v["promoter"] == pid:
                 scores[number] = (float(table[v["index"], BASES.index(v["alt"])]), ref_p)

@@ -13,14 +13,20 @@ import torch
 ECE_BINS = 15
 
 
+def calibrated(mean_log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Log-probabilities from the mean of log-softmax rows (of a record's windows and strands): renormalised,
+    then divided by the temperature and renormalised again. Differentiable; the scoring path's one rule."""
+    return torch.log_softmax(torch.log_softmax(mean_log_probs, -1) / temperature, -1)
+
+
 def calibrate(log_probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Calibrated log-probabilities (renormalised after scaling)."""
-    return torch.log_softmax(torch.from_numpy(log_probs / temperature), 1).numpy()
+    """Calibrated log-probabilities of an array of log-probabilities (`calibrated`)."""
+    return calibrated(torch.from_numpy(log_probs), temperature).numpy()
 
 
 def apply_temperature(log_probs: np.ndarray, temperature: float) -> np.ndarray:
     """Calibrated probabilities from log-probabilities."""
-    return torch.softmax(torch.from_numpy(log_probs / temperature), 1).numpy()
+    return np.exp(calibrate(log_probs, temperature))
 
 
 def fit_temperature(log_probs: np.ndarray, y: np.ndarray) -> float:

@@ -36,14 +36,15 @@ from torch import Tensor
 
 from genomix import motifs
 from genomix.batching import window_starts
+from genomix.calibration import calibrated
 from genomix.console import console
-from genomix.effects import BASE_TOKENS, SequenceScorer, log_odds, substitution_effects
+from genomix.effects import BASE_TOKENS, substitution_effects
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.genomes import Genome, parse_region_id
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
-from genomix.scoring import BATCH_SIZE
+from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.sources import RecordSource
 from genomix.tokens import encode, one_hot
 from genomix.tracks import open_track
@@ -101,41 +102,34 @@ def ism_passes(records: Sequence[Record], max_len: int, rc: bool, start: int | N
     return total * (2 if rc else 1)
 
 
-def record_log_odds(rows: Tensor, owners: Tensor, n: int, targets: Tensor, temperature: float) -> Tensor:
-    """(n,) each record's calibrated log-odds of its target class from the log-softmax rows of its windows (and
-    strands), combined as `predict` combines them: mean, renormalise, temperature. Differentiable."""
-    sums = rows.new_zeros(n, rows.shape[1]).index_add(0, owners, rows)
-    mean = torch.log_softmax(sums / torch.bincount(owners, minlength=n)[:, None], -1)
-    calibrated = torch.log_softmax(mean / temperature, -1)
-    own = calibrated.gather(1, targets[:, None])[:, 0]
-    return own - calibrated.scatter(1, targets[:, None], -torch.inf).logsumexp(-1)
-
-
 class BaseGradients:
     """d log-odds / d base weights (L, 4) of records, through the model's one-hot path, its windows, strands and
     temperature: the gradient of exactly the score `predict` gives at one-hot input. Records whose windows fit
     a batch are differentiated a batch of records at a time; a longer record's windows are scored first, and
     the gradient of its log-odds with respect to each window's row then weights that window's backward pass."""
 
-    def __init__(self, scorer: SequenceScorer) -> None:
-        self.network, self.device, self.rc = scorer.network, scorer.device, scorer.rc
-        self.max_len, self.batch_size, self.temperature = scorer.max_len, scorer.batch_size, scorer.model.temperature
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer, self.device, self.batch_size = scorer, scorer.device, scorer.batch_size
 
     def pieces(self, bases: Tensor) -> list[Tensor]:
-        """The windows of one record's base weights, each followed by its reverse complement on a two-strand
-        model (reversed positions, complemented bases: A C G T → T G C A is a flip of the last axis)."""
-        windows = [bases[s : s + self.max_len] for s in window_starts(len(bases), self.max_len)]
-        return [p for w in windows for p in ((w, w.flip(0, 1)) if self.rc else (w,))]
+        """The pieces of one record's base weights (`scoring.tiles`): a window's reverse complement reverses the
+        positions and complements the bases (A C G T → T G C A is a flip of the last axis)."""
+        return tiles(bases, self.scorer.max_len, self.scorer.rc, lambda w: w.flip(0, 1))
 
     def rows(self, pieces: Sequence[Tensor]) -> Tensor:
         """(P, classes) log-softmax of each piece, in full precision."""
         padded = torch.nn.utils.rnn.pad_sequence(list(pieces), batch_first=True)
         lengths = torch.tensor([len(p) for p in pieces], device=self.device)
-        return torch.log_softmax(self.network(padded, lengths).float(), -1)
+        return torch.log_softmax(self.scorer.network(padded, lengths).float(), -1)
+
+    def log_odds(self, rows: Tensor, owners: Tensor, n: int, targets: Tensor) -> Tensor:
+        """(n,) each record's calibrated log-odds of its target from its pieces' rows, combined as `Scorer`
+        combines them."""
+        return log_odds(calibrated(owner_means(rows, owners, n), self.scorer.temperature), targets)
 
     def count(self, length: int) -> int:
         """How many pieces a record of `length` bases is scored as."""
-        return len(window_starts(length, self.max_len)) * (2 if self.rc else 1)
+        return len(window_starts(length, self.scorer.max_len)) * self.scorer.pieces_per_window
 
     def __call__(self, bases: Sequence[np.ndarray], targets: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """The gradients (L, 4) of each record's log-odds of its target, and the log-odds."""
@@ -172,8 +166,7 @@ class BaseGradients:
         pieces = [self.pieces(leaf) for leaf in leaves]
         owners = torch.tensor([r for r, p in enumerate(pieces) for _ in p], device=self.device)
         rows = self.rows([p for ps in pieces for p in ps])
-        odds = record_log_odds(rows, owners, len(leaves), torch.as_tensor(targets, device=self.device),
-                               self.temperature)
+        odds = self.log_odds(rows, owners, len(leaves), torch.as_tensor(targets, device=self.device))
         odds.sum().backward()
         return [leaf.grad.cpu().numpy() for leaf in leaves], odds.detach().cpu().numpy()
 
@@ -184,7 +177,7 @@ class BaseGradients:
         with torch.no_grad():
             rows = torch.cat([self.rows(batch) for batch in batches]).requires_grad_()
         owners = torch.zeros(len(pieces), dtype=torch.int64, device=self.device)
-        odds = record_log_odds(rows, owners, 1, torch.tensor([target], device=self.device), self.temperature)
+        odds = self.log_odds(rows, owners, 1, torch.tensor([target], device=self.device))
         odds.backward()
         for at, batch in zip(range(0, len(pieces), self.batch_size), batches):
             (self.rows(batch) * rows.grad[at : at + len(batch)]).sum().backward()
@@ -197,7 +190,7 @@ def _centred(values: np.ndarray) -> np.ndarray:
     return (values - values.mean(1, keepdims=True)) * 4 / 3
 
 
-def _ism(scorer: SequenceScorer, seq: str, target: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+def _ism(scorer: Scorer, seq: str, target: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
     effects = substitution_effects(scorer, encode(seq), target, lo, hi)
     return _centred(effects), effects
 
@@ -242,7 +235,7 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
     if method not in METHODS:
         raise GenomixError(f"--method {method}: choose from {', '.join(METHODS)}")
     check_range(records, start, end)
-    scorer = SequenceScorer(model, device, batch_size, rc)
+    scorer = Scorer.of(model, device, batch_size, rc)
     if method == "ism":
         passes = ism_passes(records, model.max_len, scorer.rc, start, end)
         if passes > max_passes:
@@ -250,14 +243,14 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
                                f"--max-passes {max_passes:,}: choose positions with --start/--end, explain fewer "
                                "records, or raise --max-passes")
     fixed = target_class(model, class_name)
-    own = None if method == "gradient" and fixed is not None else scorer([encode(r.seq) for r in records])
-    targets = own.argmax(1) if fixed is None else np.full(len(records), fixed)
+    own = None if method == "gradient" and fixed is not None else scorer.log_probs([encode(r.seq) for r in records])
+    targets = own.argmax(1).numpy() if fixed is None else np.full(len(records), fixed)
     seqs = [r.seq for r in records]
     if method == "gradient":  # its pass gives the log-odds too
         grads, odds = BaseGradients(scorer)([one_hot(torch.from_numpy(encode(s))).numpy() for s in seqs], targets)
         tables = [(_centred(g), None) for g in grads]
     else:
-        odds = np.array([log_odds(row, int(t)) for row, t in zip(own, targets)])
+        odds = log_odds(own, torch.from_numpy(targets)).numpy()
         tables = [_ism(scorer, s, int(t), start or 0, len(s) if end is None else end) for s, t in zip(seqs, targets)] \
             if method == "ism" else [(h, None) for h in _integrated(BaseGradients(scorer), seqs, targets, seed)]
     explanations = []

@@ -3,7 +3,7 @@ report and the temperature, each from validation scores computed once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,25 +15,17 @@ from genomix.console import console
 from genomix.dataset import LabelledSet
 from genomix.metrics import classification_metrics
 from genomix.models.base import Model
-from genomix.scoring import log_probs
+from genomix.scoring import Scorer
 from genomix.tokens import reverse_complement
 
 COMPOSITION_WEIGHTS = np.linspace(0, 1, 21)  # blend weights a of the k-mer term tried on validation
 
 
-@dataclass
-class Scorer:
-    """How training scores sequences: as the model will be applied (both strands when trained on both)."""
-
-    batch_size: int
-    device: torch.device
-    rc: bool
-
-    def __call__(self, network: Model, tokens: list[np.ndarray]) -> np.ndarray:
-        """Log-probabilities of every sequence; under torchrun each rank scores its share and all gather."""
-        mine = log_probs(network, tokens[distributed.rank() :: distributed.world_size()], self.batch_size,
-                         self.device, self.rc)
-        return distributed.gather_rows(mine, len(tokens))
+def every_rank(scorer: Scorer, tokens: list[np.ndarray]) -> np.ndarray:
+    """Log-probabilities of every sequence, scored as the model will be applied; under torchrun each rank scores
+    its share and all gather."""
+    mine = scorer.log_probs(tokens[distributed.rank() :: distributed.world_size()]).numpy()
+    return distributed.gather_rows(mine, len(tokens))
 
 
 def metrics(scores: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
@@ -63,18 +55,18 @@ class Finish:
     validation: dict | None = None
 
 
-def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len: int, seed: int, score: Scorer,
+def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len: int, seed: int, scorer: Scorer,
            best_metrics: dict | None) -> Finish:
     """Blend in the k-mer term (where the model has one), then report on validation and fit the temperature."""
     done = Finish()
     if network.composition is not None:
         if val:
-            done.composition_weight = _add_composition(network, train, val, max_len, seed, score)
+            done.composition_weight = _add_composition(network, train, val, max_len, seed, scorer)
         else:
             console.log("no validation data to weigh the k-mer composition term: it is left out")
     if not val:
         return done
-    scores = score(network, val.tokens)
+    scores = every_rank(scorer, val.tokens)
     done.validation = metrics(scores, val.y, len(val.classes))  # the final model's: k-mer term and all
     if done.composition_weight is not None and best_metrics is not None:
         console.log(f"k-mer composition term: weight {done.composition_weight:.2f} (validation likelihood); "
@@ -88,12 +80,12 @@ def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len:
 
 
 def _add_composition(network: Model, train: LabelledSet, val: LabelledSet, max_len: int, seed: int,
-                     score: Scorer) -> float:
+                     scorer: Scorer) -> float:
     """Fit the network's k-mer term, and set and return the blend weight a (`SequenceClassifier`) with the
     highest validation likelihood."""
-    fit_direct(network.composition, train, val, max_len, seed, score.rc)
-    neural = score(network, val.tokens)  # a = 0 so far
-    kmer = score(network.composition, val.tokens)
+    fit_direct(network.composition, train, val, max_len, seed, scorer.rc)
+    neural = every_rank(scorer, val.tokens)  # a = 0 so far
+    kmer = every_rank(replace(scorer, network=network.composition), val.tokens)
     rows = np.arange(len(val))
 
     def nll(a: float) -> float:

@@ -18,16 +18,14 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
-import torch
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from genomix.calibration import calibrate
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
 from genomix.files import check_writable
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, log_probs
+from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.tokens import ALPHABET, encode
 from genomix.tracks import Track, open_track
 from genomix.writers import Report, is_stdout, output_stream
@@ -80,16 +78,13 @@ class Windows:
         return ~np.isnan(self.probs[:, 0])
 
 
-def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, batch_size: int,
-                 device: torch.device, rc: bool | None = None) -> Iterator[Windows]:
+def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int) -> Iterator[Windows]:
     """Score every window of every contig, a batch at a time, in genome order.
 
     Windows longer than the model's max_len are scored as `genomix predict` scores a long record (its tiles'
-    log-probabilities averaged); probabilities are temperature-calibrated; `rc` averages both strands (None:
-    as the model was trained, `TrainedModel.both_strands`).
+    log-probabilities averaged), with the scorer's strands and temperature.
     """
-    network = model.network.to(device).eval()
-    rc = model.scores_both_strands(rc)
+    batch_size = scorer.batch_size
     per_block = batch_size * max(1, BLOCK_BASES // (step * batch_size))  # whole batches: one shape until the end
     for contig, length in genome.contigs.items():
         if length == 0:  # an empty record: nothing to read, nothing to write
@@ -107,10 +102,9 @@ def scan_windows(model: TrainedModel, genome: Genome, window: int, step: int, ba
                 part = slice(at, at + batch_size)
                 keep = n_counts[part] <= MAX_N_FRACTION * layout.width
                 pieces = [tokens[s - offset : s - offset + layout.width] for s in starts[part][keep].tolist()]
-                probs = np.full((len(keep), len(model.classes)), np.nan)
+                probs = np.full((len(keep), scorer.network.num_classes), np.nan)
                 if pieces:
-                    probs[keep] = np.exp(calibrate(log_probs(network, pieces, batch_size, device, rc),
-                                                   model.temperature))
+                    probs[keep] = scorer.log_probs(pieces).exp().numpy()
                 lo, hi = layout.owned(ks[part])
                 yield Windows(contig, layout.width, starts[part], lo, hi, probs)
 
@@ -270,7 +264,7 @@ def scan(
         if bed_out is not None:
             bed = stack.enter_context(output_stream(bed_out, inputs))
             merger = RegionMerger(bed, column, chosen, threshold)
-        windows = scan_windows(model, genome, window, step, batch_size, torch_device, rc)
+        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step)
         calls = (Report(model.classes, "windows"), Caller(model.classes, threshold, column)) if report else None
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:

@@ -2,8 +2,9 @@
 
 A sequence longer than the model's max_len is never truncated: it is tiled by windows of max_len (the last
 one flush with its end), and the windows' log-probabilities are averaged and renormalised; a model scored
-on both strands averages each window with its reverse complement too. `predict`, `evaluate`, `scan` and
-training's validation all score through `log_probs`, and call classes through `decide`.
+on both strands averages each window with its reverse complement too. Every command that applies a model
+scores through `Scorer`, and calls classes through `decide`; the differentiable path of `explain` tiles and
+combines with the same `tiles`, `calibrated` and `log_odds`.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from genomix.batching import bucket_batches, pad, window_starts
-from genomix.calibration import calibrate
+from genomix.calibration import calibrated
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
 from genomix.modelfile import TrainedModel
@@ -29,6 +31,7 @@ from genomix.tokens import encode, reverse_complement
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
 UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read)
+T = TypeVar("T", np.ndarray, Tensor)
 
 
 @dataclass(frozen=True)
@@ -51,50 +54,112 @@ class Prediction:
         return np.exp(self.log_probs)
 
 
-@torch.no_grad()
-def window_means(network: Model, fn: Callable[[Tensor, Tensor], Tensor], width: int, token_arrays: Sequence[np.ndarray],
-                 batch_size: int, device: torch.device, rc: bool = False) -> np.ndarray:
-    """(n, width): the mean over each array's windows (and both strands with `rc`) of `fn(tokens, lengths)`'s rows;
-    NaN rows for empty arrays."""
-    pieces: list[np.ndarray] = []
-    owners: list[int] = []
-    for owner, tokens in enumerate(token_arrays):
-        if len(tokens) == 0:
-            continue
-        for start in window_starts(len(tokens), network.max_len):
-            window = tokens[start : start + network.max_len]
-            pieces += [window, reverse_complement(window)] if rc else [window]
-            owners += [owner] * (2 if rc else 1)
-    rows = np.empty((len(pieces), width))
-    for batch in bucket_batches(np.array([len(p) for p in pieces]), batch_size):
-        tokens, batch_lengths = pad([pieces[i] for i in batch])
-        with autocast(device):
-            rows[batch] = fn(tokens.to(device), batch_lengths.to(device)).float().cpu().numpy()
-    sums = np.zeros((len(token_arrays), width))
-    owners = np.array(owners, dtype=np.int64)
-    np.add.at(sums, owners, rows)
-    with np.errstate(invalid="ignore", divide="ignore"):  # empty arrays: 0 / 0 windows, NaN as documented
-        return sums / np.bincount(owners, minlength=len(token_arrays))[:, None]
+def tiles(x: T, max_len: int, rc: bool, reverse_complement: Callable[[T], T]) -> list[T]:
+    """The pieces a record is scored as: its windows (`window_starts`), each followed by its reverse complement
+    where both strands are scored. Token arrays and (differentiable) base weights are tiled alike."""
+    windows = [x[s : s + max_len] for s in window_starts(len(x), max_len)]
+    return [p for w in windows for p in ((w, reverse_complement(w)) if rc else (w,))]
 
 
-def log_probs(network: Model, token_arrays: Sequence[np.ndarray], batch_size: int, device: torch.device,
-              rc: bool = False) -> np.ndarray:
-    """(n, classes) log-probabilities, averaged over windows (and both strands with `rc`) and renormalised."""
-    def scores(tokens: Tensor, lengths: Tensor) -> Tensor:
-        return torch.log_softmax(network(tokens, lengths).float(), -1)
+def owner_means(rows: Tensor, owners: Tensor, n: int) -> Tensor:
+    """(n, width): the mean of each owner's rows (NaN for an owner without rows). Differentiable."""
+    sums = rows.new_zeros(n, rows.shape[1]).index_add(0, owners, rows)
+    return sums / torch.bincount(owners, minlength=n)[:, None]
 
-    mean = window_means(network, scores, network.num_classes, token_arrays, batch_size, device, rc)
-    return torch.log_softmax(torch.from_numpy(mean), 1).numpy()
+
+def log_odds(log_probs: Tensor | np.ndarray, target: int | Tensor | np.ndarray) -> Tensor | np.ndarray:
+    """log(p / (1 - p)) of class `target` (one for all rows, or one per row) in rows of log-probabilities,
+    computed without cancellation; differentiable, and numpy in gives numpy out."""
+    if isinstance(log_probs, np.ndarray):
+        return log_odds(torch.from_numpy(log_probs), torch.as_tensor(target)).numpy()
+    index = torch.as_tensor(target, device=log_probs.device).expand(log_probs.shape[:-1])[..., None]
+    own = log_probs.gather(-1, index)[..., 0]
+    return own - log_probs.scatter(-1, index, -torch.inf).logsumexp(-1)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The one way to score token arrays, as `predict` does: a network in evaluation mode on one device, the
+    strands and the temperature of its model file, length-bucketed batches. `predict`, `evaluate`, `scan`,
+    `embed`, `variants`, `explain` and validation during training all score through it. Results stay tensors
+    (float64, on the CPU) until they are written."""
+
+    network: Model
+    device: torch.device
+    rc: bool = False
+    temperature: float = 1.0
+    batch_size: int = BATCH_SIZE
+
+    @classmethod
+    def of(cls, model: TrainedModel, device: str | torch.device = "auto", batch_size: int = BATCH_SIZE,
+           rc: bool | None = None, calibrated: bool = True) -> Scorer:
+        """The scorer of a model file: `rc` None scores the strands the card says; `calibrated` False leaves the
+        temperature out."""
+        torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+        return cls(model.network.to(torch_device).eval(), torch_device, model.scores_both_strands(rc),
+                   model.temperature if calibrated else 1.0, batch_size)
+
+    @property
+    def max_len(self) -> int:
+        return self.network.max_len
+
+    @property
+    def pieces_per_window(self) -> int:
+        return 2 if self.rc else 1
+
+    def log_probs(self, token_arrays: Sequence[np.ndarray]) -> Tensor:
+        """(n, classes) calibrated log-probabilities of whole token arrays, each tiled by windows; NaN rows for
+        empty arrays."""
+        return self.records(token_arrays)[0]
+
+    def records(self, token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray]:
+        """`log_probs`, and the number of windows each array was scored as (0 for an empty one)."""
+        means, pieces = self._means(self._log_softmax, self.network.num_classes, token_arrays)
+        return calibrated(means, self.temperature), pieces // self.pieces_per_window
+
+    def window_rows(self, windows: Sequence[np.ndarray]) -> Tensor:
+        """(n, classes) each window's log-softmax, averaged over the strands scored: the rows `combine` sums."""
+        return self._means(self._log_softmax, self.network.num_classes, windows)[0]
+
+    def combine(self, window_sums: Tensor, windows: int | Tensor) -> Tensor:
+        """Calibrated log-probabilities of records from the sums of their windows' rows (`window_rows`)."""
+        return calibrated(window_sums / windows, self.temperature)
+
+    def features(self, token_arrays: Sequence[np.ndarray]) -> Tensor:
+        """(n, F) pooled features (`Model.embed`), averaged over windows and strands as scores are."""
+        return self._means(self.network.embed, self.network.embed_dim, token_arrays)[0]
+
+    def _log_softmax(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return torch.log_softmax(self.network(tokens, lengths).float(), -1)
+
+    @torch.no_grad()
+    def _means(self, fn: Callable[[Tensor, Tensor], Tensor], width: int,
+               token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray]:
+        """(n, width): the mean of `fn`'s rows over each array's pieces (`tiles`), NaN rows for empty arrays; and
+        the number of pieces of each array."""
+        pieces: list[np.ndarray] = []
+        counts = np.zeros(len(token_arrays), dtype=np.int64)
+        for i, tokens in enumerate(token_arrays):
+            if len(tokens):
+                own = tiles(tokens, self.max_len, self.rc, reverse_complement)
+                pieces += own
+                counts[i] = len(own)
+        rows = torch.empty(len(pieces), width, dtype=torch.float64)
+        for batch in bucket_batches(np.array([len(p) for p in pieces]), self.batch_size):
+            tokens, lengths = pad([pieces[i] for i in batch])
+            with autocast(self.device):
+                rows[torch.from_numpy(batch)] = fn(tokens.to(self.device), lengths.to(self.device)).double().cpu()
+        owners = torch.from_numpy(np.repeat(np.arange(len(token_arrays)), counts))
+        return owner_means(rows, owners, len(token_arrays)), counts
 
 
 def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE, device: str = "auto",
                rc: bool | None = None) -> Iterator[tuple[Record, np.ndarray]]:
-    """Each record with its pooled features (`Model.embed`), averaged over windows (and strands) as `predict`
-    averages scores; the k-mer composition term is not part of them. Streamed a chunk at a time."""
-    network, torch_device, rc = _on_device(model, device, rc)
-    for chunk, tokens in _encoded(records, batch_size, model.max_len):
-        yield from zip(chunk, window_means(network, network.embed, network.embed_dim, tokens, batch_size,
-                                           torch_device, rc))
+    """Each record with its pooled features (`Scorer.features`); the k-mer composition term is not part of them.
+    Streamed a chunk at a time."""
+    scorer = Scorer.of(model, device, batch_size, rc)
+    for chunk, tokens in _encoded(records, scorer):
+        yield from zip(chunk, scorer.features(tokens).numpy())
 
 
 def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
@@ -104,13 +169,11 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
     """
-    network, torch_device, rc = _on_device(model, device, rc)
-    temperature = model.temperature if calibrated else 1.0
-    for chunk, tokens in _encoded(records, batch_size, model.max_len):
-        scores = calibrate(log_probs(network, tokens, batch_size, torch_device, rc), temperature)
-        for record, t, s in zip(chunk, tokens, scores):
-            windows = len(window_starts(len(t), model.max_len)) if len(t) else 0
-            yield Prediction(record.id, len(t), s, windows, record)
+    scorer = Scorer.of(model, device, batch_size, rc, calibrated)
+    for chunk, tokens in _encoded(records, scorer):
+        scores, windows = scorer.records(tokens)
+        for record, t, s, w in zip(chunk, tokens, scores.numpy(), windows.tolist()):
+            yield Prediction(record.id, len(t), s, w, record)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
@@ -122,16 +185,9 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
     return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record)
 
 
-def _on_device(model: TrainedModel, device: str, rc: bool | None) -> tuple[Model, torch.device, bool]:
-    """The network on its device in evaluation mode, the device, and whether both strands are scored."""
-    torch_device = resolve_device(device)
-    return model.network.to(torch_device).eval(), torch_device, model.scores_both_strands(rc)
-
-
-def _encoded(records: Iterable[Record], batch_size: int, max_len: int) -> Iterator[tuple[list[Record],
-                                                                                       list[np.ndarray]]]:
+def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:
     """The records a chunk at a time (`_chunks`), with their tokens."""
-    for chunk in _chunks(records, batch_size * CHUNK_BATCHES * max_len):
+    for chunk in _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len):
         yield chunk, [encode(r.seq) for r in chunk]
 
 

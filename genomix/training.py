@@ -25,7 +25,7 @@ from genomix.console import console, resolve_device
 from genomix.dataset import LabelledSet, positive_class
 from genomix.errors import GenomixError
 from genomix.files import check_writable
-from genomix.finishing import Scorer, finish, fit_direct, metrics
+from genomix.finishing import every_rank, finish, fit_direct, metrics
 from genomix.genomes import GenomeSet
 from genomix.loop import (
     Checkpoint,
@@ -42,6 +42,7 @@ from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord, load_mode
 from genomix.models import DEFAULT_MODEL, create_model, model_class, parse_options
 from genomix.models.base import Model
 from genomix.reading import Record
+from genomix.scoring import Scorer
 from genomix.sources import RecordSource
 from genomix.strand import is_stranded, strand_signal
 
@@ -161,7 +162,8 @@ class Classification:
     def validate(self, network: torch.nn.Module) -> Validation | None:
         if not self.val:
             return None
-        result = metrics(self.score(network, self.val.tokens), self.val.y, len(self.val.classes))
+        scores = every_rank(replace(self.score, network=network), self.val.tokens)
+        result = metrics(scores, self.val.y, len(self.val.classes))
         return Validation(
             score=(round(result["mcc"], 4), -result["loss"]), metrics=result,
             history={"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_mcc": result["mcc"]},
@@ -241,7 +243,7 @@ def fit(
                     f"({', '.join(f'{c}: {n}' for c, n in zip(train.classes, train.counts))}), "
                     f"{len(val) if val else 0} for validation; {sum(p.numel() for p in network.parameters()):,} "
                     f"parameters; max_len {max_len} (longest sequence {longest}); device {device}")
-        score = Scorer(settings.batch_size, device, bool(settings.rc_augment))
+        score = Scorer(network, device, bool(settings.rc_augment), batch_size=settings.batch_size)
         state = _fit_weights(network, epoch_data, val, settings, max_len, device, score, checkpoint, resume)
         done = finish(network, train, val, max_len, settings.seed, score, state.best_metrics)
         processes = distributed.world_size()

@@ -1,7 +1,7 @@
 """`genomix variants`: the effect of each variant of a VCF on a model's prediction.
 
 Every allele is scored on two windows cut from the reference, as `predict` scores a record (the model's
-windows, strands and temperature, through `genomix.effects.SequenceScorer`), and reported as the change in
+windows, strands and temperature, through `genomix.scoring.Scorer`), and reported as the change in
 each class's log-odds, alternative minus reference.
 
 The windows rule, for a window of W bases (the model's max_len, or `window`) and a record whose REF allele of
@@ -34,14 +34,14 @@ from typing import IO
 
 import numpy as np
 import pysam
+import torch
 
-from genomix.effects import SequenceScorer, log_odds
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import text_lines
-from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES
+from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.tokens import encode
 from genomix.writers import is_stdout, output_stream
 
@@ -286,10 +286,9 @@ class _Scores:
     log_odds: np.ndarray
 
     @classmethod
-    def of(cls, log_probs: np.ndarray) -> _Scores:
-        odds = np.stack([log_odds(log_probs, c) for c in range(log_probs.shape[1])], 1) if len(log_probs) else \
-            log_probs
-        return cls(np.exp(log_probs), odds)
+    def of(cls, log_probs: torch.Tensor) -> _Scores:
+        odds = torch.stack([log_odds(log_probs, c) for c in range(log_probs.shape[1])], 1)
+        return cls(log_probs.exp().numpy(), odds.numpy())
 
     def effects(self, entry: _Entry) -> list[np.ndarray | None]:
         """Per ALT allele, the change in each class's log-odds from the reference (None: not scored)."""
@@ -429,7 +428,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     if kind != ".tsv":
         name = trained.card.model if isinstance(model, TrainedModel) else Path(model).name
         _declare(records.header, trained.classes, name, width, genome)
-    scorer = SequenceScorer(trained, device, batch_size, rc)
+    scorer = Scorer.of(trained, device, batch_size, rc)
     reference_blocks, summary = _Reference(genome), VariantSummary()
     chunk_bases = batch_size * CHUNK_BATCHES * trained.max_len  # as predict reads records: bounded memory
     with _writer(output, kind, records, trained.classes, inputs) as writer:
@@ -449,9 +448,8 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
 
 
 def _write_chunk(writer: _TsvEffects | _VcfEffects, chunk: list[_Entry], windows: list[str],
-                 scorer: SequenceScorer) -> None:
+                 scorer: Scorer) -> None:
     """Score a chunk's windows in one pass of batches and write its records in order."""
-    log_probs = scorer([encode(w) for w in windows]) if windows else np.empty((0, 0))
-    scores = _Scores.of(log_probs)
+    scores = _Scores.of(scorer.log_probs([encode(w) for w in windows]))
     for entry in chunk:
         writer.write(entry, scores)

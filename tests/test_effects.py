@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genomix.effects import BASES, SequenceScorer, log_odds, substitution_effects, substitution_log_probs
+from genomix.effects import BASES, substitution_effects, substitution_log_probs
 from genomix.modelfile import load_model
 from genomix.reading import Record, read_records
-from genomix.scoring import predict_records
+from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.tokens import encode
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_paramixer.gmx"
@@ -23,7 +23,7 @@ def test_log_odds_matches_the_definition() -> None:
 def test_substitutions_of_a_tiled_record_equal_predict_on_the_mutated_record(test_fa: Path) -> None:
     model = load_model(FIXTURE)
     seq = next(iter(read_records(test_fa))).seq[: int(model.max_len * 2.5)]  # three windows, two overlapping
-    scorer = SequenceScorer(model, device="cpu")
+    scorer = Scorer.of(model, device="cpu")
     own, table = substitution_log_probs(scorer, encode(seq), 10, 150)
     assert np.allclose(own, next(predict_records(model, [Record("r", seq)], device="cpu")).log_probs, atol=1e-6)
     for position in (12, 70, 100, 140):  # one window; the last window only; two overlapping windows

@@ -3,6 +3,7 @@ one-hot path that equals the token path, every output format read back, and bad 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,13 @@ from test_cli_corpus import run  # noqa: F401  (the fixture that calls main() an
 
 import genomix.tokens
 from genomix import motifs
-from genomix.effects import BASES, SequenceScorer, log_odds
+from genomix.effects import BASES
 from genomix.errors import GenomixError
 from genomix.explaining import BaseGradients, attribute, read_npz
 from genomix.modelfile import load_model
 from genomix.models import create_model, list_models
 from genomix.reading import Record, read_records
-from genomix.scoring import predict_records
+from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.tokens import encode, one_hot
 from genomix.training import TrainSettings, fit
 
@@ -153,12 +154,11 @@ def test_gradients_of_long_records_equal_those_of_short_batches(trained_model, t
     model = load_model(trained_model)
     seqs = [r.seq[:300] for r in list(read_records(test_fa))[:3]]
     bases = [one_hot(torch.from_numpy(encode(s))).numpy() for s in seqs]
-    scorer = SequenceScorer(model, "cpu")
+    scorer = Scorer.of(model, "cpu")
     batched, odds = BaseGradients(scorer)(bases, np.ones(3, dtype=np.int64))
-    scorer.batch_size = 3
-    split, _ = BaseGradients(scorer)(bases, np.ones(3, dtype=np.int64))
+    split, _ = BaseGradients(replace(scorer, batch_size=3))(bases, np.ones(3, dtype=np.int64))
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(batched, split))
-    assert np.allclose(odds, log_odds(scorer([encode(s) for s in seqs]), 1), atol=1e-5)
+    assert np.allclose(odds, log_odds(scorer.log_probs([encode(s) for s in seqs]), 1), atol=1e-5)
 
 
 def test_explain_writes_every_format(invoke, trained_model, test_fa, tmp_path):

@@ -8,7 +8,7 @@ from genomix.errors import GenomixError
 from genomix.modelfile import TrainedModel, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
-from genomix.scoring import decide, log_probs
+from genomix.scoring import Scorer, decide
 from genomix.sources import RecordSource
 from genomix.tokens import encode
 
@@ -19,9 +19,10 @@ def test_long_sequence_is_the_mean_of_its_window_log_probabilities():
     rng = np.random.default_rng(0)
     tokens = encode("".join(rng.choice(list("ACGT"), 80)))  # windows start at 0, 32 and 48 (flush with the end)
     windows = [tokens[0:32], tokens[32:64], tokens[48:80]]
-    each = log_probs(network, windows, batch_size=8, device=torch.device("cpu"))
-    expected = torch.log_softmax(torch.from_numpy(each.mean(0)), 0).numpy()
-    np.testing.assert_allclose(log_probs(network, [tokens], 8, torch.device("cpu"))[0], expected, atol=1e-6)
+    scorer = Scorer(network, torch.device("cpu"), batch_size=8)
+    each = scorer.log_probs(windows)
+    expected = torch.log_softmax(each.mean(0), 0)
+    torch.testing.assert_close(scorer.log_probs([tokens])[0], expected, atol=1e-6, rtol=0)
 
 
 def test_decide_uses_the_threshold_on_the_positive_class():

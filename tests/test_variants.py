@@ -15,11 +15,11 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from genomix.cli import main
-from genomix.effects import BASES, SequenceScorer, log_odds, substitution_effects
+from genomix.effects import BASES, substitution_effects
 from genomix.errors import GenomixError
 from genomix.modelfile import load_model
 from genomix.reading import Record, read_records
-from genomix.scoring import predict_records
+from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sources import RecordSource
 from genomix.tokens import encode
 from genomix.training import TrainSettings, train
@@ -137,7 +137,7 @@ def test_snv_effects_equal_the_ism_core(genome, tmp_path):
     (tmp_path / "snvs.vcf").write_text(vcf_text(rows))
     score_variants(FIXTURE, tmp_path / "snvs.vcf", tmp_path / "short.fa", tmp_path / "snvs.tsv",
                    window=2 * len(seq) + 1, device="cpu")
-    scorer = SequenceScorer(load_model(FIXTURE), device="cpu")
+    scorer = Scorer.of(load_model(FIXTURE), device="cpu")
     tokens = encode(seq)
     tables = {p: substitution_effects(scorer, tokens, 1, p, p + 1)[0] for p in positions}
     got = [float(r["log_odds_escherichia_coli"]) for r in read_tsv(tmp_path / "snvs.tsv")]
