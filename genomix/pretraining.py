@@ -15,9 +15,10 @@ bases the network cannot see; its windows and masks are fixed for the run.
 Paramixer mixes in both directions, so masking fits it better than next-token prediction. The k-mer
 composition term is not part of a backbone: it has no classes to regress on.
 
-The loop is `genomix.loop.train_loop`, as for classification: checkpoints and `--resume`, DDP under
-torchrun, bf16 on CUDA, the best epoch (validation masked loss) kept. The backbone is a model file
-(`genomix.modelfile`, kind "backbone") whose head predicts the four bases.
+The fit is `genomix.fitting.fit_task` and its loop `genomix.loop.train_loop`, as for classification
+(`Pretraining` plugs in): checkpoints and `--resume`, DDP under torchrun, bf16 on CUDA, the best epoch
+(validation masked loss) kept. The backbone is a model file (`genomix.modelfile`, kind "backbone") whose
+head predicts the four bases.
 """
 
 from __future__ import annotations
@@ -225,7 +226,7 @@ class Pretraining:
     position (`MaskedBaseModel`), the `MaskedBases` objective, a backbone's card."""
 
     settings: PretrainSettings
-    purpose: str = "pretraining"
+    purpose: ClassVar[str] = "pretraining"
 
     def examples(self, records: list[Record], like: Sequences | None, what: str) -> Sequences:
         return Sequences([encode(r.seq) for r in records])

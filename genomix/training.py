@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -131,10 +131,10 @@ class Classifying:
     term's blend, the validation report and the temperature. What the run settles is kept for its card."""
 
     settings: TrainSettings
-    purpose: str = "training"
-    positive: str | None = None  # the positive class, once the classes are known
-    start: dict[str, Any] | None = None  # with `init`: the backbone's file name and SHA-256
-    score: Scorer | None = None  # how the run scores sequences, once the device is known
+    purpose: ClassVar[str] = "training"
+    positive: str | None = field(init=False, default=None)  # the positive class, once the classes are known
+    start: dict[str, Any] | None = field(init=False, default=None)  # with `init`: the backbone's name and SHA-256
+    score: Scorer | None = field(init=False, default=None)  # how the run scores sequences, once on its device
 
     def examples(self, records: list[Record], like: LabelledSet | None, what: str) -> LabelledSet:
         return LabelledSet.of(records, None if like is None else like.classes, what)
@@ -152,8 +152,7 @@ class Classifying:
 
     def objective(self, network: Model, data: EpochData[LabelledSet], val: LabelledSet | None, plan: Plan,
                   device: torch.device) -> tuple[Model, Classification] | None:
-        score = Scorer(self.settings.batch_size, device, plan.rc_augment)
-        self.score = score
+        self.score = score = Scorer(self.settings.batch_size, device, plan.rc_augment)
         if network.fits_directly:  # closed-form models (kmer) skip the gradient loop
             fit_direct(network, data(0), val, plan.max_len, self.settings.seed, score.rc)
             return None
