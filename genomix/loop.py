@@ -3,7 +3,8 @@ on CUDA, early stopping on validation with the best epoch's weights kept, and a 
 so that `--resume` continues an interrupted run exactly.
 
 An `Objective` says what an epoch's batches are, what a batch's loss is and how validation scores the
-network; classification (`genomix.training`) is one, and pretraining objectives plug in the same way.
+network; classification (`genomix.training`) and masked-base pretraining (`genomix.pretraining`) are the two,
+both run by `genomix.fitting.fit_task`.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class TrainState:
 
 @dataclass
 class Checkpoint:
-    """The checkpoint file, and what a run must match to resume from it (settings and classes, say)."""
+    """The checkpoint file, and what a run must match to resume from it (settings and classes, say; not the
+    device: `genomix.fitting.Plan.identity`)."""
 
     path: Path
     identity: dict[str, Any]

@@ -44,7 +44,7 @@ class TrainingRecord:
     records: int
     class_counts: dict[str, int]
     length_range: list[int]
-    settings: dict[str, Any]  # `genomix.training.TrainSettings` as written
+    settings: dict[str, Any]  # the settings as the run used them (`genomix.fitting.Plan.recorded`)
     epochs_run: int
     seconds: float
     device: str

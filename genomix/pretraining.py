@@ -15,18 +15,19 @@ bases the network cannot see; its windows and masks are fixed for the run.
 Paramixer mixes in both directions, so masking fits it better than next-token prediction. The k-mer
 composition term is not part of a backbone: it has no classes to regress on.
 
-The loop is `genomix.loop.train_loop`, as for classification: checkpoints and `--resume`, DDP under
-torchrun, bf16 on CUDA, the best epoch (validation masked loss) kept. The backbone is a model file
-(`genomix.modelfile`, kind "backbone") whose head predicts the four bases.
+The fit is `genomix.fitting.fit_task` and its loop `genomix.loop.train_loop`, as for classification
+(`Pretraining` plugs in): checkpoints and `--resume`, DDP under torchrun, bf16 on CUDA, the best epoch
+(validation masked loss) kept. The backbone is a model file (`genomix.modelfile`, kind "backbone") whose
+head predicts the four bases.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,17 +35,17 @@ from torch import Tensor, nn
 
 from genomix import distributed
 from genomix.batching import num_batches, random_crop
-from genomix.console import autocast, console, resolve_device
+from genomix.console import autocast
 from genomix.errors import GenomixError
+from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
 from genomix.genomes import Genome, GenomeSet
-from genomix.loop import Checkpoint, TrainState, Validation, epoch_batches, epoch_crops, padded, train_loop
-from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord
-from genomix.models import create_model, list_models, model_class, parse_options
-from genomix.models.base import SequenceClassifier
+from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
+from genomix.modelfile import ModelCard, TrainedModel
+from genomix.models import list_models, model_class
+from genomix.models.base import Model, SequenceClassifier
 from genomix.reading import Record, split_input
 from genomix.sources import RecordSource
 from genomix.tokens import ALPHABET, encode
-from genomix.training import DEFAULT_MAX_LEN_CAP, TrainSettings, fit_to_file, usable
 
 BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T
 MASK = ALPHABET.index("N") + 1  # the token that hides a base
@@ -54,21 +55,19 @@ GENOMES_LABEL = "pretraining"  # the one class a GenomeSet of unlabelled genomes
 
 
 @dataclass
-class PretrainSettings(TrainSettings):
-    """`TrainSettings` where they apply (`positive_class` and `init` do not), and the share of bases masked.
+class PretrainSettings(FitSettings):
+    """The settings every fit shares (`genomix.fitting.FitSettings`) and the share of bases masked.
     Reverse-complement augmentation is on unless switched off: both strands of a genome are DNA to learn from."""
 
     rc_augment: bool | None = True
     mask_fraction: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.init is not None or self.positive_class is not None:
-            raise GenomixError("pretraining takes neither --init nor --positive-class")
         super().__post_init__()
         if self.model not in neural_models():
             raise GenomixError(f"model {self.model} has no network to pretrain (choose from: "
                                f"{', '.join(neural_models())})")
-        if "composition" in self.options and parse_options(self.model, self.options).composition:
+        if self.options.get("composition"):
             raise GenomixError("a backbone has no k-mer composition term (it has no classes): drop composition")
         self.options = {**self.options, "composition": False}
         if not 0 < self.mask_fraction < 1:
@@ -112,7 +111,17 @@ class MaskedBaseModel(nn.Module):
 
 
 Masked = tuple[list[np.ndarray], list[np.ndarray]]  # input token arrays and their targets
-EpochSequences = Callable[[int], list[np.ndarray]]  # epoch → the token arrays to pretrain on in that epoch
+
+
+@dataclass
+class Sequences:
+    """Unlabelled token arrays, pretraining's examples; the "classes" a backbone predicts are the four bases."""
+
+    tokens: list[np.ndarray]
+    classes: ClassVar[list[str]] = BASES
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
 @dataclass
@@ -120,10 +129,10 @@ class MaskedBases:
     """The masked-base objective (`genomix.loop.Objective`): fresh crops, strands and masks every epoch;
     validation masked loss (nats) and accuracy on fixed windows and masks, the best epoch by that loss."""
 
-    data: EpochSequences
-    val: list[np.ndarray] | None
-    settings: PretrainSettings
-    max_len: int
+    data: EpochData[Sequences]
+    val: Sequences | None
+    plan: Plan
+    mask_fraction: float
     device: torch.device
 
     def __post_init__(self) -> None:
@@ -131,23 +140,23 @@ class MaskedBases:
         self.current: Masked = ([], [])
         self.val_masked: Masked | None = None
         if self.val:
-            rng = np.random.default_rng([self.settings.seed, 2**31])  # one fixed mask per run
-            crops = [random_crop(t, self.max_len, rng) for t in self.val]
-            self.val_masked = _unzip(mask_bases(t, self.settings.mask_fraction, rng, hide_all=True) for t in crops)
+            rng = np.random.default_rng([self.plan.settings.seed, 2**31])  # one fixed mask per run
+            crops = [random_crop(t, self.plan.max_len, rng) for t in self.val.tokens]
+            self.val_masked = _unzip(mask_bases(t, self.mask_fraction, rng, hide_all=True) for t in crops)
             self.frequency_loss = _frequency_loss(np.concatenate(self.val_masked[1]))
 
     def steps_per_epoch(self) -> int:
-        return num_batches(self.size, self.settings.batch_size) // distributed.world_size()
+        return num_batches(self.size, self.plan.settings.batch_size) // distributed.world_size()
 
     def epoch(self, epoch: int) -> tuple[list[np.ndarray], dict[str, float]]:
-        rng = np.random.default_rng([self.settings.seed, epoch])
-        tokens = epoch_crops(self.data(epoch), self.max_len, self.settings.rc_augment, rng)
-        self.current = _unzip(mask_bases(t, self.settings.mask_fraction, rng) for t in tokens)
-        return epoch_batches(tokens, self.settings.batch_size, rng)
+        rng = np.random.default_rng([self.plan.settings.seed, epoch])
+        tokens = epoch_crops(self.data(epoch).tokens, self.plan.max_len, self.plan.rc_augment, rng)
+        self.current = _unzip(mask_bases(t, self.mask_fraction, rng) for t in tokens)
+        return epoch_batches(tokens, self.plan.settings.batch_size, rng)
 
     def _logits(self, model: nn.Module, masked: Masked, batch: Sequence[int]) -> tuple[Tensor, Tensor]:
         """Base logits (positions, 4) and targets (positions,) of a batch, padding included (target IGNORED)."""
-        tokens, lengths = padded([masked[0][i] for i in batch], self.max_len, self.device)
+        tokens, lengths = padded([masked[0][i] for i in batch], self.plan.max_len, self.device)
         targets = np.full(tokens.shape, IGNORED, dtype=np.int64)
         for row, i in zip(targets, batch):
             row[: len(masked[1][i])] = masked[1][i]
@@ -164,7 +173,7 @@ class MaskedBases:
         mine = np.arange(len(self.val_masked[0]))[distributed.rank() :: distributed.world_size()]
         loss_sum = correct = count = 0.0
         with torch.no_grad(), autocast(self.device):
-            for batch in np.array_split(mine, max(1, math.ceil(len(mine) / self.settings.batch_size))):
+            for batch in np.array_split(mine, max(1, math.ceil(len(mine) / self.plan.settings.batch_size))):
                 if not len(batch):
                     continue
                 logits, targets = self._logits(network, self.val_masked, batch)
@@ -211,62 +220,47 @@ def open_genomes(specs: Sequence[str], window: int, holdout_fraction: float) -> 
     return GenomeSet(tuple(genomes), window, holdout_fraction)
 
 
-def pretraining_data(data: Iterable[Record] | GenomeSet, settings: PretrainSettings,
-                     val_records: Iterable[Record] | None) -> tuple[EpochSequences, list[np.ndarray] | None]:
-    """The epoch data and the validation sequences: `val_records`, else the genomes' validation regions, else a
-    random share of the records."""
-    if isinstance(data, GenomeSet):
-        def windows(epoch: int) -> list[np.ndarray]:
-            draw = data.sample(settings.windows_per_epoch, np.random.default_rng([settings.seed, epoch]))
-            return [encode(r.seq) for r in draw]
+@dataclass
+class Pretraining:
+    """Masked-base pretraining as a `genomix.fitting.Task`: unlabelled sequences, a network read at every
+    position (`MaskedBaseModel`), the `MaskedBases` objective, a backbone's card."""
 
-        val = val_records if val_records is not None else data.tiles("val", max(8, settings.windows_per_epoch // 4))
-        first = windows(0)
-        return (lambda epoch: first if epoch == 0 else windows(epoch)), [encode(r.seq) for r in usable(val, "val")]
-    train = [encode(r.seq) for r in usable(data, "pretraining")]
-    if not train:
-        raise GenomixError("no pretraining records")
-    if val_records is not None:
-        val = [encode(r.seq) for r in usable(val_records, "validation")]
-    elif settings.val_fraction > 0:
-        order = np.random.default_rng(settings.seed).permutation(len(train))
-        cut = round(settings.val_fraction * len(train))
+    settings: PretrainSettings
+    purpose: ClassVar[str] = "pretraining"
+
+    def examples(self, records: list[Record], like: Sequences | None, what: str) -> Sequences:
+        return Sequences([encode(r.seq) for r in records])
+
+    def split(self, train: Sequences, fraction: float, seed: int) -> tuple[Sequences, Sequences]:
+        """A random share of the sequences for validation."""
+        order = np.random.default_rng(seed).permutation(len(train))
+        cut = round(fraction * len(train))
         if not 0 < cut < len(train):
             raise GenomixError("too few records for a validation split: give --val FILE or more data")
-        val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
-    else:
-        val = None
-    return (lambda epoch: train), val
+        return Sequences([train.tokens[i] for i in order[cut:]]), Sequences([train.tokens[i] for i in order[:cut]])
+
+    def describe(self, train: Sequences) -> str:
+        return f" per epoch, {100 * self.settings.mask_fraction:g}% of bases masked"
+
+    def initialise(self, network: Model, train: Sequences) -> None:
+        """A backbone starts from scratch."""
+
+    def objective(self, network: Model, data: EpochData[Sequences], val: Sequences | None, plan: Plan,
+                  device: torch.device) -> tuple[MaskedBaseModel, MaskedBases]:
+        return MaskedBaseModel(network), MaskedBases(data, val, plan, self.settings.mask_fraction, device)
+
+    def card(self, network: Model, train: Sequences, val: Sequences | None, plan: Plan,
+             state: TrainState) -> tuple[ModelCard, dict[str, Any]]:
+        card = ModelCard(network.name, network.config, train.classes, both_strands=plan.rc_augment,
+                         validation=state.best_metrics, kind="backbone")
+        return card, {"class_counts": {}}
 
 
 def fit_backbone(data: Iterable[Record] | GenomeSet, settings: PretrainSettings | None = None,
                  val_records: Iterable[Record] | None = None, checkpoint: str | Path | None = None,
                  resume: bool = False) -> TrainedModel:
     """Pretrain a backbone on records, or on windows drawn afresh every epoch from genomes."""
-    settings, started = settings or PretrainSettings(), time.perf_counter()
-    epoch_data, val = pretraining_data(data, settings, val_records)
-    lengths = np.array([len(t) for t in epoch_data(0)])
-    max_len = settings.max_len or settings.window or min(int(lengths.max()), DEFAULT_MAX_LEN_CAP)
-    with distributed.process_group(resolve_device(settings.device)) as device:
-        torch.manual_seed(settings.seed)
-        backbone = create_model(settings.model, len(BASES), max_len, **settings.options)
-        network = MaskedBaseModel(backbone).to(device)
-        console.log(f"pretraining {settings.model} on {len(lengths)} sequences per epoch, {len(val or [])} for "
-                    f"validation; {sum(p.numel() for p in network.parameters()):,} parameters; max_len {max_len}; "
-                    f"{100 * settings.mask_fraction:g}% of bases masked; device {device}")
-        objective = MaskedBases(epoch_data, val, settings, max_len, device)
-        identity = {"settings": asdict(settings), "objective": "masked bases"}
-        saved = Checkpoint(Path(checkpoint), identity) if checkpoint is not None else None
-        state: TrainState = train_loop(network, objective, settings.loop(), device, saved, resume)
-        network.load_state_dict(state.best_weights)
-        processes = distributed.world_size()
-    record = TrainingRecord(
-        records=len(lengths), class_counts={}, length_range=[int(lengths.min()), int(lengths.max())],
-        settings=asdict(settings), epochs_run=state.epoch, seconds=round(time.perf_counter() - started, 1),
-        device=str(device), processes=processes, best_epoch=state.best_epoch, history=state.history)
-    card = ModelCard(backbone.name, backbone.config, BASES, both_strands=bool(settings.rc_augment), training=record,
-                     validation=state.best_metrics, kind="backbone")
-    return TrainedModel(backbone.cpu().eval(), card)
+    return fit_task(Pretraining(settings or PretrainSettings()), data, val_records, checkpoint, resume)
 
 
 def pretrain(source: RecordSource, output: str | Path, settings: PretrainSettings | None = None,

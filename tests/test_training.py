@@ -12,7 +12,7 @@ import genomix.loop as loop
 from genomix.batching import pad
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
-from genomix.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, load_model, save_model
+from genomix.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, describe, load_model, read_card, save_model
 from genomix.models import create_model
 from genomix.models.kmer import num_features
 from genomix.reading import Record
@@ -187,6 +187,23 @@ def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):
         torch.testing.assert_close(resumed.network.state_dict()[name], weight, msg=name)
     with pytest.raises(GenomixError, match="other settings"):
         fit(records, TrainSettings(epochs=4, seed=5, **TINY), checkpoint=checkpoint, resume=True)
+    moved = fit(records, replace(settings, device="auto"), checkpoint=checkpoint, resume=True)
+    assert moved.card.training.epochs_run == 3  # where a run runs is not what it computes: it resumes anywhere
+
+
+def test_the_card_records_the_settings_as_the_run_used_them(tmp_path):
+    """Options given as text (`--set dim=16`) are kept as parsed, and max_len and the strands as resolved."""
+    settings = TrainSettings(epochs=1, batch_size=16, device="cpu", options={"dim": "16", "hidden": "32",
+                                                                            "layers": "1", "composition": "no"})
+    assert settings.options == {"dim": 16, "hidden": 32, "layers": 1, "composition": False}
+    trained = fit(motif_records(60, seed=8, length=48), settings)
+    recorded = trained.card.training.settings
+    assert recorded["options"] == settings.options and recorded["max_len"] == 48 == trained.max_len
+    assert recorded["rc_augment"] is trained.card.both_strands
+    assert settings.max_len is None and settings.rc_augment is None  # the settings stay as given
+    save_model(trained, tmp_path / "m.gmx")
+    card = read_card(tmp_path / "m.gmx")
+    assert card.training.settings == recorded and "trained on 54 sequences" in describe(card)
 
 
 def write_format_1(model: TrainedModel, path, dropped: tuple[str, ...]) -> None:
