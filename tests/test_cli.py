@@ -635,3 +635,32 @@ def test_evaluate_plots_follow_the_positive_class_and_the_threshold(monkeypatch,
     confusion = np.zeros((2, 2), int)
     np.add.at(confusion, (y, calls), 1)
     assert confusion.tolist() == result["confusion"]
+
+
+def test_the_vocabulary_in_docs_cli_md_is_the_commands():
+    """docs/CLI.md's table (flag × command) says which commands take each flag: it must be what they take."""
+    from typer.main import get_command
+
+    from genomix.cli import app
+
+    lines = (Path(__file__).resolve().parents[1] / "docs" / "CLI.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| flag |"))
+    short = [cell.strip() for cell in header.strip("|").split("|")][1:-1]
+    names = dict(zip(["T", "P", "pr", "em", "ev", "sc", "va", "ex", "in"],
+                     ["train", "pretrain", "predict", "embed", "evaluate", "scan", "variants", "explain", "info"]))
+    documented: dict[str, set[str]] = {}
+    for line in lines[lines.index(header) + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for flag in cells[0].replace("`", "").split(", "):
+            documented[flag] = {names[s] for s, mark in zip(short, cells[1:-1]) if mark}
+    taken: dict[str, set[str]] = {}
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name == "option":
+                for flag in param.opts:
+                    taken.setdefault(flag, set()).add(name)
+            elif not param.hidden:
+                taken.setdefault(param.name.upper(), set()).add(name)
+    assert documented == taken
