@@ -11,7 +11,7 @@ import signal
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import click
 import typer
@@ -119,45 +119,31 @@ def _device(device: str) -> str:
 
 # --- options shared by several commands ------------------------------------------------------------------
 ModelFile = Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")]
-Inputs = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file."),
-]
-Labels = Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")]  # noqa: UP045
-Bed = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--bed", help="BED regions of --reference (strand respected), labelled by their name column or "
-                 "CLASS=FILE. Repeatable."),
-]
+Inputs = Annotated[list[str] | None, typer.Argument(
+    help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file.")]
+Labels = Annotated[str | None, typer.Option(help="Two-column table: id, label.")]
+Bed = Annotated[list[str] | None, typer.Option(
+    "--bed", help="BED regions of --reference (strand respected), labelled by their name column or "
+    "CLASS=FILE. Repeatable.")]
 REFERENCE = "Genome FASTA (plain or bgzip, indexed on first use) that coordinates refer to"
-Reference = Annotated[Optional[str], typer.Option(help=f"{REFERENCE}: the --bed regions.")]  # noqa: UP045
+Reference = Annotated[str | None, typer.Option(help=f"{REFERENCE}: the --bed regions.")]
 Device = Annotated[str, typer.Option(callback=_device, help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 ScoreBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per scoring batch.")]
-Strands = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
-                 "(both after training with --rc-augment)."),
-]
-Threshold = Annotated[
-    Optional[float],  # noqa: UP045
-    typer.Option(help="Call the class (a binary model's positive class, or scan's --class) when its probability "
-                 "reaches this. Default: the most probable class."),
-]
-ReportFile = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
-                 "shares and the mean score; '-' for stdout."),
-]
-Plots = Annotated[
-    Optional[Path],  # noqa: UP045
-    typer.Option(help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
-                 "matrix; explain: a sequence logo of each top-scoring record, or of --ids)."),
-]
-Threads = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
-                 "Default: torch's choice."),
-]
+Strands = Annotated[bool | None, typer.Option(
+    "--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
+    "(both after training with --rc-augment).")]
+Threshold = Annotated[float | None, typer.Option(
+    help="Call the class (a binary model's positive class, or scan's --class) when its probability "
+    "reaches this. Default: the most probable class.")]
+ReportFile = Annotated[str | None, typer.Option(
+    help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
+    "shares and the mean score; '-' for stdout.")]
+Plots = Annotated[Path | None, typer.Option(
+    help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
+    "matrix; explain: a sequence logo of each top-scoring record, or of --ids).")]
+Threads = Annotated[int | None, typer.Option(
+    callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
+    "Default: torch's choice.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
                                    "initialisation; explain: ig's shuffled references).")]
 
@@ -194,41 +180,31 @@ def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
 
 
 # --- training options (their defaults live in TrainSettings or in each model's options) ---------------------
-SetOptions = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable."),
-]
+SetOptions = Annotated[list[str] | None, typer.Option(
+    "--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable.")]
 DEFAULT_OF = f"{DEFAULT_MODEL} default"
-Dim = Annotated[Optional[int], typer.Option(help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]  # noqa: UP045
-Hidden = Annotated[Optional[int], typer.Option(help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]  # noqa: UP045
-Layers = Annotated[Optional[int], typer.Option(help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]  # noqa: UP045
-Dropout = Annotated[Optional[float], typer.Option(help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]  # noqa: UP045
-Composition = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
-                 "weighted by validation likelihood (0 when it does not help). Default: "
-                 f"{'on' if OPTIONS.composition else 'off'}."),
-]
-MaxLen = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
-                 f"the --genome-window, else the longest training sequence, at most "
-                 f"{training.DEFAULT_MAX_LEN_CAP:,}."),
-]
+Dim = Annotated[int | None, typer.Option(help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
+Hidden = Annotated[int | None, typer.Option(help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
+Layers = Annotated[int | None, typer.Option(help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
+Dropout = Annotated[float | None, typer.Option(help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
+Composition = Annotated[bool | None, typer.Option(
+    "--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
+    "weighted by validation likelihood (0 when it does not help). Default: "
+    f"{'on' if OPTIONS.composition else 'off'}.")]
+MaxLen = Annotated[int | None, typer.Option(
+    "--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
+    f"the --genome-window, else the longest training sequence, at most "
+    f"{training.DEFAULT_MAX_LEN_CAP:,}.")]
 Epochs = Annotated[int, typer.Option(help="Most epochs to train.")]
 TrainBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")]
-ValFiles = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
-]
+ValFiles = Annotated[list[str] | None, typer.Option(
+    "--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable.")]
 Patience = Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
 Resume = Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")]
-GenomeWindow = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option("--genome-window", min=MIN_LEN, help="With --genome: bases per window cut from a genome "
-                 "(required with --genome)."),
-]
+GenomeWindow = Annotated[int | None, typer.Option(
+    "--genome-window", min=MIN_LEN, help="With --genome: bases per window cut from a genome "
+    "(required with --genome).")]
 HoldoutFraction = Annotated[float, typer.Option(
     "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half for test "
     "(`genomix evaluate --genome`).")]
@@ -239,11 +215,9 @@ ModelOutput = Annotated[str, typer.Option("--output", "-o", help="Model file to 
 def train(
     output: ModelOutput,
     inputs: Inputs = None,
-    arch: Annotated[
-        Optional[Arch],  # noqa: UP045
-        typer.Option(help=f"Architecture to train (`genomix models` lists their options). Default: {DEFAULT_MODEL}, "
-                     "or with --init the backbone's."),
-    ] = None,
+    arch: Annotated[Arch | None, typer.Option(
+        help=f"Architecture to train (`genomix models` lists their options). Default: {DEFAULT_MODEL}, "
+        "or with --init the backbone's.")] = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -259,38 +233,30 @@ def train(
     val: ValFiles = None,
     labels: Labels = None,
     patience: Patience = TRAINING.patience,
-    rc_augment: Annotated[
-        Optional[bool],  # noqa: UP045
-        typer.Option("--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both "
-                     "strands. Default: on when the training sequences have no strand (cannot be told from their "
-                     "reverse complements), as for species or enhancers; off for promoters."),
-    ] = TRAINING.rc_augment,
-    positive_class: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
-                     "Default: the one whose partner is named as negative (non_X, not_X, negative, background, "
-                     "control), else the second in sorted order."),
-    ] = TRAINING.positive_class,
+    rc_augment: Annotated[bool | None, typer.Option(
+        "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both "
+        "strands. Default: on when the training sequences have no strand (cannot be told from their "
+        "reverse complements), as for species or enhancers; off for promoters.")] = TRAINING.rc_augment,
+    positive_class: Annotated[str | None, typer.Option(
+        "--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
+        "Default: the one whose partner is named as negative (non_X, not_X, negative, background, "
+        "control), else the second in sorted order.")] = TRAINING.positive_class,
     seed: Seed = TRAINING.seed,
     device: Device = TRAINING.device,
     resume: Resume = False,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
-                     "Repeatable, several genomes per class allowed."),
-    ] = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
+        "Repeatable, several genomes per class allowed.")] = None,
     genome_window: GenomeWindow = TRAINING.window,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
     windows_per_epoch: Annotated[int, typer.Option(
         "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every "
         "class.")] = TRAINING.windows_per_epoch,
-    init: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but "
-                     "the head come from it."),
-    ] = TRAINING.init,
+    init: Annotated[str | None, typer.Option(
+        help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but "
+        "the head come from it.")] = TRAINING.init,
     freeze_backbone: Annotated[bool, typer.Option(
         "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")
     ] = TRAINING.freeze_backbone,
@@ -311,14 +277,10 @@ def train(
 @command()
 def pretrain(
     output: Annotated[str, typer.Option("--output", "-o", help="Backbone file to write (safetensors).")],
-    inputs: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored."),
-    ] = None,
-    arch: Annotated[
-        Optional[NeuralArch],  # noqa: UP045
-        typer.Option(help=f"Neural architecture to pretrain. Default: {DEFAULT_MODEL}."),
-    ] = None,
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored.")] = None,
+    arch: Annotated[NeuralArch | None, typer.Option(
+        help=f"Neural architecture to pretrain. Default: {DEFAULT_MODEL}.")] = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -341,11 +303,9 @@ def pretrain(
     seed: Seed = PRETRAINING.seed,
     device: Device = PRETRAINING.device,
     resume: Resume = False,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
-                     "outside the held-out end of every contig; a CLASS= prefix is ignored. Repeatable."),
-    ] = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
+        "outside the held-out end of every contig; a CLASS= prefix is ignored. Repeatable.")] = None,
     genome_window: GenomeWindow = PRETRAINING.window,
     holdout_fraction: HoldoutFraction = PRETRAINING.holdout_fraction,
     windows_per_epoch: Annotated[int, typer.Option(
@@ -375,27 +335,19 @@ def predict(
     device: Device = "auto",
     rc: Strands = None,
     threshold: Threshold = None,
-    min_score: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option("--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
-                     "below this, in (0, 1]."),
-    ] = None,
+    min_score: Annotated[float | None, typer.Option(
+        "--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
+        "below this, in (0, 1].")] = None,
     report: ReportFile = None,
-    classified_out: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
-                     "the class (unclassified too), e.g. 'out_#.fq.gz'. FASTQ stays FASTQ."),
-    ] = None,
-    paired: Annotated[
-        Optional[tuple[str, str]],  # noqa: UP045
-        typer.Option(help="R1 R2: score each read pair as one record (mates' log-probabilities averaged)."),
-    ] = None,
+    classified_out: Annotated[str | None, typer.Option(
+        "--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
+        "the class (unclassified too), e.g. 'out_#.fq.gz'. FASTQ stays FASTQ.")] = None,
+    paired: Annotated[tuple[str, str] | None, typer.Option(
+        help="R1 R2: score each read pair as one record (mates' log-probabilities averaged).")] = None,
     bed: Bed = None,
     reference: Reference = None,
-    shard: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs."),
-    ] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs.")] = None,
     threads: Threads = None,
 ) -> None:
     """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
@@ -438,11 +390,9 @@ def evaluate(
     plots: Plots = None,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
-                     "(same window and --holdout-fraction as training). Repeatable."),
-    ] = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
+        "(same window and --holdout-fraction as training). Repeatable.")] = None,
     threads: Threads = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
@@ -455,38 +405,24 @@ def evaluate(
 @command()
 def scan(
     model: ModelFile,
-    genome: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Argument(hidden=True, help="Deprecated: give the genome as --reference."),
-    ] = None,
-    reference: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help=f"{REFERENCE}: the genome slid along (required)."),
-    ] = None,
+    genome: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: give the genome as --reference.")] = None,
+    reference: Annotated[str | None, typer.Option(help=f"{REFERENCE}: the genome slid along (required).")] = None,
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Track to write: bedGraph, or bigWig for a .bw/.bigwig suffix; '-' for stdout "
         "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")] = "-",
-    window: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Bases per window slid along the genome. Default: the model's max_len; longer windows are "
-                     "tiled as in predict."),
-    ] = None,
-    step: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Bases between window starts. Default: half the window."),
-    ] = None,
-    class_name: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--class", help="Class whose probability is tracked. Default: a binary model's positive class."),
-    ] = None,
+    window: Annotated[int | None, typer.Option(
+        help="Bases per window slid along the genome. Default: the model's max_len; longer windows are "
+        "tiled as in predict.")] = None,
+    step: Annotated[int | None, typer.Option(help="Bases between window starts. Default: half the window.")] = None,
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="Class whose probability is tracked. Default: a binary model's positive class.")] = None,
     all_classes: Annotated[
         bool, typer.Option("--all-classes", help="One bedGraph per class, named OUTPUT_STEM.CLASS.SUFFIX.")
     ] = False,
-    bed_out: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--bed-out", help="BED of the regions where CLASS is called (see --threshold): the windows' "
-                     "extents, merged where they overlap or touch, scored 1000 × the highest probability."),
-    ] = None,
+    bed_out: Annotated[str | None, typer.Option(
+        "--bed-out", help="BED of the regions where CLASS is called (see --threshold): the windows' "
+        "extents, merged where they overlap or touch, scored 1000 × the highest probability.")] = None,
     threshold: Threshold = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
@@ -515,17 +451,13 @@ def variants_(
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Effects to write: .tsv (a row per allele), .vcf or .vcf.gz (+ .tbi; the input "
         "with INFO fields added); '-' for stdout (TSV).")] = "-",
-    allele_window: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option("--allele-window", min=1, help="Bases per window, centred on each allele. Default: the "
-                     "model's max_len."),
-    ] = None,
+    allele_window: Annotated[int | None, typer.Option(
+        "--allele-window", min=1, help="Bases per window, centred on each allele. Default: the "
+        "model's max_len.")] = None,
     skip_mismatch: Annotated[bool, typer.Option(
         "--skip-mismatch", help="Count records whose REF differs from the reference, instead of stopping.")] = False,
-    region: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Score only CHROM or CHROM:START-END (a bgzip VCF with a tabix index)."),
-    ] = None,
+    region: Annotated[str | None, typer.Option(
+        help="Score only CHROM or CHROM:START-END (a bgzip VCF with a tabix index).")] = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -550,35 +482,22 @@ def explain(
     method: Annotated[Method, typer.Option(help="ism (every substitution, exact), gradient (gradient x input, a few "
                                            "forward passes) or ig (integrated gradients from dinucleotide "
                                            "shuffles, drawn with --seed).")] = "gradient",
-    class_name: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
-                     "probable). Default: a binary model's positive class, else the predicted class."),
-    ] = None,
-    start: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="First position explained in every record (0-based). Default: 0."),
-    ] = None,
-    end: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Position after the last one explained (0-based, exclusive). Default: the record's end."),
-    ] = None,
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
+        "probable). Default: a binary model's positive class, else the predicted class.")] = None,
+    start: Annotated[int | None, typer.Option(
+        help="First position explained in every record (0-based). Default: 0.")] = None,
+    end: Annotated[int | None, typer.Option(
+        help="Position after the last one explained (0-based, exclusive). Default: the record's end.")] = None,
     plots: Plots = None,
-    ids: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--ids", help="Records to draw with --plots. Repeatable."),
-    ] = None,
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="Records to draw with --plots. Repeatable.")] = None,
     top: Annotated[int, typer.Option(min=1, help="Records drawn with --plots without --ids: the highest log-odds.")
                    ] = explaining.Extras.top,
-    motifs: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
-                     "(seqlets, consensus, known match) and a logo each."),
-    ] = None,
-    known: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="MEME file of known motifs to compare the --motifs with (TOMTOM)."),
-    ] = None,
+    motifs: Annotated[Path | None, typer.Option(
+        help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
+        "(seqlets, consensus, known match) and a logo each.")] = None,
+    known: Annotated[str | None, typer.Option(
+        help="MEME file of known motifs to compare the --motifs with (TOMTOM).")] = None,
     max_passes: Annotated[
         int, typer.Option("--max-passes", min=1, help="Most window forward passes an ism request may take.")
     ] = explaining.MAX_ISM_PASSES,
