@@ -88,6 +88,7 @@ class Command(TyperCommand):
 
 
 def command(name: str | None = None) -> Any:
+    """Register a command that still takes its deprecated spellings (`Command`)."""
     return app.command(name, cls=Command)
 
 
