@@ -1,6 +1,7 @@
 """The `genomix` command line: parses options and delegates each command to a library function.
 
-Options shared by several commands are defined once below, so a flag means the same thing everywhere.
+Options shared by several commands are defined once below, so a flag means the same thing everywhere;
+docs/CLI.md is the vocabulary (every flag, the commands that take it, its one meaning).
 """
 
 from __future__ import annotations
@@ -8,10 +9,13 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
+import click
 import typer
+from typer.core import TyperCommand
 
 from genomix import (
     __version__,
@@ -24,7 +28,7 @@ from genomix import (
     training,
     variants,
 )
-from genomix.console import console, reuse_large_allocations, use_threads
+from genomix.console import console, resolve_device, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
 from genomix.metrics import report_table
@@ -33,7 +37,7 @@ from genomix.models import DEFAULT_MODEL, MODELS, list_models
 from genomix.pretraining import PretrainSettings
 from genomix.scoring import BATCH_SIZE
 from genomix.sources import RecordSource
-from genomix.training import TrainSettings
+from genomix.training import MIN_LEN, TrainSettings
 
 app = typer.Typer(
     name="genomix",
@@ -46,54 +50,103 @@ app = typer.Typer(
 INTERRUPTED = 130  # the exit code of Ctrl-C, by the shell's convention
 TRAINING = TrainSettings()  # the training defaults, written once, in TrainSettings
 PRETRAINING = PretrainSettings()
+OPTIONS = MODELS[DEFAULT_MODEL].Options()  # the default model's option defaults, shown in --help
+
+# Old spellings that still work for a release, each with a one-line notice: command -> {old: new}; a new of
+# None drops the flag (what it asked for is now the default, said in DROPPED).
+DEPRECATED: dict[str, dict[str, str | None]] = {
+    "train": {"--model": "--arch", "--window": "--genome-window"},
+    "pretrain": {"--model": "--arch", "--window": "--genome-window"},
+    "variants": {"--window": "--allele-window"},
+    "evaluate": {"--json": None},
+}
+DROPPED = {"--json": "the metrics JSON goes to -o, stdout by default"}
+
+
+def deprecated(command: str, old: str, advice: str) -> None:
+    print(f"genomix: warning: {old} is deprecated in {command}; {advice}", file=sys.stderr)
+
+
+class Command(TyperCommand):
+    """A command that still takes the deprecated spellings of its options (`DEPRECATED`), saying so on stderr."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        renamed, kept = DEPRECATED.get(self.name or "", {}), []
+        for i, arg in enumerate(args):
+            if arg == "--":  # what follows is not an option
+                kept += args[i:]
+                break
+            flag, eq, value = arg.partition("=")
+            if flag in renamed:
+                new = renamed[flag]
+                deprecated(str(self.name), flag, f"use {new}" if new else DROPPED[flag])
+                if new is None:
+                    continue
+                arg = new + eq + value
+            kept.append(arg)
+        return super().parse_args(ctx, kept)
+
+
+def command(name: str | None = None) -> Any:
+    """Register a command that still takes its deprecated spellings (`Command`)."""
+    return app.command(name, cls=Command)
+
+
+def choices(name: str, values: list[str]) -> Any:
+    """A closed set of values as an Enum: --help lists them, and the parser refuses others (exit 2)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def value_of(choice: Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+Arch = choices("Arch", list_models())
+NeuralArch = choices("NeuralArch", pretraining.neural_models())
+Method = choices("Method", list(explaining.METHODS))
+
+
+def _threads(threads: int | None) -> int | None:
+    """--threads is applied here, once, for every command that takes it."""
+    use_threads(threads)
+    return threads
+
+
+def _device(device: str) -> str:
+    """--device is checked here, once, so a bad or absent device fails before any input is read."""
+    resolve_device(device)
+    return device
 
 
 # --- options shared by several commands ------------------------------------------------------------------
 ModelFile = Annotated[Path, typer.Argument(help="Model file written by `genomix train`.")]
-Inputs = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file."),
-]
-Labels = Annotated[Optional[str], typer.Option(help="Two-column table: id, label.")]  # noqa: UP045
-Bed = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--bed", help="BED regions (strand respected), labelled by their name column or CLASS=FILE. "
-                 "Repeatable."),
-]
-Reference = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="Genome FASTA (plain or bgzip) that --bed regions are cut from."),
-]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present), cpu, cuda or cuda:N.")]
+Inputs = Annotated[list[str] | None, typer.Argument(
+    help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; CLASS=FILE labels a whole file.")]
+Labels = Annotated[str | None, typer.Option(help="Two-column table: id, label.")]
+Bed = Annotated[list[str] | None, typer.Option(
+    "--bed", help="BED regions of --reference (strand respected), labelled by their name column or "
+    "CLASS=FILE. Repeatable.")]
+REFERENCE = "Genome FASTA (plain or bgzip, indexed on first use) that coordinates refer to"
+Reference = Annotated[str | None, typer.Option(help=f"{REFERENCE}: the --bed regions.")]
+Device = Annotated[str, typer.Option(callback=_device, help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 ScoreBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per scoring batch.")]
-Strands = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
-                 "(both after training with --rc-augment)."),
-]
-Threshold = Annotated[
-    Optional[float],  # noqa: UP045
-    typer.Option(help="Call the class (a binary model's positive class, or scan's --class) when its probability "
-                 "reaches this. Default: the most probable class."),
-]
-ReportFile = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option(help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
-                 "shares and the mean score."),
-]
-Threads = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(help="CPU threads for torch (a pipeline job's share of the cores). Default: torch's choice."),
-]
-Window = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option(help="Bases per window cut from a genome."),
-]
-ModelName = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--model", help=f"Model to train: {', '.join(list_models())} (`genomix models` lists their "
-                 f"options). Default: {DEFAULT_MODEL}, or with --init the backbone's."),
-]
+Strands = Annotated[bool | None, typer.Option(
+    "--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
+    "(both after training with --rc-augment).")]
+Threshold = Annotated[float | None, typer.Option(
+    help="Call the class (a binary model's positive class, or scan's --class) when its probability "
+    "reaches this. Default: the most probable class.")]
+ReportFile = Annotated[str | None, typer.Option(
+    help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
+    "shares and the mean score; '-' for stdout.")]
+Plots = Annotated[Path | None, typer.Option(
+    help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
+    "matrix; explain: a sequence logo of each top-scoring record, or of --ids).")]
+Threads = Annotated[int | None, typer.Option(
+    callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
+    "Default: torch's choice.")]
+Seed = Annotated[int, typer.Option(help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
+                                   "initialisation; explain: ig's shuffled references).")]
 
 
 def _version(value: bool) -> None:
@@ -128,72 +181,44 @@ def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
 
 
 # --- training options (their defaults live in TrainSettings or in each model's options) ---------------------
-SetOptions = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable."),
-]
-Dim = Annotated[Optional[int], typer.Option(help="Embedding width D (model default 64).")]  # noqa: UP045
-Hidden = Annotated[Optional[int], typer.Option(help="Hidden width H (model default 128).")]  # noqa: UP045
-Layers = Annotated[Optional[int], typer.Option(help="Mixing blocks (model default 2).")]  # noqa: UP045
-Dropout = Annotated[Optional[float], typer.Option(help="Dropout rate (model default 0.2).")]  # noqa: UP045
-Composition = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
-                 "weighted by validation likelihood (0 when it does not help). Default: on."),
-]
-MaxLen = Annotated[
-    Optional[int],  # noqa: UP045
-    typer.Option("--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
-                 f"the --window, else the longest training sequence, at most {training.DEFAULT_MAX_LEN_CAP:,}."),
-]
+SetOptions = Annotated[list[str] | None, typer.Option(
+    "--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable.")]
+DEFAULT_OF = f"{DEFAULT_MODEL} default"
+Dim = Annotated[int | None, typer.Option(help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
+Hidden = Annotated[int | None, typer.Option(help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
+Layers = Annotated[int | None, typer.Option(help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
+Dropout = Annotated[float | None, typer.Option(help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
+Composition = Annotated[bool | None, typer.Option(
+    "--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
+    "weighted by validation likelihood (0 when it does not help). Default: "
+    f"{'on' if OPTIONS.composition else 'off'}.")]
+MaxLen = Annotated[int | None, typer.Option(
+    "--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
+    f"the --genome-window, else the longest training sequence, at most "
+    f"{training.DEFAULT_MAX_LEN_CAP:,}.")]
 Epochs = Annotated[int, typer.Option(help="Most epochs to train.")]
 TrainBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")]
-ValFraction = Annotated[float, typer.Option("--val-fraction", help="Share of the inputs held out (stratified) for "
-                                            "validation.")]
-ValFiles = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable."),
-]
+ValFiles = Annotated[list[str] | None, typer.Option(
+    "--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable.")]
 Patience = Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
-RcAugment = Annotated[
-    Optional[bool],  # noqa: UP045
-    typer.Option("--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both strands. "
-                 "Default: on when the training sequences have no strand (cannot be told from their reverse "
-                 "complements), as for species or enhancers; off for promoters."),
-]
-PositiveClass = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. Default: "
-                 "the one whose partner is named as negative (non_X, not_X, negative, background, control), else the "
-                 "second in sorted order."),
-]
-Seed = Annotated[int, typer.Option(help="Random seed (split, crops, initialisation).")]
 Resume = Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")]
-TrainGenomes = Annotated[
-    Optional[list[str]],  # noqa: UP045
-    typer.Option("--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
-                 "Repeatable, several genomes per class allowed."),
-]
+GenomeWindow = Annotated[int | None, typer.Option(
+    "--genome-window", min=MIN_LEN, help="With --genome: bases per window cut from a genome "
+    "(required with --genome).")]
 HoldoutFraction = Annotated[float, typer.Option(
     "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half for test "
     "(`genomix evaluate --genome`).")]
-WindowsPerEpoch = Annotated[int, typer.Option(
-    "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every class.")]
-Init = Annotated[
-    Optional[str],  # noqa: UP045
-    typer.Option("--init", help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight "
-                 "but the head come from it."),
-]
-FreezeBackbone = Annotated[bool, typer.Option(
-    "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")]
+ModelOutput = Annotated[str, typer.Option("--output", "-o", help="Model file to write (safetensors).")]
 
 
-@app.command()
+@command()
 def train(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Model file to write (safetensors).")],
+    output: ModelOutput,
     inputs: Inputs = None,
-    model: ModelName = None,
+    arch: Annotated[Arch | None, typer.Option(
+        help=f"Architecture to train (`genomix models` lists their options). Default: {DEFAULT_MODEL}, "
+        "or with --init the backbone's.")] = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -204,31 +229,45 @@ def train(
     epochs: Epochs = TRAINING.epochs,
     batch_size: TrainBatch = TRAINING.batch_size,
     lr: Lr = TRAINING.lr,
-    val_fraction: ValFraction = TRAINING.val_fraction,
+    val_fraction: Annotated[float, typer.Option(
+        "--val-fraction", help="Share of the inputs held out (stratified) for validation.")] = TRAINING.val_fraction,
     val: ValFiles = None,
     labels: Labels = None,
     patience: Patience = TRAINING.patience,
-    rc_augment: RcAugment = None,
-    positive_class: PositiveClass = None,
+    rc_augment: Annotated[bool | None, typer.Option(
+        "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both "
+        "strands. Default: on when the training sequences have no strand (cannot be told from their "
+        "reverse complements), as for species or enhancers; off for promoters.")] = TRAINING.rc_augment,
+    positive_class: Annotated[str | None, typer.Option(
+        "--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
+        "Default: the one whose partner is named as negative (non_X, not_X, negative, background, "
+        "control), else the second in sorted order.")] = TRAINING.positive_class,
     seed: Seed = TRAINING.seed,
-    device: Device = "auto",
+    device: Device = TRAINING.device,
     resume: Resume = False,
     bed: Bed = None,
     reference: Reference = None,
-    genome: TrainGenomes = None,
-    window: Window = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
+        "Repeatable, several genomes per class allowed.")] = None,
+    genome_window: GenomeWindow = TRAINING.window,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
-    windows_per_epoch: WindowsPerEpoch = TRAINING.windows_per_epoch,
-    init: Init = None,
-    freeze_backbone: FreezeBackbone = False,
+    windows_per_epoch: Annotated[int, typer.Option(
+        "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every "
+        "class.")] = TRAINING.windows_per_epoch,
+    init: Annotated[str | None, typer.Option(
+        help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but "
+        "the head come from it.")] = TRAINING.init,
+    freeze_backbone: Annotated[bool, typer.Option(
+        "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")
+    ] = TRAINING.freeze_backbone,
     threads: Threads = None,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
-    use_threads(threads)
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
     settings = TrainSettings(
-        model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=window,
+        model=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
         seed=seed, device=device, init=init, freeze_backbone=freeze_backbone,
     )
@@ -236,18 +275,13 @@ def train(
     training.train(source, output, settings, resume=resume)
 
 
-@app.command()
+@command()
 def pretrain(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Backbone file to write (safetensors).")],
-    inputs: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Argument(help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored."),
-    ] = None,
-    model: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--model", help="Neural model to pretrain: " + ", ".join(pretraining.neural_models()) +
-                     f". Default: {DEFAULT_MODEL}."),
-    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Backbone file to write (safetensors).")],
+    inputs: Annotated[list[str] | None, typer.Argument(
+        help="FASTA/FASTQ/CSV/TSV files (gzip/bzip2 ok), '-' for stdin; labels are ignored.")] = None,
+    arch: Annotated[NeuralArch | None, typer.Option(
+        help=f"Neural architecture to pretrain. Default: {DEFAULT_MODEL}.")] = None,
     set_: SetOptions = None,
     dim: Dim = None,
     hidden: Hidden = None,
@@ -262,19 +296,18 @@ def pretrain(
     val: ValFiles = None,
     patience: Patience = PRETRAINING.patience,
     rc_augment: Annotated[bool, typer.Option(
-        "--rc-augment/--no-rc-augment", help="Pretrain on random reverse complements too.")] = True,
+        "--rc-augment/--no-rc-augment", help="Pretrain on random reverse complements too.")
+    ] = bool(PRETRAINING.rc_augment),
     mask_fraction: Annotated[float, typer.Option(
         "--mask-fraction", help="Share of the bases to predict in each window (80% of them hidden as N, 10% "
         "replaced by a random base, 10% left).")] = PRETRAINING.mask_fraction,
     seed: Seed = PRETRAINING.seed,
-    device: Device = "auto",
+    device: Device = PRETRAINING.device,
     resume: Resume = False,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
-                     "outside the held-out end of every contig. Repeatable."),
-    ] = None,
-    window: Window = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
+        "outside the held-out end of every contig; a CLASS= prefix is ignored. Repeatable.")] = None,
+    genome_window: GenomeWindow = PRETRAINING.window,
     holdout_fraction: HoldoutFraction = PRETRAINING.holdout_fraction,
     windows_per_epoch: Annotated[int, typer.Option(
         "--windows-per-epoch", help="With --genome: fresh random windows per epoch.")] = PRETRAINING.windows_per_epoch,
@@ -282,11 +315,10 @@ def pretrain(
 ) -> None:
     """Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with
     `genomix train --init`)."""
-    use_threads(threads)
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout)
     settings = PretrainSettings(
-        model=model, options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=window,
+        model=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, mask_fraction=mask_fraction,
         seed=seed, device=device,
     )
@@ -294,7 +326,7 @@ def pretrain(
     pretraining.pretrain(source, output, settings, resume=resume)
 
 
-@app.command()
+@command()
 def predict(
     model: ModelFile,
     inputs: Inputs = None,
@@ -304,38 +336,29 @@ def predict(
     device: Device = "auto",
     rc: Strands = None,
     threshold: Threshold = None,
-    min_score: Annotated[
-        Optional[float],  # noqa: UP045
-        typer.Option("--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
-                     "below this, in (0, 1]."),
-    ] = None,
+    min_score: Annotated[float | None, typer.Option(
+        "--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
+        "below this, in (0, 1].")] = None,
     report: ReportFile = None,
-    classified_out: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
-                     "the class (unclassified too), e.g. 'out_#.fq.gz'. FASTQ stays FASTQ."),
-    ] = None,
-    paired: Annotated[
-        Optional[tuple[str, str]],  # noqa: UP045
-        typer.Option(help="R1 R2: score each read pair as one record (mates' log-probabilities averaged)."),
-    ] = None,
+    classified_out: Annotated[str | None, typer.Option(
+        "--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
+        "the class (unclassified too), e.g. 'out_#.fq.gz'. FASTQ stays FASTQ.")] = None,
+    paired: Annotated[tuple[str, str] | None, typer.Option(
+        help="R1 R2: score each read pair as one record (mates' log-probabilities averaged).")] = None,
     bed: Bed = None,
     reference: Reference = None,
-    shard: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs."),
-    ] = None,
+    shard: Annotated[str | None, typer.Option(
+        help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs.")] = None,
     threads: Threads = None,
 ) -> None:
     """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
-    use_threads(threads)
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out)
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
                        shard=shard, min_score=min_score, paired=paired)
 
 
-@app.command()
+@command()
 def embed(
     model: ModelFile,
     inputs: Inputs = None,
@@ -349,77 +372,58 @@ def embed(
     threads: Threads = None,
 ) -> None:
     """Write the pooled features of each record (windows averaged, as in predict), in input order."""
-    use_threads(threads)
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc)
 
 
-@app.command()
+@command()
 def evaluate(
     model: ModelFile,
     inputs: Inputs = None,
     labels: Labels = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
-    output: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option("--output", "-o", help="Also write the metrics as JSON to this file."),
-    ] = None,
+    output: Annotated[str, typer.Option("--output", "-o", help="Metrics to write as JSON; '-' for stdout. The "
+                                        "table goes to stderr.")] = "-",
+    report: ReportFile = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
     threshold: Threshold = None,
-    plots: Annotated[
-        Optional[Path],  # noqa: UP045
-        typer.Option(help="Folder for ROC, precision-recall and confusion-matrix PNGs."),
-    ] = None,
+    plots: Plots = None,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
-                     "(same window and --holdout-fraction as training). Repeatable."),
-    ] = None,
+    genome: Annotated[list[str] | None, typer.Option(
+        "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
+        "(same window and --holdout-fraction as training). Repeatable.")] = None,
     threads: Threads = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
-    use_threads(threads)
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
-                                          threshold=threshold, plots=plots, output=output)
-    if as_json:
-        typer.echo(json.dumps(result | {"classes": classes}, indent=2))
-    else:
-        console.print(report_table(result, classes, "evaluation"))
+                                          threshold=threshold, plots=plots, output=output, report=report)
+    console.print(report_table(result, classes, "evaluation"))
 
 
-@app.command()
+@command()
 def scan(
     model: ModelFile,
-    genome: Annotated[Path, typer.Argument(help="Genome FASTA, plain or bgzip (indexed on first use).")],
+    genome: Annotated[Path | None, typer.Argument(
+        hidden=True, help="Deprecated: give the genome as --reference.")] = None,
+    reference: Annotated[str | None, typer.Option(help=f"{REFERENCE}: the genome slid along (required).")] = None,
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Track to write: bedGraph, or bigWig for a .bw/.bigwig suffix; '-' for stdout "
-        "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")],
-    window: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Bases per window cut from the genome. Default: the model's max_len; longer windows are "
-                     "tiled as in predict."),
-    ] = None,
-    step: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Bases between window starts. Default: half the window."),
-    ] = None,
-    class_name: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--class", help="Class whose probability is tracked. Default: a binary model's positive class."),
-    ] = None,
+        "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")] = "-",
+    window: Annotated[int | None, typer.Option(
+        help="Bases per window slid along the genome. Default: the model's max_len; longer windows are "
+        "tiled as in predict.")] = None,
+    step: Annotated[int | None, typer.Option(help="Bases between window starts. Default: half the window.")] = None,
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="Class whose probability is tracked. Default: a binary model's positive class.")] = None,
     all_classes: Annotated[
         bool, typer.Option("--all-classes", help="One bedGraph per class, named OUTPUT_STEM.CLASS.SUFFIX.")
     ] = False,
-    bed_out: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--bed-out", help="BED of the regions where CLASS is called (see --threshold): the windows' "
-                     "extents, merged where they overlap or touch, scored 1000 × the highest probability."),
-    ] = None,
+    bed_out: Annotated[str | None, typer.Option(
+        "--bed-out", help="BED of the regions where CLASS is called (see --threshold): the windows' "
+        "extents, merged where they overlap or touch, scored 1000 × the highest probability.")] = None,
     threshold: Threshold = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
@@ -428,29 +432,33 @@ def scan(
     threads: Threads = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
-    use_threads(threads)
-    scanning.scan(model, genome, output, window=window, step=step, class_name=class_name, all_classes=all_classes,
-                  bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device, rc=rc, report=report)
+    if genome is not None:
+        if reference is not None:
+            raise GenomixError("scan: give the genome once, as --reference")
+        deprecated("scan", "the GENOME argument", "use --reference GENOME")
+        reference = str(genome)
+    if reference is None:
+        raise GenomixError("scan needs --reference genome.fa, the genome to slide along")
+    scanning.scan(model, reference, output, window=window, step=step, class_name=class_name,
+                  all_classes=all_classes, bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device,
+                  rc=rc, report=report)
 
 
-@app.command(name="variants")
+@command("variants")
 def variants_(
     model: ModelFile,
     vcf: Annotated[str, typer.Option("--vcf", help="Variant calls: VCF, plain or bgzip.")],
-    reference: Annotated[str, typer.Option(help="Genome FASTA (plain or bgzip) the calls were made on.")],
+    reference: Annotated[str, typer.Option(help=f"{REFERENCE}: the positions of the VCF.")],
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Effects to write: .tsv (a row per allele), .vcf or .vcf.gz (+ .tbi; the input "
-        "with INFO fields added); '-' for stdout (TSV).")],
-    window: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(min=1, help="Bases per window, centred on each allele. Default: the model's max_len."),
-    ] = None,
+        "with INFO fields added); '-' for stdout (TSV).")] = "-",
+    allele_window: Annotated[int | None, typer.Option(
+        "--allele-window", min=1, help="Bases per window, centred on each allele. Default: the "
+        "model's max_len.")] = None,
     skip_mismatch: Annotated[bool, typer.Option(
         "--skip-mismatch", help="Count records whose REF differs from the reference, instead of stopping.")] = False,
-    region: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Score only CHROM or CHROM:START-END (a bgzip VCF with a tabix index)."),
-    ] = None,
+    region: Annotated[str | None, typer.Option(
+        help="Score only CHROM or CHROM:START-END (a bgzip VCF with a tabix index).")] = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -458,58 +466,43 @@ def variants_(
 ) -> None:
     """Score each variant of a VCF: the model on the reference and the alternative allele's windows, per class
     both probabilities and the change in log-odds, in input order."""
-    use_threads(threads)
-    summary = variants.score_variants(model, vcf, reference, output, window=window, skip_mismatch=skip_mismatch,
-                                      region=region, device=device, batch_size=batch_size, rc=rc)
+    summary = variants.score_variants(model, vcf, reference, output, window=allele_window,
+                                      skip_mismatch=skip_mismatch, region=region, device=device,
+                                      batch_size=batch_size, rc=rc)
     console.log(summary.line())
 
 
-@app.command()
+@command()
 def explain(
     model: ModelFile,
     inputs: Inputs = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Attributions to write: .npz (per-base scores, "
                                         "hypothetical contributions and, for ism, every substitution), .tsv or '-' "
-                                        "(a row per base), .bedgraph/.bg or .bw/.bigwig (genome coordinates of --bed "
-                                        "regions).")] = ...,
-    method: Annotated[str, typer.Option(help="ism (every substitution, exact), gradient (gradient x input, a few "
-                                        "forward passes) or ig (integrated gradients from dinucleotide shuffles).")
-                      ] = "gradient",
-    class_name: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option("--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
-                     "probable). Default: a binary model's positive class, else the predicted class."),
-    ] = None,
-    start: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="First position explained in every record (0-based). Default: 0."),
-    ] = None,
-    end: Annotated[
-        Optional[int],  # noqa: UP045
-        typer.Option(help="Position after the last one explained (0-based, exclusive). Default: the record's end."),
-    ] = None,
-    plots: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Folder for a sequence-logo PNG of each of the top-scoring records (or --ids)."),
-    ] = None,
-    ids: Annotated[
-        Optional[list[str]],  # noqa: UP045
-        typer.Option("--ids", help="Records to draw with --plots. Repeatable."),
-    ] = None,
+                                        "for stdout (a row per base), .bedgraph/.bg or .bw/.bigwig (genome "
+                                        "coordinates of --bed regions).")] = "-",
+    method: Annotated[Method, typer.Option(help="ism (every substitution, exact), gradient (gradient x input, a few "
+                                           "forward passes) or ig (integrated gradients from dinucleotide "
+                                           "shuffles, drawn with --seed).")] = "gradient",
+    class_name: Annotated[str | None, typer.Option(
+        "--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
+        "probable). Default: a binary model's positive class, else the predicted class.")] = None,
+    start: Annotated[int | None, typer.Option(
+        help="First position explained in every record (0-based). Default: 0.")] = None,
+    end: Annotated[int | None, typer.Option(
+        help="Position after the last one explained (0-based, exclusive). Default: the record's end.")] = None,
+    plots: Plots = None,
+    ids: Annotated[list[str] | None, typer.Option("--ids", help="Records to draw with --plots. Repeatable.")] = None,
     top: Annotated[int, typer.Option(min=1, help="Records drawn with --plots without --ids: the highest log-odds.")
                    ] = explaining.Extras.top,
-    motifs: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
-                     "(seqlets, consensus, known match) and a logo each."),
-    ] = None,
-    known: Annotated[
-        Optional[str],  # noqa: UP045
-        typer.Option(help="MEME file of known motifs to compare the --motifs with (TOMTOM)."),
-    ] = None,
+    motifs: Annotated[Path | None, typer.Option(
+        help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
+        "(seqlets, consensus, known match) and a logo each.")] = None,
+    known: Annotated[str | None, typer.Option(
+        help="MEME file of known motifs to compare the --motifs with (TOMTOM).")] = None,
     max_passes: Annotated[
         int, typer.Option("--max-passes", min=1, help="Most window forward passes an ism request may take.")
     ] = explaining.MAX_ISM_PASSES,
+    seed: Seed = 0,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -518,11 +511,10 @@ def explain(
     threads: Threads = None,
 ) -> None:
     """Which bases drive a prediction: per-base attributions (log-odds) of every record, with logos and motifs."""
-    use_threads(threads)
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    extras = explaining.Extras(plots, ids, top, motifs, known)
-    explaining.explain(model, source, output, method, class_name, start, end, extras, batch_size=batch_size,
-                       device=device, rc=rc, max_passes=max_passes)
+    extras = explaining.Extras(plots=plots, ids=ids, top=top, motifs=motifs, known=known)
+    explaining.explain(model, source, output, method=method.value, class_name=class_name, start=start, end=end,
+                       extras=extras, batch_size=batch_size, device=device, rc=rc, max_passes=max_passes, seed=seed)
 
 
 @app.command()
@@ -537,7 +529,7 @@ def info(
 
 @app.command()
 def models() -> None:
-    """List the models `genomix train --model` takes, with their options and defaults (set with --set)."""
+    """List the architectures `genomix train --arch` takes, with their options and defaults (set with --set)."""
     for name in list_models():
         options = MODELS[name].Options().as_dict()
         doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]

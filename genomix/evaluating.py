@@ -10,11 +10,12 @@ import numpy as np
 from genomix.calibration import calibrate, expected_calibration_error
 from genomix.dataset import class_index
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.files import check_writable
 from genomix.metrics import classification_metrics
 from genomix.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, check_threshold, decide, predict_records
+from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.sources import RecordSource
+from genomix.writers import Report, is_stdout, output_stream
 
 
 def evaluate(
@@ -26,24 +27,31 @@ def evaluate(
     threshold: float | None = None,
     plots: str | Path | None = None,
     output: str | Path | None = None,
+    report: str | Path | None = None,
 ) -> tuple[dict, list[str]]:
     """Metrics of the model on the labelled records of `source`, and the model's class names.
 
     A source of `CLASS=genome.fa` genomes is read as the test regions held out at training (same window and
     holdout fraction), tiled into windows. Classes are called as `predict` calls them (`threshold`); the
     metrics use calibrated probabilities, and `ece_uncalibrated` and `ece` give the expected calibration error
-    before and after the model's temperature. `plots` names a folder for PNG figures; `output` a JSON file.
+    before and after the model's temperature. `plots` names a folder for PNG figures, `output` a JSON file of
+    the metrics and `report` predict's summary TSV of the calls (`genomix.writers.Report`); '-' is stdout.
     """
     source.require("evaluate")
-    if output is not None:
-        check_writable(output, [*source.files, str(model_path)])
+    inputs = [*source.files, str(model_path)]
+    outputs = [path for path in (output, report) if path is not None]
+    if sum(map(is_stdout, outputs)) > 1:
+        raise GenomixError("-o and --report both write to stdout: give one of them a file")
+    for path in outputs:
+        check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
     index = {c: i for i, c in enumerate(model.classes)}
-    truth, raw = [], []
+    truth, raw, lengths = [], [], []
     for p in predict_records(model, _records(source, model, model_path), batch_size, device, rc, calibrated=False):
         truth.append(class_index(p.id, p.label, index, "evaluation"))
         raw.append(p.log_probs)
+        lengths.append(p.length)
     if not raw:
         raise GenomixError("no records to evaluate")
     y, raw_scores = np.array(truth), np.stack(raw)
@@ -55,10 +63,17 @@ def evaluate(
     if plots is not None:
         from genomix.plots import write_plots  # matplotlib loads only when figures are asked for
 
-        result["plots"] = [str(p) for p in write_plots(y, probs, model.classes, plots)]
+        result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
+    if report is not None:
+        summary = Report(model.classes)
+        caller = Caller(model.classes, threshold, model.positive_index)
+        for row, length in zip(probs, lengths):
+            summary.add(*caller(row), length)
+        with output_stream(report, inputs) as out:
+            summary.write(out)
     if output is not None:
-        with atomic_path(output) as tmp:
-            tmp.write_text(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
+        with output_stream(output, inputs) as out:
+            out.write(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
     return result, model.classes
 
 

@@ -266,9 +266,9 @@ def fit_to_file(source: RecordSource, output: str | Path, settings: FitSettings,
     if resume and not checkpoint.is_file():
         raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
     if source.genomes and settings.window is None:
-        raise GenomixError(f"--genome needs --window, the length of the windows to {what}")
+        raise GenomixError(f"--genome needs --genome-window, the length of the windows to {what}")
     if settings.window is not None and not source.genomes:
-        raise GenomixError("--window applies to --genome inputs; use --max-len to crop sequence files")
+        raise GenomixError("--genome-window applies to --genome inputs; use --max-len to crop sequence files")
     if source.genomes:
         data: Iterable[Record] | GenomeSet = genomes()
         val_records = None

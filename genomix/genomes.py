@@ -187,7 +187,7 @@ class GenomeSet:
     @classmethod
     def open(cls, specs: Sequence[str], window: int, holdout_fraction: float = 0.2) -> GenomeSet:
         if window < 8:
-            raise GenomixError("--window must be at least 8")
+            raise GenomixError("--genome-window must be at least 8")
         if not 0 < holdout_fraction < 1:
             raise GenomixError("--holdout-fraction must be in (0, 1)")
         genomes = []
@@ -212,7 +212,7 @@ class GenomeSet:
                     for r in g.regions("train", self.holdout_fraction) if r[2] - r[1] >= self.window]
             if not pool:
                 raise GenomixError(f"class '{label}': no contig has {self.window} bases outside the held-out part; "
-                                   "lower --window or --holdout-fraction")
+                                   "lower --genome-window or --holdout-fraction")
             sizes = np.array([end - start - self.window + 1 for _, _, start, end in pool], dtype=np.float64)
             for _ in range(per_class):
                 records.append(self._draw(label, pool, sizes / sizes.sum(), rng))

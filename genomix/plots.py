@@ -16,13 +16,16 @@ from genomix.errors import GenomixError  # noqa: E402
 from genomix.files import atomic_path  # noqa: E402
 
 
-def _curve_classes(classes: Sequence[str]) -> list[int]:
-    """The classes that get a curve: the positive one for a binary model, every one (vs rest) otherwise."""
-    return [1] if len(classes) == 2 else list(range(len(classes)))
+def curve_classes(classes: Sequence[str], positive: int | None) -> list[int]:
+    """The classes that get a curve: a binary model's positive class, every one (vs rest) otherwise."""
+    return [positive] if positive is not None else list(range(len(classes)))
 
 
-def write_plots(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], folder: str | Path) -> list[Path]:
-    """Write roc.png, pr.png and confusion.png into `folder` (created if needed); return their paths."""
+def write_plots(y: np.ndarray, probs: np.ndarray, calls: np.ndarray, classes: Sequence[str], positive: int | None,
+                folder: str | Path) -> list[Path]:
+    """Write roc.png, pr.png and confusion.png into `folder` (created if needed); return their paths. The curves
+    are of the `positive` class (see `curve_classes`), and the confusion matrix is of the `calls` the metrics
+    count (`genomix.scoring.decide`, with the threshold)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -31,13 +34,13 @@ def write_plots(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], folder
     written = []
     for name, display in (("roc", RocCurveDisplay), ("pr", PrecisionRecallDisplay)):
         fig, ax = plt.subplots(figsize=(5, 5))
-        for c in _curve_classes(classes):
+        for c in curve_classes(classes, positive):
             if 0 < (y == c).sum() < len(y):
                 display.from_predictions(y == c, probs[:, c], name=classes[c], ax=ax)
         ax.set_title(f"{'ROC' if name == 'roc' else 'Precision-recall'} ({len(y)} sequences)")
         written.append(_save(fig, folder / f"{name}.png"))
     fig, ax = plt.subplots(figsize=(5, 5))
-    ConfusionMatrixDisplay.from_predictions(y, probs.argmax(1), labels=range(len(classes)), display_labels=classes,
+    ConfusionMatrixDisplay.from_predictions(y, calls, labels=range(len(classes)), display_labels=classes,
                                             ax=ax, colorbar=False, xticks_rotation=45)
     written.append(_save(fig, folder / "confusion.png"))
     return written

@@ -215,7 +215,7 @@ def open_genomes(specs: Sequence[str], window: int, holdout_fraction: float) -> 
         genome = Genome(split_input(spec)[1])
         if not any(end - start >= window for _, start, end in genome.regions("train", holdout_fraction)):
             raise GenomixError(f"{genome.path}: no contig has {window:,} bases outside the held-out part; lower "
-                               "--window or --holdout-fraction")
+                               "--genome-window or --holdout-fraction")
         genomes.append((GENOMES_LABEL, genome))
     return GenomeSet(tuple(genomes), window, holdout_fraction)
 

@@ -422,7 +422,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     trained = model if isinstance(model, TrainedModel) else load_model(model)
     width = trained.max_len if window is None else window
     if width < 1:
-        raise GenomixError(f"--window must be at least 1, got {width}")
+        raise GenomixError(f"--allele-window must be at least 1, got {width}")
     genome = Genome(reference)
     records = VcfRecords(vcf, region)
     if kind != ".tsv":

@@ -241,8 +241,9 @@ def test_predict_rc_scores_both_strands_as_strand_free_models_do_by_default(invo
     assert not np.allclose(scored["--no-rc"]["long"], scored["--no-rc"]["long_rc"], atol=2e-6)
 
 
-def test_evaluate_json_agrees_with_predict(invoke, predicted, trained_model, test_fa, test_records):
-    result = invoke("evaluate", trained_model, test_fa, "--json", "--device", "cpu")
+def test_evaluate_writes_json_to_stdout_that_agrees_with_predict(invoke, predicted, trained_model, test_fa,
+                                                                   test_records):
+    result = invoke("evaluate", trained_model, test_fa, "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     metrics = json.loads(result.stdout)
     assert metrics["classes"] == CLASSES
@@ -261,13 +262,13 @@ def test_evaluate_json_agrees_with_predict(invoke, predicted, trained_model, tes
 def test_evaluate_takes_labels_from_class_arguments_and_tables(invoke, trained_model, test_fa, test_records,
                                                                tmp_path):
     # every record relabelled as the first class by CLASS=path: the confusion has one non-empty row
-    result = invoke("evaluate", trained_model, f"{CLASSES[0]}={test_fa}", "--json", "--device", "cpu")
+    result = invoke("evaluate", trained_model, f"{CLASSES[0]}={test_fa}", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     confusion = json.loads(result.stdout)["confusion"]
     assert sum(confusion[0]) == 200 and sum(confusion[1]) == 0
     # a --labels table overrides the header labels: all records relabelled as the second class
     (tmp_path / "ids.tsv").write_text("".join(f"{r.id}\t{CLASSES[1]}\n" for r in test_records))
-    result = invoke("evaluate", trained_model, test_fa, "--labels", tmp_path / "ids.tsv", "--json", "--device", "cpu")
+    result = invoke("evaluate", trained_model, test_fa, "--labels", tmp_path / "ids.tsv", "--device", "cpu")
     assert result.exit_code == 0, result.stderr
     confusion = json.loads(result.stdout)["confusion"]
     assert sum(confusion[0]) == 0 and sum(confusion[1]) == 200
@@ -337,7 +338,7 @@ ERROR_CASES: dict[str, tuple[list[str], dict]] = {
                          {"ids.tsv": b"sp_train_0001\tx\nno_such_record\ty\n"}),
     "corrupt_model": (["predict", "random.gmx", "{test}", "-o", "out/p.tsv"],
                       {"random.gmx": np.random.default_rng(0).bytes(4096)}),
-    "truncated_model": (["evaluate", "cut.gmx", "{test}", "--json"], {"cut.gmx": "truncated model"}),
+    "truncated_model": (["evaluate", "cut.gmx", "{test}"], {"cut.gmx": "truncated model"}),
     "foreign_model": (["predict", "foreign.safetensors", "{test}", "-o", "out/p.tsv"],
                       {"foreign.safetensors": _foreign_safetensors}),
     "resume": (["train", "{train}", "-o", "out/m.gmx", "--resume", *TINY], {}),
@@ -435,3 +436,231 @@ def test_bad_record_late_in_predict_input_leaves_no_partial_output(cli_errors, u
     user_error(proc, "late.fa", "'broken_one'", "'?'", "position 5", one_line=False)  # after the model's log
     assert outputs(folder) == ["p.tsv"], "no temporary file left"
     assert (folder / "out" / "p.tsv").read_text() == "previous results\n", "the old output is untouched"
+
+
+# --- one vocabulary: deprecated spellings, closed choices, shared options --------------------------------------
+
+
+def stub(monkeypatch, target: str, returns: object = None) -> list[tuple]:
+    """Replace the library function `target` by one that records its (args, kwargs) and returns `returns`."""
+    calls: list[tuple] = []
+
+    def fake(*args, **kwargs):
+        calls.append((args, kwargs))
+        return returns
+
+    monkeypatch.setattr(target, fake)
+    return calls
+
+
+def _summary():
+    from genomix.variants import VariantSummary
+
+    return VariantSummary()
+
+
+DEPRECATED = {  # case: (command line, library function, what it must receive, the notices)
+    "train": (["train", "x.fa", "-o", "m.gmx", "--model", "transformer", "--window", "64"], "genomix.training.train",
+              lambda args, kwargs: (args[2].model, args[2].window) == ("transformer", 64),
+              ["--model is deprecated in train; use --arch", "--window is deprecated in train; use --genome-window"]),
+    "pretrain": (["pretrain", "x.fa", "-o", "b.gmx", "--model=transformer", "--window=64"],
+                 "genomix.pretraining.pretrain",
+                 lambda args, kwargs: (args[2].model, args[2].window) == ("transformer", 64),
+                 ["--model is deprecated in pretrain; use --arch",
+                  "--window is deprecated in pretrain; use --genome-window"]),
+    "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa", "--window", "32"],
+                 "genomix.variants.score_variants", lambda args, kwargs: kwargs["window"] == 32,
+                 ["--window is deprecated in variants; use --allele-window"]),
+    "scan": (["scan", "m.gmx", "g.fa"], "genomix.scanning.scan", lambda args, kwargs: args[1] == "g.fa",
+             ["the GENOME argument is deprecated in scan; use --reference GENOME"]),
+}
+
+
+@pytest.mark.parametrize("case", DEPRECATED)
+def test_deprecated_spellings_still_work_with_a_notice_each(invoke, monkeypatch, case):
+    args, target, received, notices = DEPRECATED[case]
+    calls = stub(monkeypatch, target, _summary() if case == "variants" else None)
+    result = invoke(*args)
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert len(calls) == 1 and received(*calls[0])
+    assert result.stderr.splitlines()[: len(notices)] == [f"genomix: warning: {n}" for n in notices]
+
+
+def test_new_spellings_give_no_notice(invoke, monkeypatch):
+    calls = stub(monkeypatch, "genomix.training.train")
+    result = invoke("train", "x.fa", "-o", "m.gmx", "--arch", "transformer", "--genome-window", "64")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert (calls[0][0][2].model, calls[0][0][2].window) == ("transformer", 64)
+    calls = stub(monkeypatch, "genomix.scanning.scan")
+    assert invoke("scan", "m.gmx", "--reference", "g.fa").stderr == "" and calls[0][0][1] == "g.fa"
+
+
+def test_evaluate_json_flag_is_deprecated_and_the_json_goes_to_stdout_anyway(invoke, trained_model, test_fa):
+    result = invoke("evaluate", trained_model, test_fa, "--json", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.splitlines()[0] == ("genomix: warning: --json is deprecated in evaluate; the metrics JSON "
+                                             "goes to -o, stdout by default")
+    assert json.loads(result.stdout)["n"] == 200
+    assert "evaluation (200 sequences)" in result.stderr, "the table is for people: on stderr"
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["explain", "{model}", "{test}", "--method", "shap"], "'shap' is not one of 'ism', 'gradient', 'ig'"),
+    (["train", "{test}", "-o", "m.gmx", "--arch", "bert"], "'bert' is not one of"),
+    (["pretrain", "{test}", "-o", "b.gmx", "--arch", "kmer"], "'kmer' is not one of"),
+    (["train", "{test}", "-o", "m.gmx", "--genome-window", "4"], "--genome-window"),
+    (["variants", "{model}", "--vcf", "c.vcf", "--reference", "{test}", "--allele-window", "0"], "--allele-window"),
+    (["scan", "{model}", "-o", "t.bedgraph"], "scan needs --reference genome.fa"),
+    (["scan", "{model}", "{test}", "--reference", "{test}"], "give the genome once, as --reference"),
+    (["evaluate", "{model}", "{test}", "--report", "-"], "-o and --report both write to stdout"),
+])
+def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, capsys, tmp_path, trained_model, test_fa,
+                                                           args, fragment):
+    from conftest import call_main
+
+    monkeypatch.chdir(tmp_path)
+    code, lines = call_main(monkeypatch, capsys, [a.format(model=trained_model, test=test_fa) for a in args])
+    errors = [line for line in lines if line.startswith("genomix: error: ")]
+    assert code == 2 and len(errors) == 1 and fragment in errors[0], lines
+    assert list(tmp_path.iterdir()) == []
+
+
+THREADED = {  # every command that takes --threads: its command line and its library function
+    "train": (["train", "x.fa", "-o", "m.gmx"], "genomix.training.train"),
+    "pretrain": (["pretrain", "x.fa", "-o", "b.gmx"], "genomix.pretraining.pretrain"),
+    "predict": (["predict", "m.gmx", "x.fa"], "genomix.predicting.predict"),
+    "embed": (["embed", "m.gmx", "x.fa", "-o", "e.npy"], "genomix.embedding.embed"),
+    "evaluate": (["evaluate", "m.gmx", "x.fa"], "genomix.evaluating.evaluate"),
+    "scan": (["scan", "m.gmx", "--reference", "g.fa"], "genomix.scanning.scan"),
+    "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa"], "genomix.variants.score_variants"),
+    "explain": (["explain", "m.gmx", "x.fa"], "genomix.explaining.explain"),
+}
+
+
+@pytest.mark.parametrize("case", THREADED)
+def test_threads_are_applied_once_before_the_command_runs(invoke, monkeypatch, case):
+    args, target = THREADED[case]
+    events: list[object] = []
+    monkeypatch.setattr(torch, "set_num_threads", events.append)
+    returns = {"evaluate": ({"n": 0}, CLASSES), "variants": _summary()}.get(case)
+    monkeypatch.setattr(target, lambda *a, **k: events.append("run") or returns)
+    monkeypatch.setattr("genomix.cli.report_table", lambda *a: "")
+    result = invoke(*args, "--threads", "3", "--device", "cpu")
+    assert result.exit_code == 0, (result.stderr, result.exception)
+    assert events == [3, "run"]
+
+
+def test_every_command_that_computes_takes_threads_and_device():
+    from typer.main import get_command
+
+    from genomix.cli import app
+
+    commands = get_command(app).commands
+    for name, command in commands.items():
+        options = {p.name for p in command.params}
+        assert ({"threads", "device"} <= options) == (name in THREADED), name
+
+
+def test_evaluate_report_is_the_report_predict_writes(invoke, trained_model, test_fa, tmp_path):
+    for threshold in ([], ["--threshold", "0.3"]):
+        evaluated = invoke("evaluate", trained_model, test_fa, "--report", tmp_path / "e.tsv", "-o",
+                           tmp_path / "m.json", "--device", "cpu", *threshold)
+        assert evaluated.exit_code == 0, evaluated.stderr
+        predicted = invoke("predict", trained_model, test_fa, "--report", tmp_path / "p.tsv", "-o",
+                           tmp_path / "p.out.tsv", "--device", "cpu", *threshold)
+        assert predicted.exit_code == 0, predicted.stderr
+        report = (tmp_path / "e.tsv").read_text()
+        assert report == (tmp_path / "p.tsv").read_text()
+        called = {row[0]: int(row[1]) for row in parse_tsv(report)[1]}
+        confusion = np.array(json.loads((tmp_path / "m.json").read_text())["confusion"])
+        assert [called[c] for c in CLASSES] == confusion.sum(0).tolist()  # the columns are the calls
+    assert evaluated.stdout == "", "-o took the metrics"
+
+
+def test_explain_ig_follows_seed(invoke, trained_model, test_records, tmp_path):
+    from genomix.explaining import read_npz
+
+    (tmp_path / "few.fa").write_text("".join(f">{r.id}\n{r.seq[:60]}\n" for r in test_records[:2]))
+    scores = {}
+    for name, seed in (("first", 0), ("again", 0), ("other", 1)):
+        out = tmp_path / f"{name}.npz"
+        result = invoke("explain", trained_model, tmp_path / "few.fa", "-o", out, "--method", "ig", "--seed", seed,
+                        "--device", "cpu")
+        assert result.exit_code == 0, (result.stderr, result.exception)
+        scores[name] = np.concatenate([e.hypothetical for e in read_npz(out)[0]])
+    assert np.array_equal(scores["first"], scores["again"])
+    assert not np.allclose(scores["first"], scores["other"], atol=1e-6)
+
+
+def test_evaluate_plots_follow_the_positive_class_and_the_threshold(monkeypatch, tmp_path, test_records):
+    """A binary model whose positive class is the first (the other is named as the negative): the curves are of
+    that class, and the confusion matrix is of the calls the metrics count at --threshold, not the argmax."""
+    from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+    from genomix.dataset import positive_class
+    from genomix.evaluating import evaluate
+    from genomix.modelfile import TrainedModel, load_model, save_model
+    from genomix.models import create_model
+    from genomix.scoring import predict_records
+    from genomix.sources import RecordSource
+
+    classes = ["enhancer", "non_enhancer"]
+    assert positive_class(classes) == "enhancer"
+    torch.manual_seed(0)
+    network = create_model("paramixer-cdil", 2, max_len=64, dim=8, hidden=8, layers=1)
+    save_model(TrainedModel.of(network, classes, positive_class="enhancer"), tmp_path / "m.gmx")
+    for i, label in enumerate(classes):
+        (tmp_path / f"{label}.fa").write_text("".join(f">{r.id}\n{r.seq}\n" for r in test_records[i::2][:30]))
+    source = RecordSource([f"{label}={tmp_path / label}.fa" for label in classes])
+    p = np.array([np.exp(x.log_probs[0]) for x in predict_records(load_model(tmp_path / "m.gmx"), source.records(),
+                                                                  device="cpu")])
+    threshold = float(np.median(p))  # half the records change call from the argmax's
+    assert np.any((p >= threshold) != (p >= 0.5))
+    drawn: dict[str, list] = {"curves": [], "confusion": []}
+    for display in (RocCurveDisplay, PrecisionRecallDisplay):
+        original = display.from_predictions
+        monkeypatch.setattr(display, "from_predictions",
+                            lambda y, score, *a, _o=original, **k: drawn["curves"].append((y, score, k["name"]))
+                            or _o(y, score, *a, **k))
+    original = ConfusionMatrixDisplay.from_predictions
+    monkeypatch.setattr(ConfusionMatrixDisplay, "from_predictions",
+                        lambda y, calls, *a, **k: drawn["confusion"].append((y, calls)) or original(y, calls, *a, **k))
+    result, _ = evaluate(tmp_path / "m.gmx", source, device="cpu", threshold=threshold, plots=tmp_path / "plots")
+    truth = np.repeat([0, 1], 30)
+    assert len(drawn["curves"]) == 2
+    for y, score, name in drawn["curves"]:
+        assert name == "enhancer" and np.array_equal(y, truth == 0) and np.allclose(score, p, atol=1e-6)
+    (y, calls), = drawn["confusion"]
+    assert np.array_equal(calls, np.where(p >= threshold, 0, 1))
+    confusion = np.zeros((2, 2), int)
+    np.add.at(confusion, (y, calls), 1)
+    assert confusion.tolist() == result["confusion"]
+
+
+def test_the_vocabulary_in_docs_cli_md_is_the_commands():
+    """docs/CLI.md's table (flag × command) says which commands take each flag: it must be what they take."""
+    from typer.main import get_command
+
+    from genomix.cli import app
+
+    lines = (Path(__file__).resolve().parents[1] / "docs" / "CLI.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| flag |"))
+    short = [cell.strip() for cell in header.strip("|").split("|")][1:-1]
+    names = dict(zip(["T", "P", "pr", "em", "ev", "sc", "va", "ex", "in"],
+                     ["train", "pretrain", "predict", "embed", "evaluate", "scan", "variants", "explain", "info"]))
+    documented: dict[str, set[str]] = {}
+    for line in lines[lines.index(header) + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        for flag in cells[0].replace("`", "").split(", "):
+            documented[flag] = {names[s] for s, mark in zip(short, cells[1:-1]) if mark}
+    taken: dict[str, set[str]] = {}
+    for name, command in get_command(app).commands.items():
+        for param in command.params:
+            if param.param_type_name == "option":
+                for flag in param.opts:
+                    taken.setdefault(flag, set()).add(name)
+            elif not param.hidden:
+                taken.setdefault(param.name.upper(), set()).add(name)
+    assert documented == taken

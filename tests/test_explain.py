@@ -209,7 +209,7 @@ BAD = {  # arguments after `explain {model} {test}`, and the fragment the one er
     "end_outside": (["-o", "{out}/e.npz", "--start", "5", "--end", "100000"], "outside record"),
     "start_after_end": (["-o", "{out}/e.npz", "--start", "9", "--end", "4"], "outside record"),
     "ism_over_the_cap": (["-o", "{out}/e.npz", "--method", "ism", "--max-passes", "1000"], "would need"),
-    "method_unknown": (["-o", "{out}/e.npz", "--method", "shap"], "--method shap: choose from ism, gradient, ig"),
+    "method_unknown": (["-o", "{out}/e.npz", "--method", "shap"], "'shap' is not one of 'ism', 'gradient', 'ig'"),
     "format_unknown": (["-o", "{out}/e.xlsx"], "unknown attribution format '.xlsx'"),
     "track_without_bed": (["-o", "{out}/e.bw"], "needs genome coordinates"),
     "known_without_motifs": (["-o", "{out}/e.npz", "--known", "{out}/in.tsv"], "give --motifs too"),

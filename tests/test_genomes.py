@@ -110,7 +110,7 @@ def test_bad_bed_lines_name_the_line(genomes, tmp_path, line, fragment):
         list(read_bed(str(bed), Genome(genomes["gc"])))
 
 
-GENOME_TRAIN = ["--window", "64", "--windows-per-epoch", "200", "--epochs", "3", "--dim", "16", "--hidden", "16",
+GENOME_TRAIN = ["--genome-window", "64", "--windows-per-epoch", "200", "--epochs", "3", "--dim", "16", "--hidden", "16",
                 "--layers", "1", "--device", "cpu"]
 
 
@@ -118,7 +118,7 @@ def test_train_and_evaluate_on_held_out_genome_windows(genomes, tmp_path, invoke
     specs = ["--genome", f"at={genomes['at']}", "--genome", f"gc={genomes['gc']}"]
     result = invoke("train", *specs, *GENOME_TRAIN, "-o", tmp_path / "g.gmx")
     assert result.exit_code == 0, (result.stderr, result.exception)
-    result = invoke("evaluate", tmp_path / "g.gmx", *specs, "--json")
+    result = invoke("evaluate", tmp_path / "g.gmx", *specs)
     assert result.exit_code == 0, (result.stderr, result.exception)
     metrics = json.loads(result.stdout)
     # test windows: gc1 [7200, 8000), at1 [5400, 6000) and at2 [3600, 4000) tiled by 64
@@ -143,10 +143,10 @@ def test_predict_bed_regions_in_shards(genomes, tmp_path, invoke, trained_model)
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (["train", "--genome", "a=GENOME", "--genome", "b=GENOME", "-o", "m.gmx"], "--genome needs --window"),
-    (["train", "--genome", "GENOME", "--window", "64", "-o", "m.gmx"], "give the class as CLASS=genome.fa"),
-    (["train", "--genome", "a=GENOME", "--window", "64", "-o", "m.gmx"], "at least two classes"),
-    (["train", "--genome", "a=PLAIN_GZ", "--genome", "b=GENOME", "--window", "64", "-o", "m.gmx"], "not bgzip"),
+    (["train", "--genome", "a=GENOME", "--genome", "b=GENOME", "-o", "m.gmx"], "--genome needs --genome-window"),
+    (["train", "--genome", "GENOME", "--genome-window", "64", "-o", "m.gmx"], "give the class as CLASS=genome.fa"),
+    (["train", "--genome", "a=GENOME", "--genome-window", "64", "-o", "m.gmx"], "at least two classes"),
+    (["train", "--genome", "a=PLAIN_GZ", "--genome", "b=GENOME", "--genome-window", "64", "-o", "m.gmx"], "not bgzip"),
     (["train", "--bed", "x.bed", "-o", "m.gmx"], "--bed needs --reference"),
     (["train", "-o", "m.gmx"], "nothing to train on"),
     (["predict", "MODEL", "SAMPLE", "--shard", "3/2"], "--shard 3/2: I must be between 1 and N"),

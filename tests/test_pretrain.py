@@ -190,8 +190,8 @@ def test_genome_pretraining_draws_fresh_windows(tmp_path, invoke, train_fa):
     genome = tmp_path / "g.fa"
     genome.write_text(f">one\n{''.join(seqs[:300])}\n>two\n{''.join(seqs[300:])}\n")
     out = tmp_path / "g.gmx"
-    result = invoke("pretrain", "--genome", genome, "--window", "96", "--windows-per-epoch", "64", "--epochs", "2",
-                    "-o", out, *ARCHITECTURE[:6], "--device", "cpu")
+    result = invoke("pretrain", "--genome", genome, "--genome-window", "96", "--windows-per-epoch", "64", "--epochs",
+                    "2", "-o", out, *ARCHITECTURE[:6], "--device", "cpu")
     assert result.exit_code == 0, (result.stderr, result.exception)
     card = read_card(out)
     assert card.config["max_len"] == 96 and card.training.genome_window == 96 and card.training.records == 64
@@ -224,15 +224,16 @@ BAD = {
                            "the backbone has max_len 128; --max-len 64"),
     "freeze_without_init": (["train", "{train}", "-o", "{out}/m.gmx", "--freeze-backbone"], "needs --init"),
     "predict_backbone": (["predict", "{backbone}", "{train}"], "a backbone, not a classifier"),
-    "pretrain_kmer": (["pretrain", "{train}", "-o", "{out}/b.gmx", "--model", "kmer"], "no network to pretrain"),
+    "pretrain_kmer": (["pretrain", "{train}", "-o", "{out}/b.gmx", "--arch", "kmer"], "'kmer' is not one of"),
     "pretrain_composition": (["pretrain", "{train}", "-o", "{out}/b.gmx", "--set", "composition=true"],
                              "no k-mer composition term"),
     "mask_fraction": (["pretrain", "{train}", "-o", "{out}/b.gmx", "--mask-fraction", "1"], "--mask-fraction"),
-    "genome_too_short": (["pretrain", "--genome", "{short}", "--window", "1024", "-o", "{out}/b.gmx"],
+    "genome_too_short": (["pretrain", "--genome", "{short}", "--genome-window", "1024", "-o", "{out}/b.gmx"],
                          "no contig has 1,024 bases outside the held-out part"),
-    "train_genome_too_short": (["train", "--genome", "a={short}", "--genome", "b={short}", "--window", "1024", "-o",
-                                "{out}/m.gmx"], "class 'a': no contig has 1024 bases outside the held-out part"),
-    "genome_without_window": (["pretrain", "--genome", "{short}", "-o", "{out}/b.gmx"], "--genome needs --window"),
+    "train_genome_too_short": (["train", "--genome", "a={short}", "--genome", "b={short}", "--genome-window", "1024",
+                                "-o", "{out}/m.gmx"], "class 'a': no contig has 1024 bases outside the held-out part"),
+    "genome_without_window": (["pretrain", "--genome", "{short}", "-o", "{out}/b.gmx"],
+                              "--genome needs --genome-window"),
 }
 
 

@@ -147,7 +147,7 @@ def test_small_blocks_stream_the_same_track(trained_model, genome, tmp_path, mon
 
 
 def test_stdout_output(trained_model, genome, tmp_path, invoke):
-    result = invoke("scan", trained_model, genome[0], "-o", "-", "--step", "24", "--device", "cpu")
+    result = invoke("scan", trained_model, "--reference", genome[0], "-o", "-", "--step", "24", "--device", "cpu")
     assert result.exit_code == 0, (result.stderr, result.exception)
     scanning.scan(trained_model, genome[0], tmp_path / "f.bedgraph", step=24, device="cpu")
     assert result.stdout == (tmp_path / "f.bedgraph").read_text()
@@ -176,7 +176,8 @@ def genomix(*args: object) -> subprocess.CompletedProcess:
 def test_plain_gzip_genome_is_a_one_line_user_error(trained_model, genome, tmp_path):
     gz = tmp_path / "g.fa.gz"
     gz.write_bytes(gzip.compress(genome[0].read_bytes()))
-    check_user_error(genomix("scan", trained_model, gz, "-o", tmp_path / "x.bedgraph"), "bgzip", "g.fa.gz")
+    proc = genomix("scan", trained_model, "--reference", gz, "-o", tmp_path / "x.bedgraph")
+    check_user_error(proc, "bgzip", "g.fa.gz")
     assert not (tmp_path / "x.bedgraph").exists()
 
 
@@ -184,5 +185,6 @@ def test_multiclass_model_without_class_is_a_one_line_user_error(genome, tmp_pat
     torch.manual_seed(0)
     network = create_model("paramixer-cdil", 3, max_len=WINDOW, dim=8, hidden=8, layers=1)
     save_model(TrainedModel.of(network, ["coding", "intergenic", "rna"]), tmp_path / "three.gmx")
-    proc = genomix("scan", tmp_path / "three.gmx", genome[0], "-o", tmp_path / "x.bedgraph", "--device", "cpu")
+    proc = genomix("scan", tmp_path / "three.gmx", "--reference", genome[0], "-o", tmp_path / "x.bedgraph",
+                   "--device", "cpu")
     check_user_error(proc, "3 classes (coding, intergenic, rna)", "--class", "--all-classes")

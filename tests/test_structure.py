@@ -114,7 +114,7 @@ def test_evaluate_threshold_and_output_follow_predict(trained_model, test_fa, tm
 
 def test_set_gives_any_model_option_and_clashes_with_its_flag(invoke, train_fa, tmp_path):
     tiny = [a for a in TINY if a != "--no-composition"]
-    result = invoke("train", train_fa, "-o", tmp_path / "t.gmx", "--model", "transformer", *tiny,
+    result = invoke("train", train_fa, "-o", tmp_path / "t.gmx", "--arch", "transformer", *tiny,
                     "--set", "heads=2", "--set", "composition=false")
     assert result.exit_code == 0, (result.stderr, result.exception)
     config = read_header(tmp_path / "t.gmx")["config"]
