@@ -31,13 +31,14 @@ from genomix import (
 from genomix.console import console, resolve_device, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.files import exit_on_sigterm
+from genomix.fitting import DEFAULT_MAX_LEN_CAP, MIN_LEN
 from genomix.metrics import report_table
 from genomix.modelfile import describe, read_card, read_header
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
 from genomix.pretraining import PretrainSettings
 from genomix.scoring import BATCH_SIZE
 from genomix.sources import RecordSource
-from genomix.training import MIN_LEN, TrainSettings
+from genomix.training import TrainSettings
 
 app = typer.Typer(
     name="genomix",
@@ -195,7 +196,7 @@ Composition = Annotated[bool | None, typer.Option(
 MaxLen = Annotated[int | None, typer.Option(
     "--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
     f"the --genome-window, else the longest training sequence, at most "
-    f"{training.DEFAULT_MAX_LEN_CAP:,}.")]
+    f"{DEFAULT_MAX_LEN_CAP:,}.")]
 Epochs = Annotated[int, typer.Option(help="Most epochs to train.")]
 TrainBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")]
