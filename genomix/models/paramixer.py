@@ -36,11 +36,11 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.models import register, register_legacy
 from genomix.models.base import NeuralOptions, SequenceClassifier
 from genomix.models.factor_kernels import fused_backward, fused_forward
 from genomix.models.factor_kernels import reference_backward as _product_backward
 from genomix.models.factor_kernels import reference_forward as _product
+from genomix.models.registry import register, register_legacy
 
 PROTOCOLS = ("chord", "cdil")
 FACTOR_MLPS = ("block", "factor")  # one MLP gives the values of all factors of a block, or one MLP per factor
