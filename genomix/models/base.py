@@ -154,7 +154,7 @@ class SequenceClassifier(Model):
     and many regulatory tasks rest on. The stem gives each position a view of its wider context before
     long-range mixing; learned positions let a model use where a motif sits (e.g. relative to a TSS).
 
-    With `composition`, the model also holds a k-mer logistic regression (`Kmer`) and returns the blend
+    With `composition`, the model also holds a k-mer logistic regression (`attach_composition`) and returns the blend
     (1 - a) · log_softmax(network) + a · log_softmax(k-mer), a log-probability up to a constant. Training
     fits the network as usual (a = 0), then the regression in closed form, then picks a by validation
     likelihood (`genomix.finishing`). Where composition carries the signal (species of origin) the convex
@@ -176,14 +176,15 @@ class SequenceClassifier(Model):
         self.dropout = nn.Dropout(options.dropout)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
-        if options.composition:
-            from genomix.models.kmer import Kmer  # the k-mer baseline, used here as the blend's second term
-
-            self.composition = Kmer(num_classes, max_len, Kmer.Options()).requires_grad_(False)  # closed form
-            self.register_buffer("composition_weight", torch.zeros(()))
-            self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(
-                float(module.composition_weight)))
         self.blend = 0.0  # the composition weight as a Python number: a compiled step then needs no branch on data
+
+    def attach_composition(self, term: Model) -> None:
+        """Hold `term` (a k-mer regression, fitted in closed form) as the blend's second term, at weight 0.
+        `genomix.models.registry.create_model` attaches it where the `composition` option asks for one."""
+        self.composition = term.requires_grad_(False)
+        self.register_buffer("composition_weight", torch.zeros(()))
+        self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(
+            float(module.composition_weight)))
 
     def set_composition_weight(self, weight: float) -> None:
         """The blend weight a of the k-mer term (0: the network alone)."""
