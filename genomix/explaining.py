@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from genomix import motifs
+from genomix.attributions import Explanation
 from genomix.batching import window_starts
 from genomix.console import console
 from genomix.effects import BASE_TOKENS, SequenceScorer, log_odds, substitution_effects
@@ -54,24 +55,6 @@ MAX_ISM_PASSES = 1_000_000  # window forward passes one ISM request may need bef
 REFERENCES = 4  # dinucleotide-shuffled references per record (ig)
 IG_STEPS = 8  # points on each path from a reference to the record (ig; midpoint rule)
 PREDICTED = "predicted"  # --class predicted: each record's most probable class
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """The attributions of one record's bases [start, end) to its log-odds of class `target`."""
-
-    id: str
-    seq: str  # the explained bases
-    start: int
-    target: int
-    log_odds: float  # the record's (calibrated) log-odds of the class
-    scores: np.ndarray  # (L,) per-base scores, log-odds
-    hypothetical: np.ndarray  # (L, 4) hypothetical contributions; the observed base's entry is its score
-    substitutions: np.ndarray | None = None  # ism: (L, 4) log-odds change when the base is set to A, C, G, T
-
-    @property
-    def one_hot(self) -> np.ndarray:
-        return one_hot(torch.from_numpy(encode(self.seq))).numpy()
 
 
 def check_range(records: Sequence[Record], start: int | None, end: int | None) -> None:

@@ -14,15 +14,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genomix.attributions import Explanation
 from genomix.errors import GenomixError
 from genomix.files import atomic_path
-
-if TYPE_CHECKING:  # explaining calls this module; the type is only named here
-    from genomix.explaining import Explanation
 
 BASES = "ACGT"
 TOP_RECORDS = 10  # records drawn by --plots without --ids: the highest log-odds of their class

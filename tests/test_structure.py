@@ -207,3 +207,29 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(trained_mod
         with pytest.raises(GenomixError, match="input"):
             predict(trained_model, RecordSource([str(copy)]), target, device="cpu")
     assert copy.read_bytes() == before
+
+
+def test_the_modules_of_genomix_import_one_another_without_a_cycle():
+    """Each module's imports (at the top or inside functions) name only modules below it: a cycle makes what a
+    module holds depend on which one was imported first."""
+    import ast
+    import graphlib
+
+    from conftest import ROOT
+
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (ROOT / "genomix").rglob("*.py")}
+    imports = {}
+    for module, path in paths.items():
+        named = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                named |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
+                          for alias in node.names}
+        imports[module] = (named & set(paths)) - {module}
+    try:
+        list(graphlib.TopologicalSorter(imports).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
