@@ -17,9 +17,9 @@ from genomix.batching import window_starts
 from genomix.calibration import calibrate
 from genomix.modelfile import TrainedModel
 from genomix.scoring import BATCH_SIZE, _on_device, window_means
+from genomix.tokens import BASE_TOKENS
 
 BASES = "ACGT"
-BASE_TOKENS = np.arange(1, 5, dtype=np.uint8)  # the token ids of A, C, G, T (`genomix.tokens`)
 
 
 def log_odds(log_probs: np.ndarray, target: int) -> np.ndarray:

@@ -38,7 +38,7 @@ from genomix import motifs
 from genomix.attributions import Explanation
 from genomix.batching import window_starts
 from genomix.console import console
-from genomix.effects import BASE_TOKENS, SequenceScorer, log_odds, substitution_effects
+from genomix.effects import SequenceScorer, log_odds, substitution_effects
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
 from genomix.genomes import Genome, parse_region_id
@@ -46,7 +46,7 @@ from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE
 from genomix.sources import RecordSource
-from genomix.tokens import encode, one_hot
+from genomix.tokens import BASE_TOKENS, encode, one_hot
 from genomix.tracks import open_track
 from genomix.writers import is_stdout, output_stream
 

@@ -28,13 +28,12 @@ from genomix.files import check_writable
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, log_probs
-from genomix.tokens import ALPHABET, encode
+from genomix.tokens import N_TOKEN, encode
 from genomix.tracks import Track, open_track
 from genomix.writers import Report, is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
-N_TOKEN = ALPHABET.index("N") + 1
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.tokens import VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
+from genomix.tokens import BASE_TOKENS, N_TOKEN, VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,7 +214,7 @@ class SequenceClassifier(Model):
         embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
         (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_embedding`)."""
         table = self.token_embed.weight
-        x = bases @ table[1:5] + (1 - bases.sum(-1, keepdim=True)) * table[5]
+        x = bases @ table[BASE_TOKENS[0] : N_TOKEN] + (1 - bases.sum(-1, keepdim=True)) * table[N_TOKEN]
         if self.kmer_embed is not None and bases.shape[1] >= self.kmer:
             kmers = kmer_embedding(bases, self.kmer_embed.weight, self.kmer)
             x = x + nn.functional.pad(kmers, (0, 0, 0, self.kmer - 1))
