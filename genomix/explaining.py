@@ -41,6 +41,7 @@ from genomix.console import console
 from genomix.effects import SequenceScorer, log_odds, substitution_effects
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.formats import output_format
 from genomix.genomes import Genome, parse_region_id
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
@@ -255,18 +256,8 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
     return explanations
 
 
-OUTPUTS = {".npz": "npz", ".tsv": "tsv", ".bedgraph": "track", ".bg": "track", ".bw": "track", ".bigwig": "track"}
-
-
-def output_kind(output: str | Path) -> str:
-    """npz, tsv ('-': stdout) or track, by the suffix of -o."""
-    if is_stdout(output):
-        return "tsv"
-    suffix = Path(output).suffix.lower()
-    if suffix not in OUTPUTS:
-        raise GenomixError(f"{output}: unknown attribution format {suffix or '(no suffix)'!r}; choose "
-                           f"{', '.join(OUTPUTS)}")
-    return OUTPUTS[suffix]
+OUTPUTS = ("npz", "tsv", "bedgraph", "bigwig")  # `genomix.formats`; stdout: tsv
+TRACKS = ("bedgraph", "bigwig")
 
 
 def write_npz(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str], method: str,
@@ -361,8 +352,8 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     source.require("explain", genomes=False)
     if extras.known is not None and extras.motifs is None:
         raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
-    kind = output_kind(output)
-    if kind == "track" and not source.bed:
+    kind = output_format(output, OUTPUTS, "tsv")
+    if kind in TRACKS and not source.bed:
         raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
                            "--reference")
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]

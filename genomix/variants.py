@@ -38,19 +38,20 @@ import pysam
 from genomix.effects import SequenceScorer, log_odds
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.formats import output_format
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import text_lines
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES
 from genomix.tokens import encode
-from genomix.writers import is_stdout, output_stream
+from genomix.writers import output_stream
 
 BLOCK_BASES = 1 << 16  # reference bases read at a time: a sorted VCF's next windows are mostly in the same block
 DNA = re.compile(r"[ACGTN]+")
 LETTERS = re.compile(r"[A-Za-z]+")
 NOT_ACGT = re.compile(r"[^ACGT]")
 QUAL = re.compile(r"\.|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
-SUFFIXES = (".tsv", ".vcf", ".vcf.gz")
+OUTPUTS = ("tsv", "vcf", "vcf.gz")  # `genomix.formats`; stdout: tsv
 
 
 @dataclass
@@ -377,25 +378,17 @@ def _declare(header: pysam.VariantHeader, classes: Sequence[str], model: str, wi
         header.info.add("END", "1", "Integer", "End position of the variant described in this record")
 
 
-def _output_kind(output: str | Path) -> str:
-    name = str(output)
-    kind = ".tsv" if is_stdout(name) else next((s for s in SUFFIXES if name.endswith(s)), None)
-    if kind is None:
-        raise GenomixError(f"-o {output}: expected a .tsv, .vcf or .vcf.gz file, or '-' (TSV on stdout)")
-    return kind
-
-
 @contextmanager
 def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequence[str],
             inputs: Sequence[str]) -> Iterator[_TsvEffects | _VcfEffects]:
     """The writer of `output`, written atomically: a .vcf.gz and its .tbi appear together, only on success."""
-    if kind == ".tsv":
+    if kind == "tsv":
         with output_stream(output, inputs) as out:
             yield _TsvEffects(out, classes)
         return
     with ExitStack() as stack:
         path = stack.enter_context(atomic_path(output, inputs))
-        index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == ".vcf.gz" else None
+        index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None
         vcf = pysam.VariantFile(str(path), "wz" if index else "w", header=records.header)
         try:
             yield _VcfEffects(vcf, classes, index is not None, output)
@@ -415,10 +408,10 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     A REF that differs from the reference is an error naming the record, or with `skip_mismatch` an allele
     counted as not scored; `region` (CHROM or CHROM:START-END) reads one region of a tabix-indexed VCF.
     """
-    kind = _output_kind(output)
+    kind = output_format(output, OUTPUTS, "tsv")
     inputs = [str(vcf), str(reference)] + ([] if isinstance(model, TrainedModel) else [str(model)])
     check_writable(output, inputs)
-    if kind == ".vcf.gz":
+    if kind == "vcf.gz":
         check_writable(f"{output}.tbi", inputs)
     trained = model if isinstance(model, TrainedModel) else load_model(model)
     width = trained.max_len if window is None else window
@@ -426,7 +419,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
         raise GenomixError(f"--window must be at least 1, got {width}")
     genome = Genome(reference)
     records = VcfRecords(vcf, region)
-    if kind != ".tsv":
+    if kind != "tsv":
         name = trained.card.model if isinstance(model, TrainedModel) else Path(model).name
         _declare(records.header, trained.classes, name, width, genome)
     scorer = SequenceScorer(trained, device, batch_size, rc)

@@ -233,3 +233,18 @@ def test_the_modules_of_genomix_import_one_another_without_a_cycle():
         list(graphlib.TopologicalSorter(imports).static_order())
     except graphlib.CycleError as err:
         pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+def test_every_command_reads_an_output_suffix_through_one_table():
+    from genomix.formats import format_of, output_format
+
+    assert [format_of(p) for p in ("a.TSV", "a.b.vcf.gz", "t.bg", "t.BigWig", "a.tsv.gz", "a.gz", "a", "-")] == \
+        ["tsv", "vcf.gz", "bedgraph", "bigwig", "tsv.gz", None, None, None]
+    assert output_format("-", ["npz", "tsv"], "tsv") == "tsv" and output_format("x.v1.npz", ["npz"], None) == "npz"
+    with pytest.raises(GenomixError, match=r"^-o e.vcf.bz2: unknown output format '.bz2'; choose .tsv, .vcf, "
+                                           r".vcf.gz, or '-' for tsv on stdout$"):
+        output_format("e.vcf.bz2", ["tsv", "vcf", "vcf.gz"], "tsv")
+    with pytest.raises(GenomixError, match=r"^--out e.tsv.gz: unknown output format '.tsv.gz'; choose .parquet$"):
+        output_format("e.tsv.gz", ["parquet"], None, flag="--out")
+    with pytest.raises(GenomixError, match="cannot go to stdout; give a file"):
+        output_format("-", ["parquet", "npy"], None)

@@ -264,7 +264,8 @@ def _cases(contigs: dict[str, str]) -> dict[str, tuple[list[str], str, list[str]
         "plain_gzip": (["--vcf", "calls.vcf.gz"], vcf_text([good]), ["calls.vcf.gz: gzip but not bgzip", "| bgzip"]),
         "no_index": (["--vcf", "calls.vcf.gz", "--region", "chrA:1-100"], vcf_text([good]),
                      ["--region needs a tabix index", "tabix -p vcf calls.vcf.gz"]),
-        "suffix": (["-o", "out/e.csv"], vcf_text([good]), ["-o out/e.csv: expected a .tsv, .vcf or .vcf.gz"]),
+        "suffix": (["-o", "out/e.csv"], vcf_text([good]),
+                   ["-o out/e.csv: unknown output format '.csv'", "choose .tsv, .vcf, .vcf.gz, or '-' for tsv"]),
     }
 
 
