@@ -37,7 +37,7 @@ import pysam
 
 from genomix.effects import SequenceScorer, log_odds
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.files import atomic_path, check_writable, safe_name
 from genomix.formats import output_format
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model
@@ -275,8 +275,9 @@ def _prepare(where: str, record: pysam.VariantRecord, reference: _Reference, wid
 
 def info_key(kind: str, class_name: str) -> str:
     """The INFO field and TSV column of one class: `ref_`, `alt_` or `log_odds_` + the class name, with characters
-    that VCF keys cannot hold replaced by '_' (in both, so that a column has one name)."""
-    return f"{kind}_{re.sub(r'[^0-9A-Za-z_.]', '_', class_name)}"
+    that VCF keys cannot hold (all but ASCII letters, digits, '_' and '.') replaced by '_' (in both, so that a
+    column has one name)."""
+    return f"{kind}_{safe_name(class_name, keep='.', ascii_only=True)}"
 
 
 @dataclass(frozen=True)
@@ -414,6 +415,10 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     if kind == "vcf.gz":
         check_writable(f"{output}.tbi", inputs)
     trained = model if isinstance(model, TrainedModel) else load_model(model)
+    keys = [info_key("ref", c) for c in trained.classes]
+    if len(set(keys)) < len(keys):
+        raise GenomixError(f"classes {', '.join(trained.classes)} give the same INFO keys and columns "
+                           f"({', '.join(keys)})")
     width = trained.max_len if window is None else window
     if width < 1:
         raise GenomixError(f"--window must be at least 1, got {width}")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from genomix.errors import GenomixError
-from genomix.files import open_output
+from genomix.files import open_output, safe_name
 from genomix.formats import is_stdout, output_format
 from genomix.reading import Record
 from genomix.scoring import UNCLASSIFIED, Prediction
@@ -190,7 +190,7 @@ class RecordsByClass:
             raise GenomixError(f"--classified-out {pattern}: two classes give the same file name")
 
     def path(self, label: str) -> str:
-        return self.pattern.replace("#", "".join(c if c.isalnum() or c in "._+-" else "_" for c in label))
+        return self.pattern.replace("#", safe_name(label))
 
     def write(self, record: Record, label: str) -> None:
         if label not in self.files:
