@@ -30,10 +30,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import pysam
 
 from genomix.effects import SequenceScorer, log_odds
 from genomix.errors import GenomixError
@@ -45,6 +44,9 @@ from genomix.reading import text_lines
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES
 from genomix.tokens import encode
 from genomix.writers import output_stream
+
+if TYPE_CHECKING:  # only named in annotations here; the functions that call pysam import it
+    import pysam
 
 BLOCK_BASES = 1 << 16  # reference bases read at a time: a sorted VCF's next windows are mostly in the same block
 DNA = re.compile(r"[ACGTN]+")
@@ -128,6 +130,7 @@ class _Reference:
 
 def _open_vcf(path: str | Path, region: str | None) -> pysam.VariantFile:
     """The VCF opened by pysam (htslib's messages silenced: errors are reported here, on one line)."""
+    import pysam  # imported here (and in the two other functions that call it): other commands need not load it
     pysam.set_verbosity(0)
     if not Path(path).is_file():
         raise GenomixError(f"{path}: no such VCF file")
@@ -172,6 +175,8 @@ def _is_gzip(path: str | Path) -> bool:
 
 
 def _region_lines(path: str | Path, region: str) -> Iterator[str]:
+    import pysam
+
     try:
         yield from pysam.TabixFile(str(path)).fetch(region=region)
     except ValueError as err:
@@ -387,6 +392,8 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
         with output_stream(output, inputs) as out:
             yield _TsvEffects(out, classes)
         return
+    import pysam
+
     with ExitStack() as stack:
         path = stack.enter_context(atomic_path(output, inputs))
         index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None

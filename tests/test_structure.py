@@ -248,3 +248,16 @@ def test_every_command_reads_an_output_suffix_through_one_table():
         output_format("e.tsv.gz", ["parquet"], None, flag="--out")
     with pytest.raises(GenomixError, match="cannot go to stdout; give a file"):
         output_format("-", ["parquet", "npy"], None)
+
+
+def test_the_command_line_loads_without_sklearn_and_pysam():
+    """`genomix info` and `--help` should not pay the second it takes to load them: the commands that use them
+    import them."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    check = "import genomix.cli, sys; print('sklearn' in sys.modules, 'pysam' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr
