@@ -52,9 +52,9 @@ def autocast(device: torch.device):
 def reuse_large_allocations() -> None:
     """Let glibc's malloc reuse freed blocks of up to 1 GiB instead of returning them to the system.
 
-    By default blocks over 32 MiB are mmap'ed afresh at each allocation, and every batch then pays
-    millions of page faults: measured 1.6x on a training step at N = 65,536 and up to 4x in prediction
-    (docs/PERFORMANCE.md). Called by the CLI and the benchmarks; other C libraries are left alone.
+    By default blocks over 32 MiB are mmap'ed afresh at each allocation, so every batch of long inputs pays
+    millions of page faults (docs/PERFORMANCE.md, "glibc's mmap threshold"). Called by the CLI and the
+    benchmarks; other C libraries are left alone.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -13,9 +13,9 @@ import torch
 
 from genomix.batching import window_starts
 from genomix.scoring import Scorer, log_odds
+from genomix.tokens import BASE_TOKENS
 
 BASES = "ACGT"
-BASE_TOKENS = np.arange(1, 5, dtype=np.uint8)  # the token ids of A, C, G, T (`genomix.tokens`)
 
 
 def substitution_log_probs(scorer: Scorer, tokens: np.ndarray, start: int = 0,

@@ -12,29 +12,26 @@ from pathlib import Path
 import numpy as np
 
 from genomix.console import console
-from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.formats import output_format
 from genomix.modelfile import KINDS, load_model
 from genomix.scoring import BATCH_SIZE, embeddings
 from genomix.sources import RecordSource
 from genomix.writers import ParquetRows, output_stream
 
-FORMATS = (".parquet", ".npy")
+FORMATS = ("parquet", "npy")  # `genomix.formats`; a file either way (binary: not stdout)
 
 
 def embed(model_path: str | Path, source: RecordSource, output: str | Path, batch_size: int = BATCH_SIZE,
           device: str = "auto", rc: bool | None = None) -> int:
     """Write the embedding of every record of `source` to `output` (by suffix, see above); return the count."""
     source.require("embed", genomes=False)
-    suffix = Path(output).suffix.lower()
-    if suffix not in FORMATS:
-        raise GenomixError(f"{output}: unknown embedding format {suffix or '(no suffix)'!r}; choose "
-                           f"{' or '.join(FORMATS)}")
+    kind = output_format(output, FORMATS, None)
     inputs = [*source.files, str(model_path)]
     check_writable(output, inputs)
     model = load_model(model_path, kinds=KINDS)  # a backbone's pooled features are embeddings too
     rows = embeddings(model, source.records(), batch_size, device, rc)
-    count = _parquet(rows, output, inputs, model.network.embed_dim) if suffix == ".parquet" else \
+    count = _parquet(rows, output, inputs, model.network.embed_dim) if kind == "parquet" else \
         _npy(rows, output, inputs)
     console.log(f"wrote {count} embeddings of {model.network.embed_dim} features to {output}")
     return count

@@ -35,18 +35,20 @@ import torch
 from torch import Tensor
 
 from genomix import motifs
+from genomix.attributions import Explanation
 from genomix.batching import window_starts
 from genomix.calibration import calibrated
 from genomix.console import console
-from genomix.effects import BASE_TOKENS, substitution_effects
+from genomix.effects import substitution_effects
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable
+from genomix.formats import output_format
 from genomix.genomes import Genome, parse_region_id
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.sources import RecordSource
-from genomix.tokens import encode, one_hot
+from genomix.tokens import BASE_TOKENS, encode, one_hot
 from genomix.tracks import open_track
 from genomix.writers import is_stdout, output_stream
 
@@ -55,24 +57,6 @@ MAX_ISM_PASSES = 1_000_000  # window forward passes one ISM request may need bef
 REFERENCES = 4  # dinucleotide-shuffled references per record (ig)
 IG_STEPS = 8  # points on each path from a reference to the record (ig; midpoint rule)
 PREDICTED = "predicted"  # --class predicted: each record's most probable class
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """The attributions of one record's bases [start, end) to its log-odds of class `target`."""
-
-    id: str
-    seq: str  # the explained bases
-    start: int
-    target: int
-    log_odds: float  # the record's (calibrated) log-odds of the class
-    scores: np.ndarray  # (L,) per-base scores, log-odds
-    hypothetical: np.ndarray  # (L, 4) hypothetical contributions; the observed base's entry is its score
-    substitutions: np.ndarray | None = None  # ism: (L, 4) log-odds change when the base is set to A, C, G, T
-
-    @property
-    def one_hot(self) -> np.ndarray:
-        return one_hot(torch.from_numpy(encode(self.seq))).numpy()
 
 
 def check_range(records: Sequence[Record], start: int | None, end: int | None) -> None:
@@ -265,18 +249,8 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
     return explanations
 
 
-OUTPUTS = {".npz": "npz", ".tsv": "tsv", ".bedgraph": "track", ".bg": "track", ".bw": "track", ".bigwig": "track"}
-
-
-def output_kind(output: str | Path) -> str:
-    """npz, tsv ('-': stdout) or track, by the suffix of -o."""
-    if is_stdout(output):
-        return "tsv"
-    suffix = Path(output).suffix.lower()
-    if suffix not in OUTPUTS:
-        raise GenomixError(f"{output}: unknown attribution format {suffix or '(no suffix)'!r}; choose "
-                           f"{', '.join(OUTPUTS)}")
-    return OUTPUTS[suffix]
+OUTPUTS = ("npz", "tsv", "bedgraph", "bigwig")  # `genomix.formats`; stdout: tsv
+TRACKS = ("bedgraph", "bigwig")
 
 
 def write_npz(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str], method: str,
@@ -371,8 +345,8 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     source.require("explain", genomes=False)
     if extras.known is not None and extras.motifs is None:
         raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
-    kind = output_kind(output)
-    if kind == "track" and not source.bed:
+    kind = output_format(output, OUTPUTS, "tsv")
+    if kind in TRACKS and not source.bed:
         raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
                            "--reference")
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]

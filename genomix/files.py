@@ -33,6 +33,14 @@ _FD_NAME = re.compile(r"/dev/(?:fd/(\d+)|(stdout)|(stderr))|/proc/(?:self|\d+)/f
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0) if os.path.isdir("/proc/self/fd") else 0  # needs /proc to link it in
 
 
+def safe_name(name: str, keep: str = ".+-", ascii_only: bool = False) -> str:
+    """`name` (a class, a record id) as part of a file name: each character other than a letter, a digit, '_' or
+    one of `keep` becomes '_', so that no name reaches into another folder or needs quoting in a shell.
+    `ascii_only` keeps ASCII letters and digits only (for formats such as VCF keys). Different names can give
+    one result: where each name needs a file of its own, callers compare the results."""
+    return re.sub(rf"[^\w{re.escape(keep)}]", "_", name, flags=re.ASCII if ascii_only else 0)
+
+
 def _fail(path: str | Path, what: str, err: OSError) -> GenomixError:
     return GenomixError(f"{path}: {what} ({err.strerror or err})")
 

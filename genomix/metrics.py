@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from rich.table import Table
-from sklearn import metrics as skm
-from sklearn.preprocessing import label_binarize
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: int, y_pred: np.ndarray | None = None,
@@ -21,6 +19,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray, num_classes: i
     `y_pred` are the called classes (default: the most probable); `positive` is the class whose probability
     a binary model's AUROC and AUPRC rank by (default: the second).
     """
+    from sklearn import metrics as skm  # imported here: loading sklearn costs ~1 s, which `genomix info` need not pay
+    from sklearn.preprocessing import label_binarize
+
     y_pred = probs.argmax(1) if y_pred is None else y_pred
     labels = list(range(num_classes))
     result = {

@@ -9,30 +9,21 @@ file of known ones by memelite's TOMTOM. Every file is written atomically.
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from genomix.attributions import Explanation
 from genomix.errors import GenomixError
-from genomix.files import atomic_path
-
-if TYPE_CHECKING:  # explaining calls this module; the type is only named here
-    from genomix.explaining import Explanation
+from genomix.files import atomic_path, safe_name
 
 BASES = "ACGT"
 TOP_RECORDS = 10  # records drawn by --plots without --ids: the highest log-odds of their class
 TRIM = 0.3  # a motif is trimmed to the span whose positions carry at least this share of its top contribution
 MIN_SEQLETS = 20  # seqlets a metacluster (and a motif) needs; TF-MoDISco's own default, 100, suits genome-wide sets
-
-
-def safe_name(name: str) -> str:
-    """A file name for a record id: characters other than letters, digits, '.', '+', '-' and '_' become '_'."""
-    return re.sub(r"[^\w.+-]", "_", name)
 
 
 def draw_logo(matrix: np.ndarray, title: str, path: Path, inputs: Sequence[str] = ()) -> None:

@@ -45,10 +45,9 @@ from genomix.models import list_models, model_class
 from genomix.models.base import Model, SequenceClassifier
 from genomix.reading import Record, split_input
 from genomix.sources import RecordSource
-from genomix.tokens import ALPHABET, encode
+from genomix.tokens import ALPHABET, BASE_TOKENS, MASK_TOKEN, encode
 
 BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T
-MASK = ALPHABET.index("N") + 1  # the token that hides a base
 IGNORED = -100  # the target of positions that are not predicted (cross_entropy's ignore_index)
 RANDOM_SHARE, KEPT_SHARE = 0.1, 0.1  # of the chosen bases: a random base, or the base left as it is
 GENOMES_LABEL = "pretraining"  # the one class a GenomeSet of unlabelled genomes is drawn as
@@ -85,17 +84,17 @@ def mask_bases(tokens: np.ndarray, fraction: float, rng: np.random.Generator,
     elsewhere. Each base (never an N) is chosen with probability `fraction`, at least one per sequence that has
     a base; a chosen base becomes N, or (10% each, unless `hide_all`) a random base or itself."""
     bases = tokens.astype(np.int64) - 1
-    real = (bases >= 0) & (bases < 4)
+    real = np.isin(tokens, BASE_TOKENS)
     chosen = real & (rng.random(len(tokens)) < fraction)
     if real.any() and not chosen.any():
         chosen[rng.choice(np.flatnonzero(real))] = True
     roll = rng.random(len(tokens))
     inputs = tokens.copy()
     hidden = chosen if hide_all else chosen & (roll < 1 - RANDOM_SHARE - KEPT_SHARE)
-    inputs[hidden] = MASK
+    inputs[hidden] = MASK_TOKEN
     if not hide_all:
         swapped = chosen & (roll >= 1 - RANDOM_SHARE - KEPT_SHARE) & (roll < 1 - KEPT_SHARE)
-        inputs[swapped] = rng.integers(1, 5, int(swapped.sum()))
+        inputs[swapped] = BASE_TOKENS[rng.integers(len(BASE_TOKENS), size=int(swapped.sum()))]
     return inputs, np.where(chosen, bases, IGNORED)
 
 

@@ -9,7 +9,6 @@ memory does not grow with chromosome or genome size.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -22,17 +21,16 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
-from genomix.files import check_writable
+from genomix.files import check_writable, safe_name
 from genomix.genomes import MAX_N_FRACTION, Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
-from genomix.tokens import ALPHABET, encode
+from genomix.tokens import N_TOKEN, encode
 from genomix.tracks import Track, open_track
 from genomix.writers import Report, is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
-N_TOKEN = ALPHABET.index("N") + 1
 
 
 @dataclass(frozen=True)
@@ -140,9 +138,8 @@ class RegionMerger:
 
 
 def class_output(output: Path, name: str) -> Path:
-    """out.bedgraph → out.NAME.bedgraph; characters other than letters, digits, '.', '+', '-' and '_' become '_'."""
-    safe = re.sub(r"[^\w.+-]", "_", name)
-    return output.with_name(f"{output.stem}.{safe}{output.suffix}")
+    """out.bedgraph → out.NAME.bedgraph, NAME made safe (`genomix.files.safe_name`)."""
+    return output.with_name(f"{output.stem}.{safe_name(name)}{output.suffix}")
 
 
 def _geometry(window: int | None, step: int | None, max_len: int) -> tuple[int, int]:

@@ -15,11 +15,14 @@ from torch import Tensor, nn
 PAD = 0
 ALPHABET = "ACGTN"
 VOCAB_SIZE = len(ALPHABET) + 1
+N_TOKEN = ALPHABET.index("N") + 1
+BASE_TOKENS = np.arange(1, N_TOKEN, dtype=np.uint8)  # A, C, G, T
+MASK_TOKEN = N_TOKEN  # masked-base pretraining hides a base as an N: the id every model already reads as "no base"
 
 _LOOKUP = np.zeros(256, dtype=np.uint8)
 for _token, _base in enumerate(ALPHABET, start=1):
     _LOOKUP[ord(_base)] = _token
-_COMPLEMENT = np.array([PAD, 4, 3, 2, 1, 5], dtype=np.uint8)  # PAD, A↔T, C↔G, N
+_COMPLEMENT = np.array([PAD, *BASE_TOKENS[::-1], N_TOKEN], dtype=np.uint8)  # PAD, A↔T, C↔G, N
 
 
 def encode(seq: str) -> np.ndarray:
@@ -52,7 +55,7 @@ def kmer_codes(tokens: Tensor, lengths: Tensor, k: int) -> tuple[Tensor, Tensor]
 
 def one_hot(tokens: Tensor) -> Tensor:
     """(..., 4) float base weights of token ids: one-hot rows for A, C, G, T, zero rows for N and padding."""
-    return nn.functional.one_hot(tokens.long(), VOCAB_SIZE)[..., 1:5].float()
+    return nn.functional.one_hot(tokens.long(), VOCAB_SIZE)[..., BASE_TOKENS[0] : N_TOKEN].float()
 
 
 def kmer_weights(bases: Tensor, k_max: int) -> list[Tensor]:

@@ -1,4 +1,4 @@
-"""Genome tracks chosen by the output's suffix: bigWig (`.bw`, `.bigwig`, through pyBigWig) or bedGraph text.
+"""Genome tracks chosen by the output's suffix: bigWig (`.bw`, `.bigwig`, through pyBigWig), else bedGraph text.
 
 `scan` writes its windows' probabilities and `explain` its per-base attributions through these: intervals in
 genome order, each with one value.
@@ -14,13 +14,8 @@ from typing import TextIO
 import numpy as np
 
 from genomix.files import atomic_path
-from genomix.writers import is_stdout, output_stream
-
-BIGWIG_SUFFIXES = (".bw", ".bigwig")
-
-
-def is_bigwig(path: str | Path) -> bool:
-    return not is_stdout(path) and Path(path).suffix.lower() in BIGWIG_SUFFIXES
+from genomix.formats import format_of
+from genomix.writers import output_stream
 
 
 class BedGraphTrack:
@@ -59,7 +54,7 @@ def open_track(path: str | Path, name: str, description: str, contigs: Mapping[s
                stack: ExitStack) -> Track:
     """bigWig by the suffix (written to a temporary file, renamed when the command succeeds), else bedGraph
     ('-': stdout)."""
-    if is_bigwig(path):
+    if format_of(path) == "bigwig":
         track = BigWigTrack(stack.enter_context(atomic_path(path, inputs)), contigs)
         stack.callback(track.close)  # runs before the rename: the file is complete when it appears
         return track

@@ -30,27 +30,30 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import pysam
 import torch
 
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.files import atomic_path, check_writable, safe_name
+from genomix.formats import output_format
 from genomix.genomes import Genome
 from genomix.modelfile import TrainedModel, load_model
 from genomix.reading import text_lines
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.tokens import encode
-from genomix.writers import is_stdout, output_stream
+from genomix.writers import output_stream
+
+if TYPE_CHECKING:  # only named in annotations here; the functions that call pysam import it
+    import pysam
 
 BLOCK_BASES = 1 << 16  # reference bases read at a time: a sorted VCF's next windows are mostly in the same block
 DNA = re.compile(r"[ACGTN]+")
 LETTERS = re.compile(r"[A-Za-z]+")
 NOT_ACGT = re.compile(r"[^ACGT]")
 QUAL = re.compile(r"\.|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
-SUFFIXES = (".tsv", ".vcf", ".vcf.gz")
+OUTPUTS = ("tsv", "vcf", "vcf.gz")  # `genomix.formats`; stdout: tsv
 
 
 @dataclass
@@ -127,6 +130,7 @@ class _Reference:
 
 def _open_vcf(path: str | Path, region: str | None) -> pysam.VariantFile:
     """The VCF opened by pysam (htslib's messages silenced: errors are reported here, on one line)."""
+    import pysam  # imported here (and in the two other functions that call it): other commands need not load it
     pysam.set_verbosity(0)
     if not Path(path).is_file():
         raise GenomixError(f"{path}: no such VCF file")
@@ -171,6 +175,8 @@ def _is_gzip(path: str | Path) -> bool:
 
 
 def _region_lines(path: str | Path, region: str) -> Iterator[str]:
+    import pysam
+
     try:
         yield from pysam.TabixFile(str(path)).fetch(region=region)
     except ValueError as err:
@@ -274,8 +280,9 @@ def _prepare(where: str, record: pysam.VariantRecord, reference: _Reference, wid
 
 def info_key(kind: str, class_name: str) -> str:
     """The INFO field and TSV column of one class: `ref_`, `alt_` or `log_odds_` + the class name, with characters
-    that VCF keys cannot hold replaced by '_' (in both, so that a column has one name)."""
-    return f"{kind}_{re.sub(r'[^0-9A-Za-z_.]', '_', class_name)}"
+    that VCF keys cannot hold (all but ASCII letters, digits, '_' and '.') replaced by '_' (in both, so that a
+    column has one name)."""
+    return f"{kind}_{safe_name(class_name, keep='.', ascii_only=True)}"
 
 
 @dataclass(frozen=True)
@@ -376,25 +383,19 @@ def _declare(header: pysam.VariantHeader, classes: Sequence[str], model: str, wi
         header.info.add("END", "1", "Integer", "End position of the variant described in this record")
 
 
-def _output_kind(output: str | Path) -> str:
-    name = str(output)
-    kind = ".tsv" if is_stdout(name) else next((s for s in SUFFIXES if name.endswith(s)), None)
-    if kind is None:
-        raise GenomixError(f"-o {output}: expected a .tsv, .vcf or .vcf.gz file, or '-' (TSV on stdout)")
-    return kind
-
-
 @contextmanager
 def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequence[str],
             inputs: Sequence[str]) -> Iterator[_TsvEffects | _VcfEffects]:
     """The writer of `output`, written atomically: a .vcf.gz and its .tbi appear together, only on success."""
-    if kind == ".tsv":
+    if kind == "tsv":
         with output_stream(output, inputs) as out:
             yield _TsvEffects(out, classes)
         return
+    import pysam
+
     with ExitStack() as stack:
         path = stack.enter_context(atomic_path(output, inputs))
-        index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == ".vcf.gz" else None
+        index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None
         vcf = pysam.VariantFile(str(path), "wz" if index else "w", header=records.header)
         try:
             yield _VcfEffects(vcf, classes, index is not None, output)
@@ -414,18 +415,22 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     A REF that differs from the reference is an error naming the record, or with `skip_mismatch` an allele
     counted as not scored; `region` (CHROM or CHROM:START-END) reads one region of a tabix-indexed VCF.
     """
-    kind = _output_kind(output)
+    kind = output_format(output, OUTPUTS, "tsv")
     inputs = [str(vcf), str(reference)] + ([] if isinstance(model, TrainedModel) else [str(model)])
     check_writable(output, inputs)
-    if kind == ".vcf.gz":
+    if kind == "vcf.gz":
         check_writable(f"{output}.tbi", inputs)
     trained = model if isinstance(model, TrainedModel) else load_model(model)
+    keys = [info_key("ref", c) for c in trained.classes]
+    if len(set(keys)) < len(keys):
+        raise GenomixError(f"classes {', '.join(trained.classes)} give the same INFO keys and columns "
+                           f"({', '.join(keys)})")
     width = trained.max_len if window is None else window
     if width < 1:
         raise GenomixError(f"--allele-window must be at least 1, got {width}")
     genome = Genome(reference)
     records = VcfRecords(vcf, region)
-    if kind != ".tsv":
+    if kind != "tsv":
         name = trained.card.model if isinstance(model, TrainedModel) else Path(model).name
         _declare(records.header, trained.classes, name, width, genome)
     scorer = Scorer.of(trained, device, batch_size, rc)

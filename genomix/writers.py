@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from genomix.errors import GenomixError
-from genomix.files import open_output
+from genomix.files import open_output, safe_name
+from genomix.formats import is_stdout, output_format
 from genomix.reading import Record
 from genomix.scoring import UNCLASSIFIED, Prediction
 
-STDOUT = "-"
 PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups
-
-
-def is_stdout(path: str | Path | None) -> bool:
-    return path is None or str(path) == STDOUT
 
 
 @contextmanager
@@ -42,7 +38,7 @@ def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = (), bi
 class PredictionWriter:
     """Writes one row per record: the prediction, its called label and that label's probability."""
 
-    suffix: ClassVar[str]
+    format: ClassVar[str]  # its name in `genomix.formats.FORMATS`
     binary: ClassVar[bool] = False
 
     def __init__(self, out: IO, classes: Sequence[str]) -> None:
@@ -61,7 +57,7 @@ class PredictionWriter:
 class TsvWriter(PredictionWriter):
     """id, length, label, score (the called class's probability), p_<class>... to 6 decimals."""
 
-    suffix = ".tsv"
+    format = "tsv"
 
     def begin(self) -> None:
         self.out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in self.classes)]) + "\n")
@@ -79,7 +75,7 @@ def _number(x: float) -> float | None:
 class JsonLinesWriter(PredictionWriter):
     """One JSON object per line: id, length, windows, label, score and probs (class → probability)."""
 
-    suffix = ".jsonl"
+    format = "jsonl"
 
     def write(self, prediction: Prediction, label: str, score: float) -> None:
         row = {"id": prediction.id, "length": prediction.length, "windows": prediction.windows, "label": label,
@@ -123,7 +119,7 @@ class ParquetRows:
 class ParquetWriter(PredictionWriter):
     """The TSV's columns (p_<class> as float64) and the window count, through `ParquetRows`."""
 
-    suffix = ".parquet"
+    format = "parquet"
     binary = True
 
     def begin(self) -> None:
@@ -139,18 +135,12 @@ class ParquetWriter(PredictionWriter):
         self.table.close()
 
 
-WRITERS: dict[str, type[PredictionWriter]] = {w.suffix: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter)}
+WRITERS: dict[str, type[PredictionWriter]] = {w.format: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter)}
 
 
 def writer_for(path: str | Path | None) -> type[PredictionWriter]:
     """The writer for an output path, by its suffix; stdout gets TSV."""
-    if is_stdout(path):
-        return TsvWriter
-    suffix = Path(path).suffix.lower()
-    if suffix not in WRITERS:
-        raise GenomixError(f"{path}: unknown output format {suffix or '(no suffix)'!r}; "
-                           f"choose a suffix from {', '.join(WRITERS)}")
-    return WRITERS[suffix]
+    return WRITERS[output_format(path, list(WRITERS), TsvWriter.format)]
 
 
 class Report:
@@ -200,7 +190,7 @@ class RecordsByClass:
             raise GenomixError(f"--classified-out {pattern}: two classes give the same file name")
 
     def path(self, label: str) -> str:
-        return self.pattern.replace("#", "".join(c if c.isalnum() or c in "._+-" else "_" for c in label))
+        return self.pattern.replace("#", safe_name(label))
 
     def write(self, record: Record, label: str) -> None:
         if label not in self.files:

@@ -55,7 +55,7 @@ CASES = {  # name: (arguments, the fragment its one error line must hold); {mode
     "classified_no_hash": (["predict", "{model}", "{test}", "--classified-out", "{out}/all.fa"], "put '#'"),
     "paired_and_inputs": (["predict", "{model}", "{test}", "--paired", "{test}", "{test}"], "--paired reads its two"),
     "paired_missing": (["predict", "{model}", "--paired", "{out}/r1.fq", "{out}/r2.fq"], "no such file"),
-    "embed_suffix": (["embed", "{model}", "{test}", "-o", "{out}/e.csv"], "unknown embedding format '.csv'"),
+    "embed_suffix": (["embed", "{model}", "{test}", "-o", "{out}/e.csv"], "output format '.csv'; choose .parquet"),
     "evaluate_unlabelled": (["evaluate", "{model}", "{out}/in.tsv"], "has no label"),
     "evaluate_unknown_label": (["evaluate", "{model}", "plasmid={test}"], "not a class of the model"),
     "evaluate_genome_model": (["evaluate", "{model}", "--genome", "a={test}", "--genome", "b={test}"],

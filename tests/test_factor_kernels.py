@@ -111,6 +111,27 @@ def test_c_kernel_splits_rows_over_threads_with_the_same_answer(monkeypatch):
         assert torch.equal(one, two)
 
 
+def test_the_c_source_ships_with_the_package_and_a_changed_source_builds_a_new_library(monkeypatch, tmp_path):
+    """The kernels are package data (factor_kernels.c); the cached library is keyed by the source's text, so an
+    edited source is compiled again instead of an old build being loaded."""
+    shipped = factor_kernels.resources.files("genomix.models").joinpath("factor_kernels.c").read_text()
+    assert "KERNELS(float, f32, float)" in shipped
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    factor_kernels.c_library.cache_clear()
+    try:
+        if factor_kernels.c_library() is None:
+            pytest.skip("no C compiler")
+        edited = tmp_path / "source"
+        edited.mkdir()
+        (edited / "factor_kernels.c").write_text(shipped + "/* edited */\n")
+        monkeypatch.setattr(factor_kernels.resources, "files", lambda package: edited)
+        factor_kernels.c_library.cache_clear()
+        assert factor_kernels.c_library() is not None
+        assert len(list((tmp_path / "cache" / "genomix").glob("factor_kernels_*.so"))) == 2
+    finally:
+        factor_kernels.c_library.cache_clear()  # the next caller loads the library of the shipped source
+
+
 def test_the_op_falls_back_to_the_reference_without_a_compiler(monkeypatch):
     lengths, shifts, w, v, _ = inputs("chord", 45, torch.float32)
     monkeypatch.setattr(factor_kernels, "c_library", lambda: None)

@@ -18,7 +18,7 @@ import pytest
 
 from genomix import files
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable, open_output
+from genomix.files import atomic_path, check_writable, open_output, safe_name
 
 ROOT = Path(__file__).resolve().parents[1]
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -332,3 +332,9 @@ def test_sigkill_leaves_nothing_with_an_unnamed_temporary_file(tmp_path):
         pytest.skip("no O_TMPFILE here")
     assert interrupted_writer(tmp_path, "unnamed", "stream", signal.SIGKILL) == -signal.SIGKILL
     assert names(tmp_path / "out") == []
+
+
+def test_one_rule_turns_a_name_into_a_file_name():
+    assert safe_name("E. coli/K-12+ä") == "E._coli_K-12+ä"  # no folder, no space; letters of any script kept
+    assert safe_name("E. coli/K-12+ä", keep=".", ascii_only=True) == "E._coli_K_12__"  # a VCF key's alphabet
+    assert safe_name("a/b") == safe_name("a b")  # two names, one file: callers compare results to refuse this

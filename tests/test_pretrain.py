@@ -19,7 +19,6 @@ from genomix.modelfile import load_model, read_card, read_header, save_model
 from genomix.models import create_model
 from genomix.pretraining import (
     IGNORED,
-    MASK,
     MaskedBaseModel,
     PretrainSettings,
     fit_backbone,
@@ -27,7 +26,7 @@ from genomix.pretraining import (
     neural_models,
 )
 from genomix.reading import Record, read_inputs
-from genomix.tokens import encode, kmer_codes
+from genomix.tokens import MASK_TOKEN, encode, kmer_codes
 from genomix.training import TrainSettings, fit, initialise_from_backbone
 
 ARCHITECTURE = ["--dim", "32", "--hidden", "32", "--layers", "1", "--max-len", "128"]
@@ -103,16 +102,16 @@ def test_a_masked_base_is_invisible_to_the_network():
 def test_masking_follows_bert_shares_and_never_targets_n():
     tokens = np.random.default_rng(5).integers(1, 6, 200_000).astype(np.uint8)  # A, C, G, T and N
     inputs, targets = mask_bases(tokens, 0.15, np.random.default_rng(0))
-    bases = tokens != MASK
+    bases = tokens != MASK_TOKEN
     chosen = targets != IGNORED
     assert not (chosen & ~bases).any() and (targets[chosen] == tokens[chosen] - 1).all()
     assert chosen.sum() / bases.sum() == pytest.approx(0.15, abs=0.005)
-    hidden, kept = inputs[chosen] == MASK, inputs[chosen] == tokens[chosen]
+    hidden, kept = inputs[chosen] == MASK_TOKEN, inputs[chosen] == tokens[chosen]
     assert hidden.mean() == pytest.approx(0.8, abs=0.01)
     assert kept.mean() == pytest.approx(0.1 + 0.1 / 4, abs=0.01)  # left as it is, or drawn as itself at random
     assert (inputs[~chosen] == tokens[~chosen]).all()
     all_hidden, _ = mask_bases(tokens, 0.15, np.random.default_rng(0), hide_all=True)
-    assert (all_hidden[chosen] == MASK).all()  # the same positions (same draws), every one hidden
+    assert (all_hidden[chosen] == MASK_TOKEN).all()  # the same positions (same draws), every one hidden
 
 
 def test_init_loads_every_backbone_weight_and_freezing_trains_only_the_head(backbone, invoke, train_fa, tmp_path,

@@ -207,3 +207,57 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(trained_mod
         with pytest.raises(GenomixError, match="input"):
             predict(trained_model, RecordSource([str(copy)]), target, device="cpu")
     assert copy.read_bytes() == before
+
+
+def test_the_modules_of_genomix_import_one_another_without_a_cycle():
+    """Each module's imports (at the top or inside functions) name only modules below it: a cycle makes what a
+    module holds depend on which one was imported first."""
+    import ast
+    import graphlib
+
+    from conftest import ROOT
+
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in (ROOT / "genomix").rglob("*.py")}
+    imports = {}
+    for module, path in paths.items():
+        named = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                named |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                named |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
+                          for alias in node.names}
+        imports[module] = (named & set(paths)) - {module}
+    try:
+        list(graphlib.TopologicalSorter(imports).static_order())
+    except graphlib.CycleError as err:
+        pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+def test_every_command_reads_an_output_suffix_through_one_table():
+    from genomix.formats import format_of, output_format
+
+    assert [format_of(p) for p in ("a.TSV", "a.b.vcf.gz", "t.bg", "t.BigWig", "a.tsv.gz", "a.gz", "a", "-")] == \
+        ["tsv", "vcf.gz", "bedgraph", "bigwig", "tsv.gz", None, None, None]
+    assert output_format("-", ["npz", "tsv"], "tsv") == "tsv" and output_format("x.v1.npz", ["npz"], None) == "npz"
+    with pytest.raises(GenomixError, match=r"^-o e.vcf.bz2: unknown output format '.bz2'; choose .tsv, .vcf, "
+                                           r".vcf.gz, or '-' for tsv on stdout$"):
+        output_format("e.vcf.bz2", ["tsv", "vcf", "vcf.gz"], "tsv")
+    with pytest.raises(GenomixError, match=r"^--out e.tsv.gz: unknown output format '.tsv.gz'; choose .parquet$"):
+        output_format("e.tsv.gz", ["parquet"], None, flag="--out")
+    with pytest.raises(GenomixError, match="cannot go to stdout; give a file"):
+        output_format("-", ["parquet", "npy"], None)
+
+
+def test_the_command_line_loads_without_sklearn_and_pysam():
+    """`genomix info` and `--help` should not pay the second it takes to load them: the commands that use them
+    import them."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    check = "import genomix.cli, sys; print('sklearn' in sys.modules, 'pysam' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr

@@ -7,6 +7,7 @@ import csv
 import gzip
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,13 @@ def test_alleles_not_scored_have_a_reason(alt, reason):
 def test_class_names_become_vcf_keys():
     assert info_key("log_odds", "promoter") == "log_odds_promoter"
     assert info_key("alt", "E. coli K-12") == "alt_E._coli_K_12"
+
+
+def test_two_classes_that_give_one_vcf_key_are_refused_before_any_reading(tmp_path):
+    model = load_model(FIXTURE)
+    clash = replace(model, card=replace(model.card, classes=["E-coli", "E_coli"], positive_class="E_coli"))
+    with pytest.raises(GenomixError, match=r"classes E-coli, E_coli give the same INFO keys and columns \(ref_E_coli"):
+        score_variants(clash, tmp_path / "none.vcf", tmp_path / "none.fa", tmp_path / "e.tsv", device="cpu")
 
 
 def expected_rows(model, contigs: dict[str, str], cases: list[tuple], rc: bool | None = None) -> list[np.ndarray]:
@@ -264,7 +272,8 @@ def _cases(contigs: dict[str, str]) -> dict[str, tuple[list[str], str, list[str]
         "plain_gzip": (["--vcf", "calls.vcf.gz"], vcf_text([good]), ["calls.vcf.gz: gzip but not bgzip", "| bgzip"]),
         "no_index": (["--vcf", "calls.vcf.gz", "--region", "chrA:1-100"], vcf_text([good]),
                      ["--region needs a tabix index", "tabix -p vcf calls.vcf.gz"]),
-        "suffix": (["-o", "out/e.csv"], vcf_text([good]), ["-o out/e.csv: expected a .tsv, .vcf or .vcf.gz"]),
+        "suffix": (["-o", "out/e.csv"], vcf_text([good]),
+                   ["-o out/e.csv: unknown output format '.csv'", "choose .tsv, .vcf, .vcf.gz, or '-' for tsv"]),
     }
 
 

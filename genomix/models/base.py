@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.tokens import VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
+from genomix.tokens import BASE_TOKENS, N_TOKEN, VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,7 +154,7 @@ class SequenceClassifier(Model):
     and many regulatory tasks rest on. The stem gives each position a view of its wider context before
     long-range mixing; learned positions let a model use where a motif sits (e.g. relative to a TSS).
 
-    With `composition`, the model also holds a k-mer logistic regression (`Kmer`) and returns the blend
+    With `composition`, the model also holds a k-mer logistic regression (`attach_composition`) and returns the blend
     (1 - a) · log_softmax(network) + a · log_softmax(k-mer), a log-probability up to a constant. Training
     fits the network as usual (a = 0), then the regression in closed form, then picks a by validation
     likelihood (`genomix.finishing`). Where composition carries the signal (species of origin) the convex
@@ -176,14 +176,15 @@ class SequenceClassifier(Model):
         self.dropout = nn.Dropout(options.dropout)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
-        if options.composition:
-            from genomix.models.kmer import Kmer  # the k-mer baseline, used here as the blend's second term
-
-            self.composition = Kmer(num_classes, max_len, Kmer.Options()).requires_grad_(False)  # closed form
-            self.register_buffer("composition_weight", torch.zeros(()))
-            self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(
-                float(module.composition_weight)))
         self.blend = 0.0  # the composition weight as a Python number: a compiled step then needs no branch on data
+
+    def attach_composition(self, term: Model) -> None:
+        """Hold `term` (a k-mer regression, fitted in closed form) as the blend's second term, at weight 0.
+        `genomix.models.registry.create_model` attaches it where the `composition` option asks for one."""
+        self.composition = term.requires_grad_(False)
+        self.register_buffer("composition_weight", torch.zeros(()))
+        self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(
+            float(module.composition_weight)))
 
     def set_composition_weight(self, weight: float) -> None:
         """The blend weight a of the k-mer term (0: the network alone)."""
@@ -213,7 +214,7 @@ class SequenceClassifier(Model):
         embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
         (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_embedding`)."""
         table = self.token_embed.weight
-        x = bases @ table[1:5] + (1 - bases.sum(-1, keepdim=True)) * table[5]
+        x = bases @ table[BASE_TOKENS[0] : N_TOKEN] + (1 - bases.sum(-1, keepdim=True)) * table[N_TOKEN]
         if self.kmer_embed is not None and bases.shape[1] >= self.kmer:
             kmers = kmer_embedding(bases, self.kmer_embed.weight, self.kmer)
             x = x + nn.functional.pad(kmers, (0, 0, 0, self.kmer - 1))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from genomix.models import register
 from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
+from genomix.models.registry import register
 
 
 class ConvBlock(nn.Module):

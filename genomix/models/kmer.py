@@ -6,9 +6,9 @@ fitted by scikit-learn, then stored as an ordinary linear head: the model file, 
 are the same as for the neural models.
 
 The longest k used and the regularisation are chosen together on validation: with 4^6 six-mer features
-and a few thousand sequences, human enhancers are read best with k <= 4 and strong regularisation, and
-B. subtilis promoters with k <= 6 and weak (docs/TUNING.md, seventh round). Shorter k is stored as zero weights
-on the longer k-mers' features, so every fitted model has the same shape.
+and a few thousand sequences, the best of both differs from one task to another (docs/TUNING.md, seventh
+round). Shorter k is stored as zero weights on the longer k-mers' features, so every fitted model has the
+same shape.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from genomix.batching import pad
-from genomix.models import register
 from genomix.models.base import Model, ModelOptions, at_least
+from genomix.models.registry import register
 from genomix.tokens import kmer_codes, kmer_counts, padding_mask
 
 REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation

@@ -4,15 +4,15 @@ A block maps V_in to  V_0 = g(V_in),  V_{m+1} = V_m + W_m(X) V_m  (m = 0 … M-1
 Row i of W_m has K non-zeros, at columns (i + s) mod L for the protocol's shifts s, with values f_m(X_i),
 where X is the embedded input shared by all blocks. By default (`factor_mlp="block"`) the f_m of a block
 share their hidden layer: one MLP f maps X_i to the M·K values of row i of every factor, and f_m(X_i) is
-its m-th slice: 1.5x faster training than `factor_mlp="factor"`, one MLP per factor, with validation
-MCC unchanged on average over the seven real sets but lower on two promoter sets (docs/TUNING.md). L is
-each sequence's own length, so a sequence mixes only with itself and padding never changes its result.
+its m-th slice, which spares M - 1 hidden layers per block; `factor_mlp="factor"` gives each factor its own
+MLP (docs/MODEL.md). L is each sequence's own length, so a sequence mixes only with itself and padding never
+changes its result.
 
 With `factor_norm` (the default) each factor reads V at unit scale, V_{m+1} = V_m + W_m D_m V_m with the
 diagonal D_m = 1 / rms(V_m[j]), and the block ends with a LayerNorm: out = dropout(LN(V_M)). W_m D_m has
 the same sparsity as W_m, so this is still a product of M sparse factors, but V now grows additively
-through the M factors instead of geometrically. Without it, a model at 16,384 bases (14 factors) saw its
-block outputs grow by 10^12 within 20 training steps and then learnt nothing (docs/MODEL.md).
+through the M factors instead of geometrically: with many factors (long inputs) the plain product's
+geometric growth stops training (docs/MODEL.md).
 
 - CHORD: every factor links i to i and i + 2^k (k < M): K = M + 1, O(N log² N · D) per block.
 - CDIL:  factor m links i to i, i ± d, i ± 2d, i ± 3d, i ± 4d with d = 2^m: K = 9, O(N log N · D).
@@ -36,11 +36,11 @@ import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.models import register, register_legacy
 from genomix.models.base import NeuralOptions, SequenceClassifier
 from genomix.models.factor_kernels import fused_backward, fused_forward
 from genomix.models.factor_kernels import reference_backward as _product_backward
 from genomix.models.factor_kernels import reference_forward as _product
+from genomix.models.registry import register, register_legacy
 
 PROTOCOLS = ("chord", "cdil")
 FACTOR_MLPS = ("block", "factor")  # one MLP gives the values of all factors of a block, or one MLP per factor

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
-from genomix.models import register
 from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
+from genomix.models.registry import register
 
 
 class AttentionBlock(nn.Module):

@@ -1,0 +1,64 @@
+"""Output formats by suffix: one table for every command, and one check of an output path against the formats a
+command writes, so that every command reads a suffix the same way and refuses an unknown one with the same message.
+
+A compressed output is a format of its own (`vcf.gz`: bgzip with a tabix index is not a .vcf gzipped after the
+fact), named by its base format and the compression suffix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from genomix.errors import GenomixError
+from genomix.files import STDOUT
+
+FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".npz": "npz",
+           ".bedgraph": "bedgraph", ".bg": "bedgraph", ".bw": "bigwig", ".bigwig": "bigwig", ".vcf": "vcf"}
+COMPRESSION = ".gz"
+
+
+def is_stdout(path: str | Path | None) -> bool:
+    return path is None or str(path) == STDOUT
+
+
+def suffix_of(path: str | Path) -> str:
+    """The suffix that names a file's format, in lower case: the last, with the one before it when the last is
+    the compression suffix ('.vcf.gz')."""
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    return "".join(suffixes[-2:]) if len(suffixes) > 1 and suffixes[-1] == COMPRESSION else "".join(suffixes[-1:])
+
+
+def format_of(path: str | Path | None) -> str | None:
+    """The format a path's suffix names, or None (stdout, or a suffix of no known format)."""
+    if is_stdout(path):
+        return None
+    suffix = suffix_of(path)
+    if suffix.endswith(COMPRESSION) and suffix != COMPRESSION:
+        base = FORMATS.get(suffix.removesuffix(COMPRESSION))
+        return base and base + COMPRESSION
+    return FORMATS.get(suffix)
+
+
+def suffixes(name: str) -> list[str]:
+    """The suffixes of a format ('bedgraph': .bedgraph and .bg)."""
+    base = name.removesuffix(COMPRESSION)
+    end = COMPRESSION if base != name else ""
+    return [suffix + end for suffix, format_name in FORMATS.items() if format_name == base]
+
+
+def output_format(path: str | Path | None, allowed: Sequence[str], default_for_stream: str | None,
+                  flag: str = "-o") -> str:
+    """The format of the output `path` by its suffix, one of `allowed`; stdout ('-' or None) is written as
+    `default_for_stream`, and refused where that is None (a command that needs a file)."""
+    choices = ", ".join(suffix for name in allowed for suffix in suffixes(name))
+    if is_stdout(path):
+        if default_for_stream is None:
+            raise GenomixError(f"{flag} {STDOUT}: this output cannot go to stdout; give a file ({choices})")
+        return default_for_stream
+    found = format_of(path)
+    if found in allowed:
+        return found
+    stream = f", or '{STDOUT}' for {default_for_stream} on stdout" if default_for_stream else ""
+    raise GenomixError(f"{flag} {path}: unknown output format {suffix_of(path) or '(no suffix)'!r}; "
+                       f"choose {choices}{stream}")
