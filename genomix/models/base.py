@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from genomix.errors import GenomixError
+from genomix.models.registry import create_model
 from genomix.tokens import BASE_TOKENS, N_TOKEN, VOCAB_SIZE, kmer_codes, kmer_embedding, padding_mask
 
 
@@ -176,11 +177,13 @@ class SequenceClassifier(Model):
         self.dropout = nn.Dropout(options.dropout)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
+        if options.composition:  # built here, so that the layers after it draw the same initial weights
+            self.attach_composition(create_model("kmer", num_classes, max_len))
         self.blend = 0.0  # the composition weight as a Python number: a compiled step then needs no branch on data
 
     def attach_composition(self, term: Model) -> None:
         """Hold `term` (a k-mer regression, fitted in closed form) as the blend's second term, at weight 0.
-        `genomix.models.registry.create_model` attaches it where the `composition` option asks for one."""
+        A model whose `composition` option is on attaches one when it is built."""
         self.composition = term.requires_grad_(False)
         self.register_buffer("composition_weight", torch.zeros(()))
         self.register_load_state_dict_post_hook(lambda module, _: module.set_composition_weight(

@@ -7,12 +7,12 @@ A model name once written to model files and later renamed stays readable throug
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from genomix.errors import GenomixError
-from genomix.models.base import Model, ModelOptions
+
+if TYPE_CHECKING:  # the registry holds model classes; it needs none of their code
+    from genomix.models.base import Model, ModelOptions
 
 MODELS: dict[str, type[Model]] = {}
 DEFAULT_MODEL = "paramixer-cdil"
@@ -56,11 +56,7 @@ def create_model(name: str, num_classes: int, max_len: int, **options: Any) -> M
         raise GenomixError(f"max_len must be at least 1, got {max_len}")
     cls, parsed = model_class(name), parse_options(name, options)
     try:
-        model = cls(num_classes, max_len, parsed)
-        if getattr(parsed, "composition", False):  # a neural model's k-mer term (`SequenceClassifier`)
-            with torch.random.fork_rng(devices=[]):  # its weights come from a closed-form fit: draw none of the seed's
-                model.attach_composition(create_model("kmer", num_classes, max_len))
-        return model
+        return cls(num_classes, max_len, parsed)
     except (RuntimeError, MemoryError, OverflowError) as err:  # a size no memory holds (max_len 10^12, say)
         raise GenomixError(f"model {name} with max_len {max_len:,} cannot be built: {str(err).splitlines()[0]}") \
             from None
