@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from genomix.errors import GenomixError
 from genomix.files import check_writable
 from genomix.metrics import classification_metrics
 from genomix.modelfile import TrainedModel, load_model
+from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.sources import RecordSource
 from genomix.writers import Report, is_stdout, output_stream
@@ -46,15 +48,7 @@ def evaluate(
         check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
-    index = {c: i for i, c in enumerate(model.classes)}
-    truth, raw, lengths = [], [], []
-    for p in predict_records(model, _records(source, model, model_path), batch_size, device, rc, calibrated=False):
-        truth.append(class_index(p.id, p.label, index, "evaluation"))
-        raw.append(p.log_probs)
-        lengths.append(p.length)
-    if not raw:
-        raise GenomixError("no records to evaluate")
-    y, raw_scores = np.array(truth), np.stack(raw)
+    y, raw_scores, lengths = _scored(model, _records(source, model, model_path), batch_size, device, rc)
     probs = np.exp(calibrate(raw_scores, model.temperature))
     calls = decide(probs, threshold, model.positive_index)
     result = classification_metrics(y, probs, len(model.classes), calls, model.positive_index)
@@ -75,6 +69,20 @@ def evaluate(
         with output_stream(output, inputs) as out:
             out.write(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
     return result, model.classes
+
+
+def _scored(model: TrainedModel, records: Iterable[Record], batch_size: int, device: str,
+            rc: bool | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The records' class indices, uncalibrated log-probabilities and lengths."""
+    index = {c: i for i, c in enumerate(model.classes)}
+    truth, raw, lengths = [], [], []
+    for p in predict_records(model, records, batch_size, device, rc, calibrated=False):
+        truth.append(class_index(p.id, p.label, index, "evaluation"))
+        raw.append(p.log_probs)
+        lengths.append(p.length)
+    if not raw:
+        raise GenomixError("no records to evaluate")
+    return np.array(truth), np.stack(raw), lengths
 
 
 def _records(source: RecordSource, model: TrainedModel, model_path: str | Path):

@@ -342,19 +342,10 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     Every record's attributions are held in memory (the NPZ and motifs need them all): give a genome as --bed
     regions, not as one record."""
     extras = extras or Extras()
-    source.require("explain", genomes=False)
-    if extras.known is not None and extras.motifs is None:
-        raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
-    kind = output_format(output, OUTPUTS, "tsv")
-    if kind in TRACKS and not source.bed:
-        raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
-                           "--reference")
+    kind = _check_request(source, output, extras)
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
     if not is_stdout(output):
         check_writable(output, inputs)
-    for folder in (extras.plots, extras.motifs):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise GenomixError(f"{folder}: is not a folder")
     known = motifs.read_known(extras.known) if extras.known else None
     model = load_model(model_path)
     records = list(source.records())
@@ -364,17 +355,38 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
         raise GenomixError(f"--ids: no record {', '.join(sorted(set(extras.ids) - {r.id for r in records})[:5])} "
                            "among the inputs")
     explanations = attribute(model, records, method, class_name, start, end, batch_size, device, rc, seed, max_passes)
-    description = f"{method} attributions of {Path(model_path).name} (log-odds)"
     if kind == "npz":
         write_npz(explanations, output, model.classes, method, inputs)
     elif kind == "tsv":
         write_tsv(explanations, output, model.classes, inputs)
     else:
+        description = f"{method} attributions of {Path(model_path).name} (log-odds)"
         write_track(explanations, output, Genome(source.reference).contigs, description, inputs)
     console.log(f"wrote {method} attributions of {len(explanations):,} records to {output}")
+    _write_extras(explanations, extras, known, model.classes, method, inputs)
+    return explanations
+
+
+def _check_request(source: RecordSource, output: str | Path, extras: Extras) -> str:
+    """The output's format, once the inputs, the output and the extras' folders make sense together."""
+    source.require("explain", genomes=False)
+    if extras.known is not None and extras.motifs is None:
+        raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
+    kind = output_format(output, OUTPUTS, "tsv")
+    if kind in TRACKS and not source.bed:
+        raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
+                           "--reference")
+    for folder in (extras.plots, extras.motifs):
+        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
+            raise GenomixError(f"{folder}: is not a folder")
+    return kind
+
+
+def _write_extras(explanations: list[Explanation], extras: Extras, known: dict | None, classes: list[str],
+                  method: str, inputs: list[str]) -> None:
+    """The logos of --plots and the motifs of --motifs (matched with --known)."""
     if extras.plots is not None:
-        drawn = motifs.plot_records(explanations, Path(extras.plots), model.classes, method, extras.ids, extras.top,
-                                    inputs)
+        drawn = motifs.plot_records(explanations, Path(extras.plots), classes, method, extras.ids, extras.top, inputs)
         console.log(f"drew {len(drawn)} logos in {extras.plots}")
     if extras.motifs is not None:
         found = motifs.find_motifs(explanations)
@@ -382,4 +394,3 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
         motifs.write_motifs(found, Path(extras.motifs), inputs)
         console.log(f"found {len(found)} motifs ({', '.join(f'{m.name} {m.consensus}' for m in found) or 'none'}) "
                     f"in {extras.motifs}")
-    return explanations

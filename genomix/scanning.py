@@ -242,39 +242,47 @@ def scan(
     chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
     column = model.classes.index(chosen) if chosen else None  # the class of --bed-out, --threshold and the report
     check_threshold(threshold, model, target=column)
-    tracks = {name: class_output(Path(output), name) for name in model.classes} if all_classes else {chosen: output}
-    if len(set(map(str, tracks.values()))) < len(tracks):
-        raise GenomixError(f"--all-classes: two classes of {', '.join(model.classes)} give the same file name")
+    tracks = _track_paths(model.classes, output, chosen, all_classes)
     genome = Genome(genome_path)
     total = sum(genome.contigs.values())
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
                 f"{model.network.name} ({', '.join(model.classes)}): windows of {window:,} bp every {step:,} bp")
-
+    scorer = Scorer.of(model, torch_device, batch_size, rc)
     with ExitStack() as stack:
-        outs = {}
-        for name, path in tracks.items():
-            description = (f"p({name}) of {Path(model_path).name} in windows of {window} bp every {step} bp "
-                           f"over {genome.path.name}")
-            outs[model.classes.index(name)] = open_track(path, f"genomix p({name})", description, genome.contigs,
-                                                         inputs, stack)
-        merger = None
-        if bed_out is not None:
-            bed = stack.enter_context(output_stream(bed_out, inputs))
-            merger = RegionMerger(bed, column, chosen, threshold)
-        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step)
+        about = f"{Path(model_path).name} in windows of {window} bp every {step} bp over {genome.path.name}"
+        outs = {model.classes.index(name): open_track(path, f"genomix p({name})", f"p({name}) of {about}",
+                                                      genome.contigs, inputs, stack) for name, path in tracks.items()}
+        merger = None if bed_out is None else \
+            RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold)
         calls = (Report(model.classes, "windows"), Caller(model.classes, threshold, column)) if report else None
-        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
+        scored, skipped, seconds = _write_tracks(scan_windows(scorer, genome, window, step), outs, merger,
+                                                 genome.path.name, total, calls)
         if calls is not None:
             calls[0].write(stack.enter_context(output_stream(report, inputs)))
             console.log(calls[0].summary())
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
-    console.log(f"scanned {total:,} bp in {scored:,} windows ({skipped:,} mostly N skipped), {seconds:.1f} s: "
-                f"{total / seconds:,.0f} bp/s")
-    written = [str(p) for p in tracks.values() if not is_stdout(p)]
+    _log_written(summary, [p for p in tracks.values() if not is_stdout(p)], merger, bed_out, threshold)
+    return summary
+
+
+def _track_paths(classes: list[str], output: str | Path, chosen: str | None, all_classes: bool) -> dict:
+    """Class name → the track it is written to: `output`, or with `all_classes` one file per class."""
+    if not all_classes:
+        return {chosen: output}
+    tracks = {name: class_output(Path(output), name) for name in classes}
+    if len(set(map(str, tracks.values()))) < len(tracks):
+        raise GenomixError(f"--all-classes: two classes of {', '.join(classes)} give the same file name")
+    return tracks
+
+
+def _log_written(summary: dict, written: list, merger: RegionMerger | None, bed_out: str | Path | None,
+                 threshold: float | None) -> None:
+    console.log(f"scanned {summary['bases']:,} bp in {summary['windows']:,} windows ({summary['skipped']:,} mostly N "
+                f"skipped), {summary['seconds']:.1f} s: {summary['bases_per_s']:,.0f} bp/s")
+    written = [str(p) for p in written]
     if merger is not None:
-        rule = f"p({chosen}) ≥ {threshold}" if threshold is not None else f"{chosen} the most probable class"
+        rule = f"p({merger.name}) ≥ {threshold}" if threshold is not None else f"{merger.name} the most probable class"
         written.append(f"{merger.regions} regions with {rule} to {bed_out}")
     if written:
         console.log(f"wrote {', '.join(written)}")
-    return summary
