@@ -213,6 +213,27 @@ HoldoutFraction = Annotated[float, typer.Option(
 ModelOutput = Annotated[str, typer.Option("--output", "-o", help="Model file to write (safetensors).")]
 
 
+# --- train's own options ---
+StratifiedFraction = Annotated[float, typer.Option(
+    "--val-fraction", help="Share of the inputs held out (stratified) for validation.")]
+RcAugment = Annotated[bool | None, typer.Option(
+    "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both strands. Default: on "
+    "when the training sequences have no strand (cannot be told from their reverse complements), as for species or "
+    "enhancers; off for promoters.")]
+PositiveClass = Annotated[str | None, typer.Option(
+    "--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. Default: the one whose "
+    "partner is named as negative (non_X, not_X, negative, background, control), else the second in sorted order.")]
+LabelledGenomes = Annotated[list[str] | None, typer.Option(
+    "--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. Repeatable, several "
+    "genomes per class allowed.")]
+ClassWindows = Annotated[int, typer.Option(
+    "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every class.")]
+Init = Annotated[str | None, typer.Option(
+    help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but the head come from "
+    "it.")]
+FreezeBackbone = Annotated[bool, typer.Option(
+    "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")]
+
 @command()
 def train(
     output: ModelOutput,
@@ -230,38 +251,23 @@ def train(
     epochs: Epochs = TRAINING.epochs,
     batch_size: TrainBatch = TRAINING.batch_size,
     lr: Lr = TRAINING.lr,
-    val_fraction: Annotated[float, typer.Option(
-        "--val-fraction", help="Share of the inputs held out (stratified) for validation.")] = TRAINING.val_fraction,
+    val_fraction: StratifiedFraction = TRAINING.val_fraction,
     val: ValFiles = None,
     labels: Labels = None,
     patience: Patience = TRAINING.patience,
-    rc_augment: Annotated[bool | None, typer.Option(
-        "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both "
-        "strands. Default: on when the training sequences have no strand (cannot be told from their "
-        "reverse complements), as for species or enhancers; off for promoters.")] = TRAINING.rc_augment,
-    positive_class: Annotated[str | None, typer.Option(
-        "--positive-class", help="Binary models: the class that --threshold, AUROC and scan call. "
-        "Default: the one whose partner is named as negative (non_X, not_X, negative, background, "
-        "control), else the second in sorted order.")] = TRAINING.positive_class,
+    rc_augment: RcAugment = TRAINING.rc_augment,
+    positive_class: PositiveClass = TRAINING.positive_class,
     seed: Seed = TRAINING.seed,
     device: Device = TRAINING.device,
     resume: Resume = False,
     bed: Bed = None,
     reference: Reference = None,
-    genome: Annotated[list[str] | None, typer.Option(
-        "--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. "
-        "Repeatable, several genomes per class allowed.")] = None,
+    genome: LabelledGenomes = None,
     genome_window: GenomeWindow = TRAINING.window,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
-    windows_per_epoch: Annotated[int, typer.Option(
-        "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every "
-        "class.")] = TRAINING.windows_per_epoch,
-    init: Annotated[str | None, typer.Option(
-        help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but "
-        "the head come from it.")] = TRAINING.init,
-    freeze_backbone: Annotated[bool, typer.Option(
-        "--freeze-backbone", help="With --init: train only the head (and fit the k-mer term as usual).")
-    ] = TRAINING.freeze_backbone,
+    windows_per_epoch: ClassWindows = TRAINING.windows_per_epoch,
+    init: Init = TRAINING.init,
+    freeze_backbone: FreezeBackbone = TRAINING.freeze_backbone,
     threads: Threads = None,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""

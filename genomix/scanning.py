@@ -230,10 +230,8 @@ def scan(
     """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
     one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
     probable class, or, with `threshold`, p(class) ≥ `threshold`. `report` is a summary TSV of the windows'
-    calls (`genomix.writers.Report`; mostly-N windows count as unclassified).
-
-    Returns a summary: bases, windows (scored), skipped (mostly N), seconds, bases_per_s, regions.
-    """
+    calls (`genomix.writers.Report`; mostly-N windows count as unclassified). Returns a summary: bases, windows
+    (scored), skipped (mostly N), seconds, bases_per_s, regions."""
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, report, inputs)
     torch_device = resolve_device(device)
@@ -247,7 +245,6 @@ def scan(
     total = sum(genome.contigs.values())
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
                 f"{model.network.name} ({', '.join(model.classes)}): windows of {window:,} bp every {step:,} bp")
-    scorer = Scorer.of(model, torch_device, batch_size, rc)
     with ExitStack() as stack:
         about = f"{Path(model_path).name} in windows of {window} bp every {step} bp over {genome.path.name}"
         outs = {model.classes.index(name): open_track(path, f"genomix p({name})", f"p({name}) of {about}",
@@ -255,8 +252,8 @@ def scan(
         merger = None if bed_out is None else \
             RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold)
         calls = (Report(model.classes, "windows"), Caller(model.classes, threshold, column)) if report else None
-        scored, skipped, seconds = _write_tracks(scan_windows(scorer, genome, window, step), outs, merger,
-                                                 genome.path.name, total, calls)
+        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step)
+        scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:
             calls[0].write(stack.enter_context(output_stream(report, inputs)))
             console.log(calls[0].summary())

@@ -267,3 +267,14 @@ def test_the_command_line_loads_without_sklearn_and_pysam():
     check = "import genomix.cli, sys; print('sklearn' in sys.modules, 'pysam' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr
+
+
+def test_no_function_of_genomix_is_longer_than_fifty_lines():
+    """A function a newcomer reads in one screen; longer ones are split where their steps are."""
+    from conftest import ROOT
+
+    long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in sorted((ROOT / "genomix").rglob("*.py"))
+            for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 50]
+    assert not long, "\n".join(long)
