@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, TINY
+from helpers import CLASSES, TINY
 from safetensors.torch import save_file
 
 from genomix import __version__

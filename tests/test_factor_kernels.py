@@ -1,7 +1,7 @@
 """The fused factor kernels (C on the CPU, Triton under its interpreter) against the dense-matrix reference.
 
 out = [V +] W D V with D = diag(1 / rms(V)) when normalized: the test builds W as a dense (B, N, N) matrix
-(`dense_factor` from test_paramixer) and lets autograd differentiate the dense expression.
+(`helpers.dense_factor`) and lets autograd differentiate the dense expression.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_paramixer import dense_factor, valid
+from helpers import dense_factor, valid
 
 from genomix.models import create_model, factor_kernels, triton_factor
 from genomix.models.paramixer import factor_shifts, num_factors

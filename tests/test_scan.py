@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, ROOT, check_user_error
+from helpers import CLASSES, ROOT, check_user_error
 
 from genomix import scanning
 from genomix.errors import GenomixError

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import TINY
+from helpers import TINY
 
 
 def genomix(*args, **kwargs) -> subprocess.Popen:

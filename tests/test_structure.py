@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, TINY
+from helpers import CLASSES, TINY, motif_records
 
 from genomix.batching import pad
 from genomix.errors import GenomixError
@@ -139,8 +139,6 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     Training, the model file, loading and scoring then work with no other change."""
     from dataclasses import dataclass
 
-    from test_training import motif_records
-
     from genomix.modelfile import load_model, save_model
     from genomix.models import register
     from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
@@ -182,8 +180,6 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
-    from test_training import motif_records
-
     from genomix.training import TrainSettings, fit
 
     (tmp_path / "r.fq").write_text("@a\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed\n\n+\n\n@b\nGGGCCCAT\n+\nIIIIIIII\n")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, TINY, TRAIN_FA
+from helpers import ROOT, TINY, TRAIN_FA
 
 SNAKEFILE = ROOT / "docs" / "workflow" / "Snakefile"
 
