@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 
 import pytest
 from helpers import ROOT, TINY, TRAIN_FA
@@ -14,14 +13,14 @@ SNAKEFILE = ROOT / "docs" / "workflow" / "Snakefile"
 
 
 @pytest.mark.skipif(shutil.which("snakemake") is None, reason="snakemake is not installed (the [dev] extra has it)")
-def test_sharded_workflow_equals_one_predict_byte_for_byte(tmp_path, test_fa):
+def test_sharded_workflow_equals_one_predict_byte_for_byte(tmp_path, test_fa, invoke):
     out = tmp_path / "results"
     config = [f"train={TRAIN_FA}", f"reads={test_fa}", f"out={out}", "shards=3", f"train_options={' '.join(TINY)}"]
     run = subprocess.run(["snakemake", "-s", SNAKEFILE, "--cores", "2", "--quiet", "--config", *config],
                          cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    whole = subprocess.run([sys.executable, "-m", "genomix", "predict", out / "model.gmx", test_fa, "-o", "-",
-                            "--report", tmp_path / "report.tsv"], capture_output=True, text=True, check=True)
+    whole = invoke("predict", out / "model.gmx", test_fa, "-o", "-", "--report", tmp_path / "report.tsv")
+    assert whole.exit_code == 0, (whole.stderr, whole.exception)
     assert (out / "predictions.tsv").read_text() == whole.stdout
     merged = [line.split("\t") for line in (out / "report.tsv").read_text().splitlines()]
     single = [line.split("\t") for line in (tmp_path / "report.tsv").read_text().splitlines()]
