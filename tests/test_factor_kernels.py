@@ -164,8 +164,10 @@ def test_triton_kernels_under_the_interpreter():
     if INTERPRETED:
         pytest.skip("already interpreting")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted",
-                          __file__], env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    # --noconftest: these tests need no fixture, and the conftest would import the whole CLI for nothing
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-k",
+                          "interpreted", __file__], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent)
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
     assert "skipped" not in run.stdout.splitlines()[-1]
 
