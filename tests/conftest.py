@@ -7,7 +7,7 @@ import io
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,6 @@ from helpers import (
     TRAIN_FA,
     check_user_error,
     motif_records,
-    one_torch_thread,
     planted,
 )
 from typer.testing import CliRunner
@@ -30,6 +29,17 @@ from typer.testing import CliRunner
 from genomix.cli import app, main
 from genomix.modelfile import TrainedModel
 from genomix.training import TrainSettings, fit
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """One torch thread in the test process: the models here are tiny, so a second thread saves little time and
+    costs much CPU; and where the cores are shared (with other jobs, or with the tests' own subprocesses) threads
+    that wait for each other cost up to 50 times the time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -156,12 +166,11 @@ def planted_model() -> tuple[TrainedModel, list, np.ndarray]:
     """A small CNN trained (seconds) on 1,200 planted sequences (`helpers.planted`) with random reverse
     complements, so that it is scored, and explained, on both strands; and 300 held-out positives with the
     motif's positions (a boolean array, record × base)."""
-    with one_torch_thread():
-        torch.manual_seed(0)
-        train, _ = planted(1200, 0)
-        settings = TrainSettings(model="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
-                                 epochs=6, lr=3e-3, rc_augment=True, device="cpu")
-        model = fit(train, settings)
+    torch.manual_seed(0)
+    train, _ = planted(1200, 0)
+    settings = TrainSettings(model="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
+                             epochs=6, lr=3e-3, rc_augment=True, device="cpu")
+    model = fit(train, settings)
     test, where = planted(600, 1)
     positives = [(r, w) for r, w in zip(test, where) if w >= 0]
     inside = np.zeros((len(positives), PLANTED_LENGTH), dtype=bool)

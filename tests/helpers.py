@@ -5,8 +5,6 @@ data generators called with arguments, and checks. Fixtures live in conftest.py;
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -94,15 +92,3 @@ def dense_factor(w: torch.Tensor, shifts, lengths: torch.Tensor, n: int) -> torc
 def valid(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """t with the positions past each sequence's length zeroed."""
     return t * (torch.arange(t.shape[1])[None, :] < lengths[:, None])[..., None]
-
-
-@contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """On a machine shared with other jobs, two torch threads each waiting for the other cost up to 50 times the
-    time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PLANTED, one_torch_thread
+from helpers import PLANTED
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -24,13 +24,6 @@ from genomix.scoring import predict_records
 from genomix.tokens import encode, one_hot
 
 RC = {"A": "T", "C": "G", "G": "C", "T": "A"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread for the whole module (see helpers.one_torch_thread)."""
-    with one_torch_thread():
-        yield
 
 
 def motif_auroc(explanations, inside: np.ndarray) -> float:
