@@ -84,16 +84,14 @@ def fake_stdin(monkeypatch: pytest.MonkeyPatch) -> Callable[[bytes], None]:
 
 
 @pytest.fixture
-def genomix_main(monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture,
-                 fake_stdin: Callable[[bytes], None]) -> Callable[..., subprocess.CompletedProcess]:
+def genomix_main(monkeypatch: pytest.MonkeyPatch,
+                 capfd: pytest.CaptureFixture) -> Callable[..., subprocess.CompletedProcess]:
     """Run `genomix ARGS` through main(), the console script's entry point, in this process: what a subprocess
     would give (exit code; stdout and stderr, captured at the file descriptors) without an interpreter start and
     torch's import. main() installs a SIGTERM handler; the test's own is put back."""
 
-    def run(*args: object, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    def run(*args: object) -> subprocess.CompletedProcess:
         argv = [str(a) for a in args]
-        if stdin is not None:
-            fake_stdin(stdin)
         monkeypatch.setattr(sys, "argv", ["genomix", *argv])
         handler = signal.getsignal(signal.SIGTERM)
         capfd.readouterr()
