@@ -7,13 +7,12 @@ import os
 import stat
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, TINY
+from helpers import CLASSES, TINY
 from safetensors.torch import save_file
 
 from genomix import __version__
@@ -310,10 +309,10 @@ def test_train_with_val_file_and_one_labels_table_for_both(invoke, small_split):
     assert header["training"]["records"] == 12 and header["validation"]["n"] == 4
 
 
-# --- user errors through the real entry point (subprocess): exit 2, one line, no output ---------------------
+# --- user errors through the real entry point: exit 2, one line, no output ------------------------------------
 #
-# Each case is `python -m genomix ARGS` run in its own folder (which holds the case's files and an empty `out/`
-# for outputs). The commands are independent, so they run once, concurrently, to spend less time importing torch.
+# Each case is `genomix ARGS` run through main() in this process, in its own folder (which holds the case's files
+# and an empty `out/` for outputs); one runs as `python -m genomix` in a process of its own.
 
 
 def _foreign_safetensors(path: Path) -> None:
@@ -332,7 +331,6 @@ ERROR_CASES: dict[str, tuple[list[str], dict]] = {
     "not_fasta": (["train", "notes.txt", "-o", "out/m.gmx", *TINY], {"notes.txt": b"Dear diary,\nACGT\n"}),
     "bad_char": (["train", "bad.fa", "-o", "out/m.gmx", *TINY],
                  {"bad.fa": b">s1 label=a\nACGT\n>s2 label=b\nACGT\nACJT\n"}),
-    "bad_stdin": (["train", "-", "-o", "out/m.gmx", *TINY], {"<stdin": b"\x00\x01 binary junk\n"}),
     "one_class": (["train", "only={train}", "-o", "out/m.gmx", *TINY], {}),
     "labels_unmatched": (["train", "{train}", "--labels", "ids.tsv", "-o", "out/m.gmx", *TINY],
                          {"ids.tsv": b"sp_train_0001\tx\nno_such_record\ty\n"}),
@@ -346,23 +344,20 @@ ERROR_CASES: dict[str, tuple[list[str], dict]] = {
     "no_folder_predict": (["predict", "{model}", "{test}", "-o", "nowhere/p.tsv"], {}),
     "late_bad_record": (["predict", "{model}", "late.fa", "-o", "out/p.tsv", "--batch-size", "2", "--device", "cpu"],
                         {"late.fa": "late bad record", "out/p.tsv": b"previous results\n"}),
-    "help": (["--help"], {}),
 }
 
 
-@pytest.fixture(scope="module")
-def cli_errors(tmp_path_factory, train_fa, test_fa, trained_model, test_records):
-    """name -> (CompletedProcess, the case's folder), every ERROR_CASES command run once, concurrently."""
+@pytest.fixture
+def cli_case(tmp_path, monkeypatch, genomix_main, train_fa, test_fa, trained_model, test_records):
+    """name -> (the finished ERROR_CASES command, the case's folder): run through main() in that folder."""
     names = {"train": str(train_fa), "test": str(test_fa), "model": str(trained_model)}
-    jobs = {}
-    for name, (args, files) in ERROR_CASES.items():
-        folder = tmp_path_factory.mktemp(name)
-        (folder / "out").mkdir()
-        stdin = None
+
+    def run(name: str) -> tuple[subprocess.CompletedProcess, Path]:
+        args, files = ERROR_CASES[name]
+        folder = tmp_path / name
+        (folder / "out").mkdir(parents=True)
         for file, content in files.items():
-            if file == "<stdin":
-                stdin = content
-            elif callable(content):
+            if callable(content):
                 content(folder / file)
             elif content == "truncated model":
                 data = trained_model.read_bytes()
@@ -371,27 +366,31 @@ def cli_errors(tmp_path_factory, train_fa, test_fa, trained_model, test_records)
                 (folder / file).write_text(_late_bad_record(test_records))
             else:
                 (folder / file).write_bytes(content)
-        command = [sys.executable, "-m", "genomix", *(a.format(**names) for a in args)]
-        jobs[name] = (command, folder, stdin)
+        monkeypatch.chdir(folder)
+        return genomix_main(*(a.format(**names) for a in args)), folder
 
-    def run(job):
-        command, folder, stdin = job
-        env = os.environ | {"OMP_NUM_THREADS": "1"}  # the commands run side by side: one thread each
-        return subprocess.run(command, cwd=folder, input=stdin, capture_output=True, timeout=300, env=env), folder
-
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        return dict(zip(jobs, pool.map(run, jobs.values())))
+    return run
 
 
 def outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in (folder / "out").iterdir())
 
 
-def test_python_m_genomix_help(cli_errors):
-    proc, _ = cli_errors["help"]
+def test_help_lists_the_commands(genomix_main):
+    proc = genomix_main("--help")
     assert proc.returncode == 0, proc.stderr
     for command in ("train", "predict", "evaluate", "info"):
         assert command in proc.stdout.decode()
+
+
+def test_python_m_genomix_reads_stdin_and_reports_a_user_error_in_one_line(tmp_path, train_fa, user_error):
+    """The one case in a process of its own: the interpreter's entry point, a real stdin, a real exit code."""
+    (tmp_path / "out").mkdir()
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "genomix", "train", "-", "-o", "out/m.gmx", *TINY], cwd=tmp_path,
+                          input=b"\x00\x01 binary junk\n", capture_output=True, timeout=300, env=env)
+    user_error(proc, "-: not a FASTA")
+    assert outputs(tmp_path) == []
 
 
 USER_ERRORS = {  # case → what the one line must name; none of them may leave an output behind
@@ -399,7 +398,6 @@ USER_ERRORS = {  # case → what the one line must name; none of them may leave 
     "empty": ["empty.fa: is empty"],
     "not_fasta": ["notes.txt: not a FASTA, FASTQ or CSV/TSV file"],
     "bad_char": ["bad.fa", "record 's2'", "'J'", "position 7"],
-    "bad_stdin": ["-: not a FASTA"],
     "one_class": ["at least two classes", "'only'"],
     "labels_unmatched": ["ids.tsv", "'no_such_record'"],
     "corrupt_model": ["random.gmx: not a genomix model file"],
@@ -409,30 +407,30 @@ USER_ERRORS = {  # case → what the one line must name; none of them may leave 
 
 
 @pytest.mark.parametrize("case", USER_ERRORS)
-def test_user_error_is_one_line_and_leaves_no_output(cli_errors, user_error, case):
-    proc, folder = cli_errors[case]
+def test_user_error_is_one_line_and_leaves_no_output(cli_case, user_error, case):
+    proc, folder = cli_case(case)
     user_error(proc, *USER_ERRORS[case])
     assert outputs(folder) == []
 
 
-def test_truncated_model_file(cli_errors, user_error):
-    proc, _ = cli_errors["truncated_model"]
+def test_truncated_model_file(cli_case, user_error):
+    proc, _ = cli_case("truncated_model")
     user_error(proc, "cut.gmx")
     assert proc.stdout == b""
 
 
-def test_output_folder_does_not_exist(cli_errors, user_error):
-    proc, folder = cli_errors["no_folder_train"]
+def test_output_folder_does_not_exist(cli_case, user_error):
+    proc, folder = cli_case("no_folder_train")
     user_error(proc, "nowhere/m.gmx", "folder nowhere does not exist")
     assert not (folder / "nowhere").exists()
-    proc, folder = cli_errors["no_folder_predict"]
+    proc, folder = cli_case("no_folder_predict")
     user_error(proc, "nowhere/p.tsv", "folder nowhere does not exist")
     assert not (folder / "nowhere").exists()
     assert proc.stdout == b""
 
 
-def test_bad_record_late_in_predict_input_leaves_no_partial_output(cli_errors, user_error):
-    proc, folder = cli_errors["late_bad_record"]
+def test_bad_record_late_in_predict_input_leaves_no_partial_output(cli_case, user_error):
+    proc, folder = cli_case("late_bad_record")
     user_error(proc, "late.fa", "'broken_one'", "'?'", "position 5", one_line=False)  # after the model's log
     assert outputs(folder) == ["p.tsv"], "no temporary file left"
     assert (folder / "out" / "p.tsv").read_text() == "previous results\n", "the old output is untouched"
@@ -514,14 +512,13 @@ def test_evaluate_json_flag_is_deprecated_and_the_json_goes_to_stdout_anyway(inv
     (["scan", "{model}", "{test}", "--reference", "{test}"], "give the genome once, as --reference"),
     (["evaluate", "{model}", "{test}", "--report", "-"], "-o and --report both write to stdout"),
 ])
-def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, capsys, tmp_path, trained_model, test_fa,
+def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, genomix_main, tmp_path, trained_model, test_fa,
                                                            args, fragment):
-    from conftest import call_main
-
     monkeypatch.chdir(tmp_path)
-    code, lines = call_main(monkeypatch, capsys, [a.format(model=trained_model, test=test_fa) for a in args])
+    proc = genomix_main(*[a.format(model=trained_model, test=test_fa) for a in args])
+    lines = proc.stderr.decode().splitlines()
     errors = [line for line in lines if line.startswith("genomix: error: ")]
-    assert code == 2 and len(errors) == 1 and fragment in errors[0], lines
+    assert proc.returncode == 2 and len(errors) == 1 and fragment in errors[0], lines
     assert list(tmp_path.iterdir()) == []
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY, call_main
+from helpers import TINY
 
 T = [a for a in TINY if a != "--device"][:-2]  # tiny settings without the device (added per case)
 CASES = {  # name: (arguments, the fragment its one error line must hold); {model}, {train}, {test}, {out}
@@ -77,28 +77,13 @@ CASES = {  # name: (arguments, the fragment its one error line must hold); {mode
 }
 
 
-@pytest.fixture
-def run(tmp_path, monkeypatch, capsys, trained_model, train_fa, test_fa):
-    """Call `genomix ARGS` through main(): (exit code, stderr lines)."""
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "in.tsv").write_text("id\tsequence\nr1\tACGTACGT\n")
-    names = {"model": trained_model, "train": train_fa, "test": test_fa, "out": out}
-    monkeypatch.chdir(tmp_path)
-
-    def call(args: list[str]) -> tuple[int, list[str]]:
-        return call_main(monkeypatch, capsys, [a.format(**names) for a in args])
-
-    return call, out
-
-
 def test_the_command_line_corpus_is_large():
     assert len(CASES) >= 50
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_command_line_is_one_line_with_exit_code_2(run, case):
-    call, out = run
+def test_bad_command_line_is_one_line_with_exit_code_2(command_line, case):
+    call, out = command_line
     args, fragment = CASES[case]
     code, lines = call(args)
     errors = [line for line in lines if line.startswith("genomix: error: ")]

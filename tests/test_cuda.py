@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES
+from helpers import CLASSES
 
 from genomix import scanning
 from genomix.modelfile import save_model

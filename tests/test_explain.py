@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import PLANTED
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
-from test_cli_corpus import run  # noqa: F401  (the fixture that calls main() and lists what was written)
 
 import genomix.tokens
 from genomix import motifs
@@ -23,54 +23,8 @@ from genomix.models import create_model, list_models
 from genomix.reading import Record, read_records
 from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.tokens import encode, one_hot
-from genomix.training import TrainSettings, fit
 
-MOTIF = "CTGATTGC"  # planted; not its own reverse complement
-LENGTH = 60
 RC = {"A": "T", "C": "G", "G": "C", "T": "A"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a machine shared with other jobs, two threads each waiting for the other cost up to
-    50 times the time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def planted(n: int, seed: int) -> tuple[list[Record], list[int]]:
-    """Random sequences, every other one with MOTIF at a random position (label `motif`), and where it is (-1)."""
-    rng = np.random.default_rng(seed)
-    records, where = [], []
-    for i in range(n):
-        seq = "".join(rng.choice(list(BASES), LENGTH))
-        at = int(rng.integers(0, LENGTH - len(MOTIF) + 1)) if i % 2 == 0 else -1
-        if at >= 0:
-            seq = seq[:at] + MOTIF + seq[at + len(MOTIF) :]
-        elif MOTIF in seq:
-            continue
-        records.append(Record(f"r{i}", seq, "motif" if at >= 0 else "background"))
-        where.append(at)
-    return records, where
-
-
-@pytest.fixture(scope="module")
-def planted_model():
-    """A small CNN trained (seconds) on 1,200 planted sequences with random reverse complements, so that it is
-    scored, and explained, on both strands; and 300 held-out positives with the motif's positions."""
-    torch.manual_seed(0)
-    train, _ = planted(1200, 0)
-    settings = TrainSettings(model="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
-                             epochs=6, lr=3e-3, rc_augment=True, device="cpu")
-    model = fit(train, settings)
-    test, where = planted(600, 1)
-    positives = [(r, w) for r, w in zip(test, where) if w >= 0]
-    inside = np.zeros((len(positives), LENGTH), dtype=bool)
-    for row, (_, at) in enumerate(positives):
-        inside[row, at : at + len(MOTIF)] = True
-    return model, [r for r, _ in positives], inside
 
 
 def motif_auroc(explanations, inside: np.ndarray) -> float:
@@ -220,8 +174,8 @@ BAD = {  # arguments after `explain {model} {test}`, and the fragment the one er
 
 
 @pytest.mark.parametrize("case", BAD)
-def test_bad_explain_is_one_line_with_exit_code_2(run, case):  # noqa: F811
-    call, out = run
+def test_bad_explain_is_one_line_with_exit_code_2(command_line, case):
+    call, out = command_line
     args, fragment = BAD[case]
     code, lines = call(["explain", "{model}", "{test}", *args, "--device", "cpu"])
     errors = [line for line in lines if line.startswith("genomix: error: ")]
@@ -245,11 +199,11 @@ def test_motifs_of_the_attributions_are_the_planted_one(planted_model, tmp_path)
     model, positives, _ = planted_model
     found = motifs.find_motifs(attribute(model, positives, "gradient", device="cpu"))
     assert found and found[0].name == "pos_1"
-    reverse = "".join(RC[b] for b in reversed(MOTIF))
+    reverse = "".join(RC[b] for b in reversed(PLANTED))
     consensus = found[0].consensus  # trimmed to the bases the model leans on: at least 6 of the 8 planted
-    assert len(consensus) >= 6 and (consensus in MOTIF or consensus in reverse), consensus
+    assert len(consensus) >= 6 and (consensus in PLANTED or consensus in reverse), consensus
     known = tmp_path / "known.meme"
-    decoys = {"decoy_1": "GGGGCCCC", "decoy_2": "ATATATAT", "planted": MOTIF}
+    decoys = {"decoy_1": "GGGGCCCC", "decoy_2": "ATATATAT", "planted": PLANTED}
     rows = {name: "\n".join(" ".join("0.97" if b == c else "0.01" for c in BASES) for b in seq)
             for name, seq in decoys.items()}
     known.write_text("MEME version 4\n\nALPHABET= ACGT\n\n" + "".join(

@@ -1,7 +1,7 @@
 """The fused factor kernels (C on the CPU, Triton under its interpreter) against the dense-matrix reference.
 
 out = [V +] W D V with D = diag(1 / rms(V)) when normalized: the test builds W as a dense (B, N, N) matrix
-(`dense_factor` from test_paramixer) and lets autograd differentiate the dense expression.
+(`helpers.dense_factor`) and lets autograd differentiate the dense expression.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_paramixer import dense_factor, valid
+from helpers import dense_factor, valid
 
 from genomix.models import create_model, factor_kernels, triton_factor
 from genomix.models.paramixer import factor_shifts, num_factors
@@ -152,7 +152,9 @@ def test_a_slice_of_the_mlp_output_needs_no_copy():
 
 
 def test_training_step_compiles_without_graph_breaks():
-    """The shift handling and the autograd op are traceable: dynamo sees one graph for forward + loss."""
+    """The shift handling and the autograd op are traceable: dynamo sees one graph for forward + loss, and
+    AOTAutograd traces its backward. (The CPU never runs the step compiled; inductor's C++ code generation would
+    only add tens of seconds on a cold cache, so the graph runs on the aot_eager backend.)"""
     torch._dynamo.reset()
     model = create_model("paramixer-cdil", 2, max_len=64, dim=8, hidden=16, layers=1, kmer_embedding=0, dropout=0.0)
     tokens, lengths = torch.randint(1, 5, (2, 64)), torch.tensor([64, 40])
@@ -162,7 +164,7 @@ def test_training_step_compiles_without_graph_breaks():
 
     explained = torch._dynamo.explain(loss_of)(tokens, lengths)
     assert explained.graph_break_count == 0 and explained.graph_count == 1
-    compiled = torch.compile(loss_of)
+    compiled = torch.compile(loss_of, backend="aot_eager")
     loss = compiled(tokens, lengths)
     loss.backward()
     torch.testing.assert_close(loss, loss_of(tokens, lengths), rtol=1e-5, atol=1e-5)
@@ -183,8 +185,10 @@ def test_triton_kernels_under_the_interpreter():
     if INTERPRETED:
         pytest.skip("already interpreting")
     env = dict(os.environ, TRITON_INTERPRET="1")
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "interpreted",
-                          __file__], env=env, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    # --noconftest: these tests need no fixture, and the conftest would import the whole CLI for nothing
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest", "-k",
+                          "interpreted", __file__], env=env, capture_output=True, text=True,
+                         cwd=Path(__file__).parent.parent)
     assert run.returncode == 0 and " passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
     assert "skipped" not in run.stdout.splitlines()[-1]
 

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from genomix import files
 from genomix.errors import GenomixError
 from genomix.files import atomic_path, check_writable, open_output, safe_name
 
-ROOT = Path(__file__).resolve().parents[1]
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 

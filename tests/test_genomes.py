@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,14 +150,15 @@ def test_predict_bed_regions_in_shards(genomes, tmp_path, invoke, trained_model)
     (["predict", "MODEL", "SAMPLE", "--shard", "3/2"], "--shard 3/2: I must be between 1 and N"),
     (["predict", "MODEL", "SAMPLE", "--shard", "x"], "expected I/N"),
 ])
-def test_genome_user_errors(genomes, tmp_path, trained_model, test_fa, user_error, args, fragment):
+def test_genome_user_errors(genomes, tmp_path, monkeypatch, trained_model, test_fa, genomix_main, user_error, args,
+                            fragment):
     plain_gz = tmp_path / "plain.fa.gz"
     plain_gz.write_bytes(gzip.compress(genomes["gc"].read_bytes()))
     names = {"GENOME": str(genomes["gc"]), "PLAIN_GZ": str(plain_gz), "MODEL": str(trained_model),
              "SAMPLE": str(test_fa)}
     for placeholder, value in names.items():
         args = [a.replace(placeholder, value) for a in args]
-    proc = subprocess.run([sys.executable, "-m", "genomix", *args], capture_output=True, cwd=tmp_path)
-    user_error(proc, fragment)
+    monkeypatch.chdir(tmp_path)
+    user_error(genomix_main(*args), fragment)
     assert not (tmp_path / "m.gmx").exists()
 

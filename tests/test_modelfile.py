@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TEST_FA
+from helpers import ROOT, TEST_FA
 from safetensors import safe_open
 from safetensors.torch import save_file
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from helpers import dense_factor, valid
 
 from genomix.models import create_model
 from genomix.models.paramixer import (
@@ -15,20 +16,6 @@ from genomix.models.paramixer import (
 )
 
 PROTOCOLS = ["chord", "cdil"]
-
-
-def dense_factor(w: torch.Tensor, shifts, lengths: torch.Tensor, n: int) -> torch.Tensor:
-    """W as a dense (B, N, N) matrix: row i of sequence b has w[b, i, k] at column (i + s_k) mod L_b."""
-    dense = torch.zeros(w.shape[0], n, n, dtype=w.dtype)
-    for b, length in enumerate(lengths.tolist()):
-        for i in range(length):
-            for k, s in enumerate(shifts):
-                dense[b, i, (i + s) % length] += w[b, i, k]
-    return dense
-
-
-def valid(t: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    return t * (torch.arange(t.shape[1])[None, :] < lengths[:, None])[..., None]
 
 
 def test_shift_sets_match_the_protocols():

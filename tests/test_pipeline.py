@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES
+from helpers import CLASSES
 
 from genomix.batching import pad
 from genomix.embedding import embed

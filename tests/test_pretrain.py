@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import call_main
+from helpers import BACKBONE
 
 from genomix import loop, training
 from genomix.errors import GenomixError
@@ -29,19 +29,8 @@ from genomix.reading import Record, read_inputs
 from genomix.tokens import MASK_TOKEN, encode, kmer_codes
 from genomix.training import TrainSettings, fit, initialise_from_backbone
 
-ARCHITECTURE = ["--dim", "32", "--hidden", "32", "--layers", "1", "--max-len", "128"]
 FINE_TUNE = ["--epochs", "1", "--device", "cpu", "--no-composition"]
 SMALL = dict(options={"dim": 32, "hidden": 32, "layers": 1}, max_len=128, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory, invoke, train_fa, test_fa):
-    """A small backbone pretrained for 4 epochs (76 steps) on the species sample, validated on its held-out file."""
-    path = tmp_path_factory.mktemp("backbone") / "backbone.gmx"
-    result = invoke("pretrain", train_fa, "--val", test_fa, "-o", path, *ARCHITECTURE, "--epochs", "4", "--lr", "5e-3",
-                    "--device", "cpu")
-    assert result.exit_code == 0, (result.stderr, result.exception)
-    return path
 
 
 def held_out_masked_loss(network: torch.nn.Module, records: list[Record], seed: int = 7) -> float:
@@ -190,7 +179,7 @@ def test_genome_pretraining_draws_fresh_windows(tmp_path, invoke, train_fa):
     genome.write_text(f">one\n{''.join(seqs[:300])}\n>two\n{''.join(seqs[300:])}\n")
     out = tmp_path / "g.gmx"
     result = invoke("pretrain", "--genome", genome, "--genome-window", "96", "--windows-per-epoch", "64", "--epochs",
-                    "2", "-o", out, *ARCHITECTURE[:6], "--device", "cpu")
+                    "2", "-o", out, *BACKBONE[:6], "--device", "cpu")
     assert result.exit_code == 0, (result.stderr, result.exception)
     card = read_card(out)
     assert card.config["max_len"] == 96 and card.training.genome_window == 96 and card.training.records == 64
@@ -198,7 +187,7 @@ def test_genome_pretraining_draws_fresh_windows(tmp_path, invoke, train_fa):
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch, capsys, backbone, trained_model, train_fa):
+def run(tmp_path, genomix_main, backbone, trained_model, train_fa):
     """`genomix ARGS` through main(): (exit code, stderr lines); nothing may be left in tmp_path/out."""
     (tmp_path / "out").mkdir()
     (tmp_path / "short.fa").write_text(">c\n" + "ACGT" * 50 + "\n")
@@ -206,9 +195,9 @@ def run(tmp_path, monkeypatch, capsys, backbone, trained_model, train_fa):
              "short": tmp_path / "short.fa"}
 
     def call(args: list[str]) -> tuple[int, list[str]]:
-        result = call_main(monkeypatch, capsys, [a.format(**names) for a in args])
+        proc = genomix_main(*(a.format(**names) for a in args))
         assert not any((tmp_path / "out").iterdir())
-        return result
+        return proc.returncode, proc.stderr.decode().splitlines()
 
     return call
 
@@ -250,7 +239,7 @@ def test_two_processes_pretrain_one_backbone(tmp_path, train_fa, test_fa, backbo
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "genomix", "pretrain", train_fa, "--val", test_fa, "-o", tmp_path / "two.gmx",
-                          *ARCHITECTURE, "--epochs", "4", "--lr", "5e-3", "--device", "cpu"],
+                          *BACKBONE, "--epochs", "4", "--lr", "5e-3", "--device", "cpu"],
                          capture_output=True, env=env)
     assert ddp.returncode == 0, ddp.stderr.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.gmx"] and ddp.stderr.decode().count("wrote ") == 1

@@ -4,14 +4,12 @@ streaming in blocks, and one-line user errors."""
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, ROOT, check_user_error
+from helpers import CLASSES
 
 from genomix import scanning
 from genomix.errors import GenomixError
@@ -168,23 +166,18 @@ def test_option_mistakes_are_user_errors(trained_model, genome, tmp_path, option
     assert not (tmp_path / "x.bedgraph").exists()
 
 
-def genomix(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genomix", *map(str, args)], capture_output=True, cwd=ROOT,
-                          timeout=120)
-
-
-def test_plain_gzip_genome_is_a_one_line_user_error(trained_model, genome, tmp_path):
+def test_plain_gzip_genome_is_a_one_line_user_error(trained_model, genome, tmp_path, genomix_main, user_error):
     gz = tmp_path / "g.fa.gz"
     gz.write_bytes(gzip.compress(genome[0].read_bytes()))
-    proc = genomix("scan", trained_model, "--reference", gz, "-o", tmp_path / "x.bedgraph")
-    check_user_error(proc, "bgzip", "g.fa.gz")
+    proc = genomix_main("scan", trained_model, "--reference", gz, "-o", tmp_path / "x.bedgraph")
+    user_error(proc, "bgzip", "g.fa.gz")
     assert not (tmp_path / "x.bedgraph").exists()
 
 
-def test_multiclass_model_without_class_is_a_one_line_user_error(genome, tmp_path):
+def test_multiclass_model_without_class_is_a_one_line_user_error(genome, tmp_path, genomix_main, user_error):
     torch.manual_seed(0)
     network = create_model("paramixer-cdil", 3, max_len=WINDOW, dim=8, hidden=8, layers=1)
     save_model(TrainedModel.of(network, ["coding", "intergenic", "rna"]), tmp_path / "three.gmx")
-    proc = genomix("scan", tmp_path / "three.gmx", "--reference", genome[0], "-o", tmp_path / "x.bedgraph",
-                   "--device", "cpu")
-    check_user_error(proc, "3 classes (coding, intergenic, rna)", "--class", "--all-classes")
+    proc = genomix_main("scan", tmp_path / "three.gmx", "--reference", genome[0], "-o", tmp_path / "x.bedgraph",
+                        "--device", "cpu")
+    user_error(proc, "3 classes (coding, intergenic, rna)", "--class", "--all-classes")

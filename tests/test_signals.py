@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from conftest import TINY
+from helpers import TINY
 
 
 def genomix(*args, **kwargs) -> subprocess.Popen:
@@ -42,13 +42,16 @@ def test_predict_into_a_pipe_that_closes_ends_quietly(trained_model, test_fa):
 
 
 def test_sigint_and_sigterm_during_predict_leave_nothing_at_the_output(trained_model, test_fa, tmp_path):
-    for sig, code, line in ((signal.SIGINT, 130, "genomix: interrupted"), (signal.SIGTERM, 143, "genomix: terminated")):
-        out = tmp_path / f"p{code}.tsv"
-        proc = genomix("predict", trained_model, *[test_fa] * 40, "--batch-size", "1", "-o", out, "--device", "cpu")
+    cases = ((signal.SIGINT, 130, "genomix: interrupted"), (signal.SIGTERM, 143, "genomix: terminated"))
+    # both started at once: the interpreters start side by side
+    procs = [genomix("predict", trained_model, *[test_fa] * 40, "--batch-size", "1", "-o", tmp_path / f"p{code}.tsv",
+                     "--device", "cpu") for _, code, _ in cases]
+    for proc in procs:
         while b"model paramixer" not in proc.stderr.readline():  # the model is loaded: scoring has begun
             assert proc.poll() is None
-        time.sleep(1)
+    time.sleep(1)
+    for proc, (sig, code, line) in zip(procs, cases):
         proc.send_signal(sig)
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == code and stderr.decode().splitlines()[-1] == line, stderr.decode()[-1000:]
-        assert list(tmp_path.iterdir()) == [], "no output and no temporary file"
+    assert list(tmp_path.iterdir()) == [], "no output and no temporary file"

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, TINY
+from helpers import CLASSES, ROOT, TINY, motif_records
 
 from genomix.batching import pad
 from genomix.errors import GenomixError
@@ -140,8 +140,6 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     Training, the model file, loading and scoring then work with no other change."""
     from dataclasses import dataclass
 
-    from test_training import motif_records
-
     from genomix.modelfile import load_model, save_model
     from genomix.models import register
     from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
@@ -183,8 +181,6 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
-    from test_training import motif_records
-
     from genomix.training import TrainSettings, fit
 
     (tmp_path / "r.fq").write_text("@a\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed\n\n+\n\n@b\nGGGCCCAT\n+\nIIIIIIII\n")
@@ -214,8 +210,6 @@ def test_the_modules_of_genomix_import_one_another_without_a_cycle():
     """Each module's imports (at the top or inside functions) name only modules below it: a cycle makes what a
     module holds depend on which one was imported first."""
     import graphlib
-
-    from conftest import ROOT
 
     paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for p in (ROOT / "genomix").rglob("*.py")}
@@ -262,8 +256,6 @@ def test_the_command_line_loads_without_sklearn_and_pysam():
     import subprocess
     import sys
 
-    from conftest import ROOT
-
     check = "import genomix.cli, sys; print('sklearn' in sys.modules, 'pysam' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["False", "False"], done.stderr
@@ -271,8 +263,6 @@ def test_the_command_line_loads_without_sklearn_and_pysam():
 
 def test_no_function_of_genomix_is_longer_than_fifty_lines():
     """A function a newcomer reads in one screen; longer ones are split where their steps are."""
-    from conftest import ROOT
-
     long = [f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)"
             for path in sorted((ROOT / "genomix").rglob("*.py"))
             for node in ast.walk(ast.parse(path.read_text()))

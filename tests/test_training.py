@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from helpers import accuracy, motif_records
 from safetensors.torch import save_file
 
 import genomix.loop as loop
@@ -23,32 +24,10 @@ from genomix.training import TrainSettings, fit
 TINY = dict(batch_size=16, device="cpu", options=dict(dim=16, hidden=32, layers=1))
 
 
-def motif_records(n: int, seed: int, length: int = 64) -> list[Record]:
-    """Random DNA; class 'motif' has TATAAT planted at a random place: only the content, not GC, differs."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(n):
-        seq = "".join(rng.choice(list("ACGT"), length))
-        label = "motif" if i % 2 else "plain"
-        if label == "motif":
-            at = int(rng.integers(0, length - 6))
-            seq = seq[:at] + "TATAAT" + seq[at + 6 :]
-        records.append(Record(f"s{i}", seq, label))
-    return records
-
-
-def accuracy(model, records) -> float:
-    predictions = list(predict_records(model, records, device="cpu"))
-    return float(np.mean([model.classes[p.probs.argmax()] == r.label for p, r in zip(predictions, records)]))
-
-
-@pytest.mark.parametrize("model", ["paramixer-cdil", "kmer"])
-def test_trained_model_beats_chance_on_held_out_data(model):
+@pytest.mark.parametrize("model", ["motif_paramixer", "motif_kmer"])
+def test_trained_model_beats_chance_on_held_out_data(model, request):
     # Paramixer without its k-mer term: the network itself must learn the motif.
-    options = TINY | {"epochs": 20, "lr": 3e-3,
-                      "options": dict(dim=32, hidden=32, layers=1, dropout=0.1, composition=False)} \
-        if model == "paramixer-cdil" else {}
-    trained = fit(motif_records(400, seed=0), TrainSettings(model=model, seed=1, **options | {"device": "cpu"}))
+    trained = request.getfixturevalue(model)
     # Chance is 0.5; on 200 held-out sequences its standard deviation is 0.035, so 0.7 is far beyond luck.
     assert accuracy(trained, motif_records(200, seed=99)) > 0.7
 

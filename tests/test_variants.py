@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +13,6 @@ import pysam
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from genomix.cli import main
 from genomix.effects import BASES, substitution_effects
 from genomix.errors import GenomixError
 from genomix.modelfile import load_model
@@ -279,8 +276,7 @@ def _cases(contigs: dict[str, str]) -> dict[str, tuple[list[str], str, list[str]
 
 @pytest.mark.parametrize("case", ["malformed_pos", "few_columns", "ref_mismatch", "chr_prefix", "region_not_bgzip",
                                   "unsorted", "plain_gzip", "no_index", "suffix"])
-def test_bad_input_is_one_line_and_leaves_nothing(genome, tmp_path, monkeypatch, capfd, user_error, case):
-    """Through the console script's entry point (`genomix.cli.main`), in this process to save torch's import."""
+def test_bad_input_is_one_line_and_leaves_nothing(genome, tmp_path, monkeypatch, genomix_main, user_error, case):
     path, contigs = genome
     args, text, fragments = _cases(contigs)[case]
     (tmp_path / "out").mkdir()
@@ -291,13 +287,9 @@ def test_bad_input_is_one_line_and_leaves_nothing(genome, tmp_path, monkeypatch,
         (tmp_path / "calls.vcf.gz").write_bytes(gzip.compress(text.encode()))
     defaults = [] if "--vcf" in args else ["--vcf", "calls.vcf"]
     defaults += [] if "-o" in args else ["-o", "out/e.tsv"]
-    argv = ["variants", str(FIXTURE), "--reference", str(path), "--device", "cpu", *defaults, *args]
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["genomix", *argv])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    stdout, stderr = capfd.readouterr()
-    user_error(subprocess.CompletedProcess(argv, exit_.value.code, stdout.encode(), stderr.encode()), *fragments)
+    proc = genomix_main("variants", FIXTURE, "--reference", path, "--device", "cpu", *defaults, *args)
+    user_error(proc, *fragments)
     assert list((tmp_path / "out").iterdir()) == []
 
 
