@@ -56,14 +56,14 @@ def run_one(dataset: str, model: str, seed: int, composition: bool = True) -> di
     train_file, test_file = DATA / dataset / "train.fa.gz", DATA / dataset / "test.fa.gz"
     started = time.perf_counter()
     options = {} if composition or model == "kmer" else {"composition": False}
-    settings = TrainSettings(model=model, options=options, seed=seed, device="cpu")
+    settings = TrainSettings(arch=model, options=options, seed=seed, device="cpu")
     trained = fit(read_inputs([str(train_file)]), settings)
     seconds = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         save_model(trained, Path(tmp) / "model.gmx")
         result, _ = evaluate(Path(tmp) / "model.gmx", RecordSource([str(test_file)]), device="cpu")
     with_term = trained.network.config.get("composition", False)
-    flags = f"--model {model}" + ("" if with_term or model == "kmer" else " --no-composition")
+    flags = f"--arch {model}" + ("" if with_term or model == "kmer" else " --no-composition")
     command = (f"genomix train ../shared/data/{dataset}/train.fa.gz -o {dataset}.gmx {flags} --seed {seed} "
                f"--device cpu && genomix evaluate {dataset}.gmx ../shared/data/{dataset}/test.fa.gz")
     return {"dataset": dataset, "model": model, "seed": seed, "train_seconds": round(seconds, 1),

@@ -53,7 +53,7 @@ def training_settings(device: str):
     """The training run measured: the CLI's defaults, two epochs (kept in one place for model renames)."""
     from genomix.training import TrainSettings
 
-    return TrainSettings(model="paramixer-cdil", device=device, epochs=2, seed=0)
+    return TrainSettings(arch="paramixer-cdil", device=device, epochs=2, seed=0)
 
 
 def train_once(data: Path, device: str, small: bool) -> dict:

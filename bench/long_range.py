@@ -110,14 +110,14 @@ def train_and_test(train, val, test_inputs: list[str], test_genomes: list[str], 
 def model_settings(variant: str, composition: bool) -> tuple[dict, str]:
     """TrainSettings fields and CLI flags of a MODELS entry, with or without the k-mer composition term."""
     without = not composition and variant != "kmer"
-    fields = {"model": variant, "options": {"composition": False} if without else {}}
-    return fields, f"--model {variant}" + (" --no-composition" if without else "")
+    fields = {"arch": variant, "options": {"composition": False} if without else {}}
+    return fields, f"--arch {variant}" + (" --no-composition" if without else "")
 
 
 def run_species(length: int, model: str, args, folder: Path) -> dict:
     specs = species_specs(decompress_genomes(args.work_dir / "genomes"))
     fields, flags = model_settings(model, args.composition)
-    settings = TrainSettings(**fields, window=length, max_len=length, epochs=args.epochs, rc_augment=True,
+    settings = TrainSettings(**fields, genome_window=length, max_len=length, epochs=args.epochs, rc_augment=True,
                              windows_per_epoch=max(64, args.bases_per_epoch // length), seed=args.seed,
                              batch_size=max(1, min(32, args.bases_per_batch // length)), device=args.device)
     data = GenomeSet.open(specs, length, settings.holdout_fraction)
@@ -125,7 +125,7 @@ def run_species(length: int, model: str, args, folder: Path) -> dict:
     command = (f"python bench/long_range.py --task species --lengths {length} --models {model} --epochs {args.epochs} "
                f"--bases-per-epoch {args.bases_per_epoch}{'' if args.composition else ' --no-composition'}"
                f"  # = genomix train --genome CLASS=genome.fna ... {flags} "
-               f"--window {length} --rc-augment --windows-per-epoch {settings.windows_per_epoch} "
+               f"--genome-window {length} --rc-augment --windows-per-epoch {settings.windows_per_epoch} "
                f"--batch-size {settings.batch_size}")
     return {"classes": len({s.split('=')[0] for s in specs}), "command": command, "train_seconds": seconds,
             "epochs": epochs, **result}

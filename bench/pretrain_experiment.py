@@ -69,7 +69,7 @@ def run_pretrain(args) -> None:
     folder = decompress_genomes(args.work_dir / "genomes")
     specs = [str(p) for p in sorted(folder.glob("*.fna"))  # every genome: pretraining needs no class
              if not (args.leave_out and p.name.startswith(args.leave_out))]
-    settings = PretrainSettings(window=WINDOW, max_len=WINDOW, epochs=args.epochs, patience=args.epochs,
+    settings = PretrainSettings(genome_window=WINDOW, max_len=WINDOW, epochs=args.epochs, patience=args.epochs,
                                 windows_per_epoch=args.windows_per_epoch, batch_size=args.batch_size, seed=args.seed,
                                 device=args.device)
     name = f"_without_{args.leave_out}" if args.leave_out else ""
@@ -84,7 +84,7 @@ def run_pretrain(args) -> None:
     command = (f"python bench/pretrain_experiment.py pretrain --epochs {args.epochs} --snapshot {args.snapshot} "
                f"--windows-per-epoch {args.windows_per_epoch} --batch-size {args.batch_size} --seed {args.seed}"
                + (f" --leave-out {args.leave_out}" if args.leave_out else "") + "  # = "
-               f"genomix pretrain --genome GENOME.fna ... --window {WINDOW} --epochs {args.epochs} --windows-per-epoch "
+               f"genomix pretrain --genome GENOME.fna ... --genome-window {WINDOW} --epochs {args.epochs} --windows-per-epoch "
                f"{args.windows_per_epoch} --batch-size {args.batch_size} --patience {args.epochs}")
     add_row({"step": "pretrain", "backbone": output.name, "snapshot": early.name, "seconds": round(seconds),
              "threads": torch.get_num_threads(), "history": model.card.training.history,
@@ -96,7 +96,7 @@ def run_species(args) -> None:
     """bench/long_range.py's species budget at 1,024 (6 epochs of 2 Mb, batch 32), from the backbone; the test
     figure of the blend, and of the network alone (the same model with the k-mer term's weight set to 0)."""
     specs = species_specs(decompress_genomes(args.work_dir / "genomes"))
-    settings = TrainSettings(window=WINDOW, epochs=6, rc_augment=True, windows_per_epoch=2_000_000 // WINDOW,
+    settings = TrainSettings(genome_window=WINDOW, epochs=6, rc_augment=True, windows_per_epoch=2_000_000 // WINDOW,
                              batch_size=32, seed=args.seed, device=args.device, init=str(args.backbone),
                              freeze_backbone=args.freeze)
     started = time.perf_counter()
@@ -112,7 +112,7 @@ def run_species(args) -> None:
             figures[name] = {k: result[k] for k in ("n", "accuracy", "mcc", "auroc")}
     command = (f"python bench/pretrain_experiment.py species --backbone {args.backbone.name} --seed {args.seed}"
                f"{' --freeze' * args.freeze}  # = genomix train --genome CLASS=genome.fna ... --init "
-               f"{args.backbone.name} --window {WINDOW} --rc-augment --windows-per-epoch "
+               f"{args.backbone.name} --genome-window {WINDOW} --rc-augment --windows-per-epoch "
                f"{settings.windows_per_epoch} --batch-size 32 --epochs 6{' --freeze-backbone' * args.freeze}")
     add_row({"step": "species", "backbone": args.backbone.name, "freeze": args.freeze, "seconds": round(seconds),
              "composition_weight": weight, **figures, "command": command, "seed": args.seed,

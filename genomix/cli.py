@@ -263,7 +263,7 @@ def train(
     bed: Bed = None,
     reference: Reference = None,
     genome: LabelledGenomes = None,
-    genome_window: GenomeWindow = TRAINING.window,
+    genome_window: GenomeWindow = TRAINING.genome_window,
     holdout_fraction: HoldoutFraction = TRAINING.holdout_fraction,
     windows_per_epoch: ClassWindows = TRAINING.windows_per_epoch,
     init: Init = TRAINING.init,
@@ -273,8 +273,8 @@ def train(
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
     settings = TrainSettings(
-        model=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=genome_window,
+        arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, genome_window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
         seed=seed, device=device, init=init, freeze_backbone=freeze_backbone,
     )
@@ -314,7 +314,7 @@ def pretrain(
     genome: Annotated[list[str] | None, typer.Option(
         "--genome", help="Genome FASTA (plain or bgzip) to draw fresh random windows of every epoch, "
         "outside the held-out end of every contig; a CLASS= prefix is ignored. Repeatable.")] = None,
-    genome_window: GenomeWindow = PRETRAINING.window,
+    genome_window: GenomeWindow = PRETRAINING.genome_window,
     holdout_fraction: HoldoutFraction = PRETRAINING.holdout_fraction,
     windows_per_epoch: Annotated[int, typer.Option(
         "--windows-per-epoch", help="With --genome: fresh random windows per epoch.")] = PRETRAINING.windows_per_epoch,
@@ -324,8 +324,8 @@ def pretrain(
     `genomix train --init`)."""
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout)
     settings = PretrainSettings(
-        model=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
-        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, window=genome_window,
+        arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
+        val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, genome_window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, mask_fraction=mask_fraction,
         seed=seed, device=device,
     )
@@ -473,7 +473,7 @@ def variants_(
 ) -> None:
     """Score each variant of a VCF: the model on the reference and the alternative allele's windows, per class
     both probabilities and the change in log-odds, in input order."""
-    summary = variants.score_variants(model, vcf, reference, output, window=allele_window,
+    summary = variants.score_variants(model, vcf, reference, output, allele_window=allele_window,
                                       skip_mismatch=skip_mismatch, region=region, device=device,
                                       batch_size=batch_size, rc=rc)
     console.log(summary.line())

@@ -41,14 +41,14 @@ PLACE = ("device",)  # settings that say where a run runs, not what it computes:
 
 @dataclass
 class FitSettings:
-    """What every fit is set by, whatever it learns: the model, the data and the loop. Validated on creation,
+    """What every fit is set by, whatever it learns: the architecture, the data and the loop. Validated on creation,
     so that a mistake fails before any work is done.
 
     `options` are the model's own (`genomix.models.base.ModelOptions`: dim, layers, composition...), kept as
     parsed (typed); what is not given takes the model's default.
     """
 
-    model: str | None = None  # None: DEFAULT_MODEL
+    arch: str | None = None  # the architecture; None: DEFAULT_MODEL
     options: dict[str, Any] = field(default_factory=dict)
     max_len: int | None = None  # None: the genome window, else the longest training sequence, at most the cap
     epochs: int = 10
@@ -58,20 +58,20 @@ class FitSettings:
     val_fraction: float = 0.1
     patience: int = 4
     rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.strand)
-    window: int | None = None  # genomes only: bases per window cut from a genome
+    genome_window: int | None = None  # genomes only: bases per window cut from a genome
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
     windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        self.model = self.model or DEFAULT_MODEL
-        parsed = parse_options(self.model, self.options)
+        self.arch = self.arch or DEFAULT_MODEL
+        parsed = parse_options(self.arch, self.options)
         self.options = {name: getattr(parsed, name) for name in self.options}
         for name in ("epochs", "batch_size", "patience", "windows_per_epoch"):
             if getattr(self, name) < 1:
                 raise GenomixError(f"--{name.replace('_', '-')} must be at least 1")
-        for name in ("max_len", "window"):
+        for name in ("max_len", "genome_window"):
             if getattr(self, name) is not None and getattr(self, name) < MIN_LEN:
                 raise GenomixError(f"--{name.replace('_', '-')} must be at least {MIN_LEN}")
         if not 0 < self.holdout_fraction < 1:
@@ -101,7 +101,7 @@ class Plan:
     def of(cls, settings: FitSettings, tokens: list[np.ndarray]) -> Plan:
         """max_len: as given, else the genome window, else the longest sequence up to the cap; the strands: as
         given, else trained and scored on both where the sequences have no strand."""
-        max_len = settings.max_len or settings.window or min(max(map(len, tokens)), DEFAULT_MAX_LEN_CAP)
+        max_len = settings.max_len or settings.genome_window or min(max(map(len, tokens)), DEFAULT_MAX_LEN_CAP)
         if settings.rc_augment is not None:
             return cls(settings, max_len, settings.rc_augment)
         strand = strand_signal(tokens, settings.seed)
@@ -217,10 +217,10 @@ def fit_task(task: Task[E], data: Iterable[Record] | GenomeSet, val_records: Ite
     lengths = [len(t) for t in train.tokens]
     with distributed.process_group(resolve_device(settings.device)) as device:
         torch.manual_seed(settings.seed)
-        network = create_model(settings.model, len(train.classes), plan.max_len, **settings.options)
+        network = create_model(settings.arch, len(train.classes), plan.max_len, **settings.options)
         task.initialise(network, train)
         network = network.to(device)
-        console.log(f"{task.purpose} {settings.model} on {len(train)} sequences{task.describe(train)}, "
+        console.log(f"{task.purpose} {settings.arch} on {len(train)} sequences{task.describe(train)}, "
                     f"{len(val) if val else 0} for validation; {sum(p.numel() for p in network.parameters()):,} "
                     f"parameters; max_len {plan.max_len} (longest sequence {max(lengths)}); device {device}")
         state = _fit_weights(task, network, epoch_data, val, plan, device, checkpoint, resume)
@@ -265,9 +265,9 @@ def fit_to_file(source: RecordSource, output: str | Path, settings: FitSettings,
     checkpoint = checkpoint_path(output)
     if resume and not checkpoint.is_file():
         raise GenomixError(f"--resume: no checkpoint at {checkpoint}")
-    if source.genomes and settings.window is None:
+    if source.genomes and settings.genome_window is None:
         raise GenomixError(f"--genome needs --genome-window, the length of the windows to {what}")
-    if settings.window is not None and not source.genomes:
+    if settings.genome_window is not None and not source.genomes:
         raise GenomixError("--genome-window applies to --genome inputs; use --max-len to crop sequence files")
     if source.genomes:
         data: Iterable[Record] | GenomeSet = genomes()

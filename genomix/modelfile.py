@@ -59,7 +59,7 @@ class TrainingRecord:
     @property
     def genome_window(self) -> int | None:
         """Bases per window where the model was trained on `--genome` windows."""
-        return self.settings.get("window")
+        return self.settings.get("genome_window", self.settings.get("window"))  # "window" before it was renamed
 
     @property
     def holdout_fraction(self) -> float | None:

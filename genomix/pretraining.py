@@ -63,8 +63,8 @@ class PretrainSettings(FitSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model not in neural_models():
-            raise GenomixError(f"model {self.model} has no network to pretrain (choose from: "
+        if self.arch not in neural_models():
+            raise GenomixError(f"architecture {self.arch} has no network to pretrain (choose from: "
                                f"{', '.join(neural_models())})")
         if self.options.get("composition"):
             raise GenomixError("a backbone has no k-mer composition term (it has no classes): drop composition")
@@ -268,4 +268,4 @@ def pretrain(source: RecordSource, output: str | Path, settings: PretrainSetting
     backbone file."""
     settings = settings or PretrainSettings()
     return fit_to_file(source, output, settings, resume, "pretrain on", fit_backbone,
-                       lambda: open_genomes(source.genomes, settings.window, settings.holdout_fraction))
+                       lambda: open_genomes(source.genomes, settings.genome_window, settings.holdout_fraction))

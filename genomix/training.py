@@ -63,9 +63,9 @@ class TrainSettings(FitSettings):
         card = read_card(self.init)
         if card.kind != "backbone":
             raise GenomixError(f"--init {self.init}: a {card.kind}, not a backbone (write one with `genomix pretrain`)")
-        if self.model not in (None, card.model):
-            raise GenomixError(f"--init {self.init}: a {card.model} backbone, not --model {self.model}")
-        self.model = card.model
+        if self.arch not in (None, card.model):
+            raise GenomixError(f"--init {self.init}: a {card.model} backbone, not --arch {self.arch}")
+        self.arch = card.model
         return card
 
     def _take_architecture(self, backbone: ModelCard) -> None:
@@ -217,10 +217,10 @@ def sha256_of(path: str | Path) -> str:
 def train(source: RecordSource, output: str | Path, settings: TrainSettings | None = None,
           resume: bool = False) -> TrainedModel:
     """`genomix train`: read the labelled records of `source`, fit, write the model file, show the validation
-    report. A source of `CLASS=genome.fa` genomes is read as windows of `settings.window` bases."""
+    report. A source of `CLASS=genome.fa` genomes is read as windows of `settings.genome_window` bases."""
     settings = settings or TrainSettings()
     model = fit_to_file(source, output, settings, resume, "train on", fit,
-                        lambda: source.genome_set(settings.window, settings.holdout_fraction))
+                        lambda: source.genome_set(settings.genome_window, settings.holdout_fraction))
     if model.card.validation:
         console.print(report_table(model.card.validation, model.classes, "validation"))
     return model

@@ -4,7 +4,7 @@ Every allele is scored on two windows cut from the reference, as `predict` score
 windows, strands and temperature, through `genomix.scoring.Scorer`), and reported as the change in
 each class's log-odds, alternative minus reference.
 
-The windows rule, for a window of W bases (the model's max_len, or `window`) and a record whose REF allele of
+The windows rule, for a window of W bases (the model's max_len, or `allele_window`) and a record whose REF allele of
 r bases starts at 0-based position p (alleles are taken as written, with their VCF anchor base; normalise
 with `bcftools norm` first to left-align and trim them):
 - reference window: the W reference bases starting (W - r) // 2 bases before p, so REF is in the middle;
@@ -406,7 +406,7 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
 
 
 def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference: str | Path, output: str | Path,
-                   window: int | None = None, skip_mismatch: bool = False, region: str | None = None,
+                   allele_window: int | None = None, skip_mismatch: bool = False, region: str | None = None,
                    device: str = "auto", batch_size: int = BATCH_SIZE, rc: bool | None = None) -> VariantSummary:
     """Score every allele of `vcf` against `reference` (see the module docstring) and write the effects to
     `output` (.tsv or '-', .vcf, .vcf.gz with a .tbi) in input order, a chunk of records at a time; returns
@@ -425,7 +425,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     if len(set(keys)) < len(keys):
         raise GenomixError(f"classes {', '.join(trained.classes)} give the same INFO keys and columns "
                            f"({', '.join(keys)})")
-    width = trained.max_len if window is None else window
+    width = trained.max_len if allele_window is None else allele_window
     if width < 1:
         raise GenomixError(f"--allele-window must be at least 1, got {width}")
     genome = Genome(reference)

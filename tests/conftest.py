@@ -148,7 +148,7 @@ def trained_model(tmp_path_factory: pytest.TempPathFactory, invoke: Callable, tr
 def motif_paramixer() -> TrainedModel:
     """A small paramixer, network only, that has learnt the TATAAT motif: 20 epochs on `motif_records(400,
     seed=0)`; as the single-process run that data-parallel training is compared with."""
-    settings = TrainSettings(model="paramixer-cdil", seed=1, batch_size=16, epochs=20, lr=3e-3, device="cpu",
+    settings = TrainSettings(arch="paramixer-cdil", seed=1, batch_size=16, epochs=20, lr=3e-3, device="cpu",
                              options=dict(dim=32, hidden=32, layers=1, dropout=0.1, composition=False))
     return fit(motif_records(400, seed=0), settings)
 
@@ -156,7 +156,7 @@ def motif_paramixer() -> TrainedModel:
 @pytest.fixture(scope="session")
 def motif_kmer() -> TrainedModel:
     """The k-mer regression fitted on the same motif records, with its default settings."""
-    return fit(motif_records(400, seed=0), TrainSettings(model="kmer", seed=1, device="cpu"))
+    return fit(motif_records(400, seed=0), TrainSettings(arch="kmer", seed=1, device="cpu"))
 
 
 @pytest.fixture(scope="session")
@@ -166,7 +166,7 @@ def planted_model() -> tuple[TrainedModel, list, np.ndarray]:
     motif's positions (a boolean array, record × base)."""
     torch.manual_seed(0)
     train, _ = planted(1200, 0)
-    settings = TrainSettings(model="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
+    settings = TrainSettings(arch="cnn", options={"dim": 32, "hidden": 32, "layers": 2, "composition": False},
                              epochs=6, lr=3e-3, rc_augment=True, device="cpu")
     model = fit(train, settings)
     test, where = planted(600, 1)

@@ -459,15 +459,15 @@ def _summary():
 
 DEPRECATED = {  # case: (command line, library function, what it must receive, the notices)
     "train": (["train", "x.fa", "-o", "m.gmx", "--model", "transformer", "--window", "64"], "genomix.training.train",
-              lambda args, kwargs: (args[2].model, args[2].window) == ("transformer", 64),
+              lambda args, kwargs: (args[2].arch, args[2].genome_window) == ("transformer", 64),
               ["--model is deprecated in train; use --arch", "--window is deprecated in train; use --genome-window"]),
     "pretrain": (["pretrain", "x.fa", "-o", "b.gmx", "--model=transformer", "--window=64"],
                  "genomix.pretraining.pretrain",
-                 lambda args, kwargs: (args[2].model, args[2].window) == ("transformer", 64),
+                 lambda args, kwargs: (args[2].arch, args[2].genome_window) == ("transformer", 64),
                  ["--model is deprecated in pretrain; use --arch",
                   "--window is deprecated in pretrain; use --genome-window"]),
     "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa", "--window", "32"],
-                 "genomix.variants.score_variants", lambda args, kwargs: kwargs["window"] == 32,
+                 "genomix.variants.score_variants", lambda args, kwargs: kwargs["allele_window"] == 32,
                  ["--window is deprecated in variants; use --allele-window"]),
     "scan": (["scan", "m.gmx", "g.fa"], "genomix.scanning.scan", lambda args, kwargs: args[1] == "g.fa",
              ["the GENOME argument is deprecated in scan; use --reference GENOME"]),
@@ -488,7 +488,7 @@ def test_new_spellings_give_no_notice(invoke, monkeypatch):
     calls = stub(monkeypatch, "genomix.training.train")
     result = invoke("train", "x.fa", "-o", "m.gmx", "--arch", "transformer", "--genome-window", "64")
     assert result.exit_code == 0 and result.stderr == ""
-    assert (calls[0][0][2].model, calls[0][0][2].window) == ("transformer", 64)
+    assert (calls[0][0][2].arch, calls[0][0][2].genome_window) == ("transformer", 64)
     calls = stub(monkeypatch, "genomix.scanning.scan")
     assert invoke("scan", "m.gmx", "--reference", "g.fa").stderr == "" and calls[0][0][1] == "g.fa"
 

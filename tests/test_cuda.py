@@ -109,7 +109,7 @@ def test_whole_train_step_replays_as_a_cuda_graph_with_eager_answers():
 @pytest.fixture(scope="module", params=["paramixer-cdil", "paramixer-chord", "transformer", "cnn"])
 def cuda_model(request, train_fa: Path):
     """A model trained on the GPU (bf16 autocast) on the species sample."""
-    settings = TrainSettings(model=request.param, device="cuda", max_len=512)
+    settings = TrainSettings(arch=request.param, device="cuda", max_len=512)
     return fit(list(read_inputs([str(train_fa)])), settings)
 
 

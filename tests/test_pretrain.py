@@ -204,8 +204,8 @@ def run(tmp_path, genomix_main, backbone, trained_model, train_fa):
 
 BAD = {
     "init_classifier": (["train", "{train}", "-o", "{out}/m.gmx", "--init", "{model}"], "a classifier, not a backbone"),
-    "init_other_model": (["train", "{train}", "-o", "{out}/m.gmx", "--init", "{backbone}", "--model", "cnn"],
-                         "a paramixer-cdil backbone, not --model cnn"),
+    "init_other_model": (["train", "{train}", "-o", "{out}/m.gmx", "--init", "{backbone}", "--arch", "cnn"],
+                         "a paramixer-cdil backbone, not --arch cnn"),
     "init_other_dim": (["train", "{train}", "-o", "{out}/m.gmx", "--init", "{backbone}", "--dim", "64"],
                        "the backbone has dim 32; option dim 64 contradicts it"),
     "init_other_max_len": (["train", "{train}", "-o", "{out}/m.gmx", "--init", "{backbone}", "--max-len", "64"],
@@ -252,7 +252,7 @@ def test_two_processes_pretrain_one_backbone(tmp_path, train_fa, test_fa, backbo
 @pytest.mark.parametrize("model", neural_models())
 def test_every_neural_model_pretrains_and_fine_tunes(model, train_fa, tmp_path, monkeypatch):
     records = list(read_inputs([str(train_fa)]))[:64]
-    settings = PretrainSettings(model=model, epochs=1, options={"dim": 16, "hidden": 16, "layers": 1}, max_len=64,
+    settings = PretrainSettings(arch=model, epochs=1, options={"dim": 16, "hidden": 16, "layers": 1}, max_len=64,
                                 device="cpu")
     backbone = fit_backbone(records, settings)
     assert backbone.card.kind == "backbone" and backbone.card.validation["masked_bases"] > 0

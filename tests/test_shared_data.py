@@ -36,5 +36,5 @@ def test_every_labelled_set_reads_with_two_or_more_classes(name):
 def test_models_learn_bsubtilis_promoters(model, options, floor):
     """MCC on the held-out test split: the published CNN reached about 0.86, chance is 0."""
     folder = DATA / "bsubtilis_promoters"
-    trained = fit(read_inputs([str(folder / "train.fa.gz")]), TrainSettings(model=model, device="cpu", **options))
+    trained = fit(read_inputs([str(folder / "train.fa.gz")]), TrainSettings(arch=model, device="cpu", **options))
     assert held_out_mcc(trained, read_inputs([str(folder / "test.fa.gz")])) > floor

@@ -62,5 +62,5 @@ def test_training_chooses_strands_from_the_data_and_scoring_follows(on_either_st
 
 def test_an_explicit_choice_skips_the_strand_test():
     data = records(skewed(60, 80, [0.25] * 4, seed=6), "a") + records(skewed(60, 80, [0.25] * 4, seed=7), "b")
-    model = fit(data, TrainSettings(model="kmer", rc_augment=False, device="cpu"))
+    model = fit(data, TrainSettings(arch="kmer", rc_augment=False, device="cpu"))
     assert model.card.training.strand_signal is None and not model.both_strands

@@ -168,7 +168,7 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
 
     monkeypatch.setitem(MODELS, "smooth", Smooth)  # the registry forgets it after the test
     register("smooth")(Smooth)
-    settings = TrainSettings(model="smooth", options={"width": 3, "dim": 8, "hidden": 8}, epochs=1, device="cpu")
+    settings = TrainSettings(arch="smooth", options={"width": 3, "dim": 8, "hidden": 8}, epochs=1, device="cpu")
     model = fit(motif_records(60, seed=1), settings)
     save_model(model, tmp_path / "s.gmx")
     loaded = load_model(tmp_path / "s.gmx")
@@ -177,7 +177,7 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     np.testing.assert_allclose([p.probs for p in predict_records(loaded, records, device="cpu")],
                                [p.probs for p in predict_records(model, records, device="cpu")], atol=1e-6)
     with pytest.raises(GenomixError, match="option width must be at least 1"):
-        TrainSettings(model="smooth", options={"width": 0})
+        TrainSettings(arch="smooth", options={"width": 0})
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
@@ -191,7 +191,7 @@ def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(train
     records = motif_records(40, seed=3)
     from genomix.reading import Record
 
-    model = fit([*records, Record("empty", "", "motif")], TrainSettings(model="kmer", device="cpu"))
+    model = fit([*records, Record("empty", "", "motif")], TrainSettings(arch="kmer", device="cpu"))
     assert model.card.training.records + 4 == 40  # the empty one skipped; 10% of the rest for validation
 
 

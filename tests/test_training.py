@@ -140,7 +140,7 @@ def test_single_class_and_unlabelled_records_are_user_errors():
     with pytest.raises(GenomixError, match="record 'b' has no label"):
         fit([Record("a", "ACGT", "x"), Record("b", "ACGA", None)], TrainSettings(**TINY))
     with pytest.raises(GenomixError, match="model transformer has no option protocol"):
-        TrainSettings(model="transformer", options={"protocol": "chord"})
+        TrainSettings(arch="transformer", options={"protocol": "chord"})
 
 
 def test_resume_after_interruption_gives_the_same_model(tmp_path, monkeypatch):

@@ -141,7 +141,7 @@ def test_snv_effects_equal_the_ism_core(genome, tmp_path):
     rows = [("short", p + 1, ".", seq[p], alt) for p in positions for alt in BASES if alt != seq[p]]
     (tmp_path / "snvs.vcf").write_text(vcf_text(rows))
     score_variants(FIXTURE, tmp_path / "snvs.vcf", tmp_path / "short.fa", tmp_path / "snvs.tsv",
-                   window=2 * len(seq) + 1, device="cpu")
+                   allele_window=2 * len(seq) + 1, device="cpu")
     scorer = Scorer.of(load_model(FIXTURE), device="cpu")
     tokens = encode(seq)
     tables = {p: substitution_effects(scorer, tokens, 1, p, p + 1)[0] for p in positions}
@@ -226,7 +226,7 @@ def test_variants_that_break_planted_motifs_have_larger_effects(tmp_path):
     (tmp_path / "motif.fa").write_text("".join(f">m{i}\n{with_motif(64)}\n" for i in range(250)))
     (tmp_path / "background.fa").write_text("".join(f">b{i}\n{random_dna(64)}\n" for i in range(250)))
     source = RecordSource([f"motif={tmp_path / 'motif.fa'}", f"background={tmp_path / 'background.fa'}"])
-    model = train(source, tmp_path / "motif.gmx", TrainSettings(model="kmer", options={"k_max": 4}, max_len=64,
+    model = train(source, tmp_path / "motif.gmx", TrainSettings(arch="kmer", options={"k_max": 4}, max_len=64,
                                                                  device="cpu", seed=0))
     bases = list(random_dna(30_000))
     sites = [150 + 290 * i + int(rng.integers(0, 40)) for i in range(100)]
