@@ -84,8 +84,8 @@ def run_pretrain(args) -> None:
     command = (f"python bench/pretrain_experiment.py pretrain --epochs {args.epochs} --snapshot {args.snapshot} "
                f"--windows-per-epoch {args.windows_per_epoch} --batch-size {args.batch_size} --seed {args.seed}"
                + (f" --leave-out {args.leave_out}" if args.leave_out else "") + "  # = "
-               f"genomix pretrain --genome GENOME.fna ... --genome-window {WINDOW} --epochs {args.epochs} --windows-per-epoch "
-               f"{args.windows_per_epoch} --batch-size {args.batch_size} --patience {args.epochs}")
+               f"genomix pretrain --genome GENOME.fna ... --genome-window {WINDOW} --epochs {args.epochs} "
+               f"--windows-per-epoch {args.windows_per_epoch} --batch-size {args.batch_size} --patience {args.epochs}")
     add_row({"step": "pretrain", "backbone": output.name, "snapshot": early.name, "seconds": round(seconds),
              "threads": torch.get_num_threads(), "history": model.card.training.history,
              "validation": model.card.validation, "command": command, "seed": args.seed,
