@@ -27,10 +27,10 @@ from genomix.modelfile import TrainedModel
 from genomix.models.base import Model
 from genomix.reading import Record
 from genomix.tokens import encode, reverse_complement
+from genomix.writers import UNCLASSIFIED
 
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
-UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read)
 T = TypeVar("T", np.ndarray, Tensor)
 
 

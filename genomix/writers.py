@@ -13,14 +13,17 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import IO, TYPE_CHECKING, ClassVar
 
 from genomix.errors import GenomixError
 from genomix.files import open_output, safe_name
 from genomix.formats import is_stdout, output_format
 from genomix.reading import Record
-from genomix.scoring import UNCLASSIFIED, Prediction
 
+if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of the scoring code
+    from genomix.scoring import Prediction
+
+UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read, or below --min-score)
 PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups
 
 
