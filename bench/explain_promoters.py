@@ -26,8 +26,8 @@ from scipy.stats import spearmanr
 from genomix import motifs
 from genomix.console import console as genomix_console
 from genomix.explaining import attribute
+from genomix.io.reading import read_inputs
 from genomix.modelfile import load_model
-from genomix.reading import read_inputs
 
 from provenance import code_version
 

@@ -58,7 +58,7 @@ def training_settings(device: str):
 
 def train_once(data: Path, device: str, small: bool) -> dict:
     """Child mode: two epochs on human_nontata_promoters; the per-epoch sequences per second from the log."""
-    from genomix.reading import read_inputs
+    from genomix.io.reading import read_inputs
     from genomix.training import fit
 
     records = list(read_inputs([str(data / "human_nontata_promoters" / "train.fa.gz")]))

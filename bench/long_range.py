@@ -35,10 +35,10 @@ import torch
 
 from genomix.console import console, resolve_device, reuse_large_allocations
 from genomix.evaluating import evaluate
-from genomix.genomes import GenomeSet
+from genomix.io.genomes import GenomeSet
+from genomix.io.reading import Record
+from genomix.io.sources import RecordSource
 from genomix.modelfile import save_model
-from genomix.reading import Record
-from genomix.sources import RecordSource
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version

@@ -29,11 +29,11 @@ from rich.table import Table
 from genomix.batching import bucket_batches, pad
 from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.console import console as genomix_console
+from genomix.io.reading import read_inputs
+from genomix.io.sources import RecordSource
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
-from genomix.reading import read_inputs
-from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]

@@ -27,11 +27,11 @@ from long_range import GENOMES, decompress_genomes, species_specs
 from genomix import loop
 from genomix.console import console, reuse_large_allocations
 from genomix.evaluating import evaluate
-from genomix.genomes import GenomeSet, reverse_complement
+from genomix.io.genomes import GenomeSet, reverse_complement
+from genomix.io.reading import read_inputs
+from genomix.io.sources import RecordSource
 from genomix.modelfile import ModelCard, TrainedModel, save_model
 from genomix.pretraining import BASES, PretrainSettings, fit_backbone, open_genomes
-from genomix.reading import read_inputs
-from genomix.sources import RecordSource
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version

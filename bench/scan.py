@@ -34,7 +34,7 @@ from rich.console import Console
 from rich.table import Table
 
 from genomix.console import reuse_large_allocations
-from genomix.genomes import Genome
+from genomix.io.genomes import Genome
 from genomix.scanning import BLOCK_BASES, scan
 
 REPO = Path(__file__).resolve().parents[1]

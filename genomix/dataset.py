@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genomix.errors import GenomixError
-from genomix.reading import Record
+from genomix.io.reading import Record
 from genomix.tokens import encode
 
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from genomix.console import console
-from genomix.files import atomic_path, check_writable
-from genomix.formats import output_format
+from genomix.io.files import atomic_path, check_writable
+from genomix.io.formats import output_format
+from genomix.io.sources import RecordSource
+from genomix.io.writers import ParquetRows, output_stream
 from genomix.modelfile import KINDS, load_model
 from genomix.scoring import BATCH_SIZE, embeddings
-from genomix.sources import RecordSource
-from genomix.writers import ParquetRows, output_stream
 
-FORMATS = ("parquet", "npy")  # `genomix.formats`; a file either way (binary: not stdout)
+FORMATS = ("parquet", "npy")  # `genomix.io.formats`; a file either way (binary: not stdout)
 
 
 def embed(model_path: str | Path, source: RecordSource, output: str | Path, batch_size: int = BATCH_SIZE,

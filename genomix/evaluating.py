@@ -11,13 +11,13 @@ import numpy as np
 from genomix.calibration import calibrate, expected_calibration_error
 from genomix.dataset import class_index
 from genomix.errors import GenomixError
-from genomix.files import check_writable
+from genomix.io.files import check_writable
+from genomix.io.reading import Record
+from genomix.io.sources import RecordSource
+from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.metrics import classification_metrics
 from genomix.modelfile import TrainedModel, load_model
-from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
-from genomix.sources import RecordSource
-from genomix.writers import Report, is_stdout, output_stream
 
 
 def evaluate(
@@ -37,7 +37,7 @@ def evaluate(
     holdout fraction), tiled into windows. Classes are called as `predict` calls them (`threshold`); the
     metrics use calibrated probabilities, and `ece_uncalibrated` and `ece` give the expected calibration error
     before and after the model's temperature. `plots` names a folder for PNG figures, `output` a JSON file of
-    the metrics and `report` predict's summary TSV of the calls (`genomix.writers.Report`); '-' is stdout.
+    the metrics and `report` predict's summary TSV of the calls (`genomix.io.writers.Report`); '-' is stdout.
     """
     source.require("evaluate")
     inputs = [*source.files, str(model_path)]

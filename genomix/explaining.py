@@ -41,16 +41,16 @@ from genomix.calibration import calibrated
 from genomix.console import console
 from genomix.effects import substitution_effects
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
-from genomix.formats import output_format
-from genomix.genomes import Genome, parse_region_id
+from genomix.io.files import atomic_path, check_writable
+from genomix.io.formats import output_format
+from genomix.io.genomes import Genome, parse_region_id
+from genomix.io.reading import Record
+from genomix.io.sources import RecordSource
+from genomix.io.tracks import open_track
+from genomix.io.writers import is_stdout, output_stream
 from genomix.modelfile import TrainedModel, load_model
-from genomix.reading import Record
 from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
-from genomix.sources import RecordSource
 from genomix.tokens import BASE_TOKENS, encode, one_hot
-from genomix.tracks import open_track
-from genomix.writers import is_stdout, output_stream
 
 METHODS = ("ism", "gradient", "ig")
 MAX_ISM_PASSES = 1_000_000  # window forward passes one ISM request may need before it is refused
@@ -249,7 +249,7 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
     return explanations
 
 
-OUTPUTS = ("npz", "tsv", "bedgraph", "bigwig")  # `genomix.formats`; stdout: tsv
+OUTPUTS = ("npz", "tsv", "bedgraph", "bigwig")  # `genomix.io.formats`; stdout: tsv
 TRACKS = ("bedgraph", "bigwig")
 
 

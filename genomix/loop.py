@@ -27,7 +27,7 @@ from genomix import distributed
 from genomix.batching import bucket_batches, bucket_width, pad, padding_fraction, random_crop
 from genomix.console import autocast, console
 from genomix.errors import GenomixError
-from genomix.files import atomic_path
+from genomix.io.files import atomic_path
 from genomix.tokens import reverse_complement
 
 WARMUP_FRACTION = 0.05

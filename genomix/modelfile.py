@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 
 from genomix import __version__
 from genomix.errors import GenomixError
-from genomix.files import atomic_path
+from genomix.io.files import atomic_path
 from genomix.models import rebuild
 from genomix.models.base import Model
 from genomix.tokens import ALPHABET

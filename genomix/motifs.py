@@ -18,7 +18,7 @@ import numpy as np
 
 from genomix.attributions import Explanation
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, safe_name
+from genomix.io.files import atomic_path, safe_name
 
 BASES = "ACGT"
 TOP_RECORDS = 10  # records drawn by --plots without --ids: the highest log-odds of their class

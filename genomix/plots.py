@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
 from genomix.errors import GenomixError  # noqa: E402
-from genomix.files import atomic_path  # noqa: E402
+from genomix.io.files import atomic_path  # noqa: E402
 
 
 def curve_classes(classes: Sequence[str], positive: int | None) -> list[int]:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.files import check_writable
+from genomix.io.files import check_writable
+from genomix.io.reading import Record, read_records
+from genomix.io.sources import RecordSource
+from genomix.io.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
 from genomix.modelfile import TrainedModel, load_model
-from genomix.reading import Record, read_records
 from genomix.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
-from genomix.sources import RecordSource
-from genomix.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -78,7 +78,7 @@ def predict(
     paired: tuple[str, str] | None = None,
 ) -> Report:
     """Score every record of `source` (or every read pair of `paired`, its mates' log-probabilities averaged)
-    into `output` ('-' or None: stdout as TSV; else by suffix, see `genomix.writers`); return the report.
+    into `output` ('-' or None: stdout as TSV; else by suffix, see `genomix.io.writers`); return the report.
 
     With `threshold` (binary models), a record is called positive when p_positive ≥ threshold; with `min_score`,
     a record whose top probability is below it is `unclassified`. With `shard` "I/N", only records (pairs)

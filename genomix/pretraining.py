@@ -38,13 +38,13 @@ from genomix.batching import num_batches, random_crop
 from genomix.console import autocast
 from genomix.errors import GenomixError
 from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
-from genomix.genomes import Genome, GenomeSet
+from genomix.io.genomes import Genome, GenomeSet
+from genomix.io.reading import Record, split_input
+from genomix.io.sources import RecordSource
 from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
 from genomix.modelfile import ModelCard, TrainedModel
 from genomix.models import list_models, model_class
 from genomix.models.base import Model, SequenceClassifier
-from genomix.reading import Record, split_input
-from genomix.sources import RecordSource
 from genomix.tokens import ALPHABET, BASE_TOKENS, MASK_TOKEN, encode
 
 BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T

@@ -21,13 +21,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
-from genomix.files import check_writable, safe_name
-from genomix.genomes import MAX_N_FRACTION, Genome
+from genomix.io.files import check_writable, safe_name
+from genomix.io.genomes import MAX_N_FRACTION, Genome
+from genomix.io.tracks import Track, open_track
+from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.tokens import N_TOKEN, encode
-from genomix.tracks import Track, open_track
-from genomix.writers import Report, is_stdout, output_stream
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
@@ -138,7 +138,7 @@ class RegionMerger:
 
 
 def class_output(output: Path, name: str) -> Path:
-    """out.bedgraph → out.NAME.bedgraph, NAME made safe (`genomix.files.safe_name`)."""
+    """out.bedgraph → out.NAME.bedgraph, NAME made safe (`genomix.io.files.safe_name`)."""
     return output.with_name(f"{output.stem}.{safe_name(name)}{output.suffix}")
 
 
@@ -230,7 +230,7 @@ def scan(
     """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
     one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
     probable class, or, with `threshold`, p(class) ≥ `threshold`. `report` is a summary TSV of the windows'
-    calls (`genomix.writers.Report`; mostly-N windows count as unclassified). Returns a summary: bases, windows
+    calls (`genomix.io.writers.Report`; mostly-N windows count as unclassified). Returns a summary: bases, windows
     (scored), skipped (mostly N), seconds, bases_per_s, regions."""
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, report, inputs)

@@ -23,11 +23,11 @@ from genomix.batching import bucket_batches, pad, window_starts
 from genomix.calibration import calibrated
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
+from genomix.io.reading import Record
+from genomix.io.writers import UNCLASSIFIED
 from genomix.modelfile import TrainedModel
 from genomix.models.base import Model
-from genomix.reading import Record
 from genomix.tokens import encode, reverse_complement
-from genomix.writers import UNCLASSIFIED
 
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory

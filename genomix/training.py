@@ -26,15 +26,15 @@ from genomix.errors import GenomixError
 from genomix.finishing import every_rank, finish, fit_direct, metrics
 from genomix.fitting import DEFAULT_MAX_LEN_CAP as DEFAULT_MAX_LEN_CAP
 from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
-from genomix.genomes import GenomeSet
+from genomix.io.genomes import GenomeSet
+from genomix.io.reading import Record
+from genomix.io.sources import RecordSource
 from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
 from genomix.metrics import report_table
 from genomix.modelfile import ModelCard, TrainedModel, load_model, read_card
 from genomix.models import model_class
 from genomix.models.base import Model
-from genomix.reading import Record
 from genomix.scoring import Scorer
-from genomix.sources import RecordSource
 
 FINE_TUNED_OPTIONS = ("composition", "dropout")  # options a fine-tuned model may set; the rest are the backbone's
 DIGEST_CHUNK = 1 << 20  # bytes read at a time to hash a backbone file

@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable, safe_name
-from genomix.formats import output_format
-from genomix.genomes import Genome
+from genomix.io.files import atomic_path, check_writable, safe_name
+from genomix.io.formats import output_format
+from genomix.io.genomes import Genome
+from genomix.io.reading import text_lines
+from genomix.io.writers import output_stream
 from genomix.modelfile import TrainedModel, load_model
-from genomix.reading import text_lines
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.tokens import encode
-from genomix.writers import output_stream
 
 if TYPE_CHECKING:  # only named in annotations here; the functions that call pysam import it
     import pysam
@@ -53,7 +53,7 @@ DNA = re.compile(r"[ACGTN]+")
 LETTERS = re.compile(r"[A-Za-z]+")
 NOT_ACGT = re.compile(r"[^ACGT]")
 QUAL = re.compile(r"\.|[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?|[+-]?(inf|nan)", re.IGNORECASE)
-OUTPUTS = ("tsv", "vcf", "vcf.gz")  # `genomix.formats`; stdout: tsv
+OUTPUTS = ("tsv", "vcf", "vcf.gz")  # `genomix.io.formats`; stdout: tsv
 
 
 @dataclass

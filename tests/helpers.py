@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genomix.reading import Record
+from genomix.io.reading import Record
 from genomix.scoring import predict_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ from safetensors.torch import save_file
 
 from genomix import __version__
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable
+from genomix.io.files import atomic_path, check_writable
+from genomix.io.reading import read_records
 from genomix.modelfile import METADATA_KEY, read_header
-from genomix.reading import read_records
 from genomix.tokens import ALPHABET
 
 HEADER = ["id", "length", "label", "score", *(f"p_{c}" for c in CLASSES)]
@@ -596,10 +596,10 @@ def test_evaluate_plots_follow_the_positive_class_and_the_threshold(monkeypatch,
 
     from genomix.dataset import positive_class
     from genomix.evaluating import evaluate
+    from genomix.io.sources import RecordSource
     from genomix.modelfile import TrainedModel, load_model, save_model
     from genomix.models import create_model
     from genomix.scoring import predict_records
-    from genomix.sources import RecordSource
 
     classes = ["enhancer", "non_enhancer"]
     assert positive_class(classes) == "enhancer"

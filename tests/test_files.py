@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
-from genomix import files
 from genomix.errors import GenomixError
-from genomix.files import atomic_path, check_writable, open_output, safe_name
+from genomix.io import files
+from genomix.io.files import atomic_path, check_writable, open_output, safe_name
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -166,7 +166,8 @@ def test_dev_fd_from_process_substitution_is_written_in_place(tmp_path):
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="no bash")
 def test_bash_process_substitution(tmp_path):
-    script = "import sys\nfrom genomix.files import open_output\nwith open_output(sys.argv[1]) as o: o.write('hi\\n')"
+    script = ("import sys\nfrom genomix.io.files import open_output\n"
+              "with open_output(sys.argv[1]) as o: o.write('hi\\n')")
     bash = f'{shlex.quote(sys.executable)} -c "$0" >(cat > {shlex.quote(str(tmp_path / "got"))}); wait'
     proc = subprocess.run(["bash", "-c", bash, script], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -234,7 +235,7 @@ def test_file_size_limit_is_a_real_os_error(tmp_path):
     script = textwrap.dedent(f"""
         import resource, signal, sys
         from genomix.errors import GenomixError
-        from genomix.files import open_output
+        from genomix.io.files import open_output
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
         try:
@@ -284,7 +285,7 @@ def test_atomic_path_names_the_output_on_os_errors_of_the_writer(tmp_path):
 
 WRITER = """
 import sys, time
-from genomix import files
+from genomix.io import files
 from genomix.errors import Interrupted
 if sys.argv[2] == "named":
     files._O_TMPFILE = 0

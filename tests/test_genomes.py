@@ -12,7 +12,7 @@ import pytest
 from Bio import bgzf
 
 from genomix.errors import GenomixError
-from genomix.genomes import Genome, GenomeSet, read_bed, reverse_complement
+from genomix.io.genomes import Genome, GenomeSet, read_bed, reverse_complement
 
 
 def random_dna(length: int, gc: float, rng: np.random.Generator) -> str:

@@ -23,9 +23,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from genomix.errors import GenomixError
-from genomix.files import open_output
-from genomix.genomes import Genome, read_regions
-from genomix.reading import BOM, Record, read_inputs, read_label_table, read_records
+from genomix.io.files import open_output
+from genomix.io.genomes import Genome, read_regions
+from genomix.io.reading import BOM, Record, read_inputs, read_label_table, read_records
 from genomix.tokens import encode
 
 CHR1 = "ACGTTGCAAC" * 20  # 200 bases

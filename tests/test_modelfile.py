@@ -14,9 +14,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from genomix.errors import GenomixError
+from genomix.io.sources import RecordSource
 from genomix.modelfile import METADATA_KEY, load_model, read_card, read_header, save_model
 from genomix.predicting import predict
-from genomix.sources import RecordSource
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

@@ -12,11 +12,11 @@ from helpers import CLASSES
 from genomix.batching import pad
 from genomix.embedding import embed
 from genomix.errors import GenomixError
+from genomix.io.reading import read_records
+from genomix.io.sources import RecordSource
 from genomix.modelfile import load_model
 from genomix.predicting import Outputs, predict
-from genomix.reading import read_records
 from genomix.scanning import scan
-from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 

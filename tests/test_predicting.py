@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from genomix.errors import GenomixError
+from genomix.io.sources import RecordSource
 from genomix.modelfile import TrainedModel, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
 from genomix.scoring import Scorer, decide
-from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 
@@ -74,7 +74,7 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
 
 
 def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
-    from genomix.reading import Record
+    from genomix.io.reading import Record
     from genomix.scoring import _chunks
 
     records = [Record(f"r{i}", "A" * length) for i, length in enumerate([5, 50, 3, 3, 3, 40, 1])]

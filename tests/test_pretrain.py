@@ -15,6 +15,7 @@ from helpers import BACKBONE
 
 from genomix import loop, training
 from genomix.errors import GenomixError
+from genomix.io.reading import Record, read_inputs
 from genomix.modelfile import load_model, read_card, read_header, save_model
 from genomix.models import create_model
 from genomix.pretraining import (
@@ -25,7 +26,6 @@ from genomix.pretraining import (
     mask_bases,
     neural_models,
 )
-from genomix.reading import Record, read_inputs
 from genomix.tokens import MASK_TOKEN, encode, kmer_codes
 from genomix.training import TrainSettings, fit, initialise_from_backbone
 

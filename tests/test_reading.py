@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from genomix.errors import GenomixError
-from genomix.reading import Record, normalise, read_inputs, read_label_table, read_records, split_input
+from genomix.io.reading import Record, normalise, read_inputs, read_label_table, read_records, split_input
 
 FASTA = b">r1 label=alpha src=x:1-9\nACGTA\nCCGGT\nAA\n>r2 some description\nTTTT\n\n>r3 label=beta\nG\n"
 FASTA_RECORDS = [Record("r1", "ACGTACCGGTAA", "alpha"), Record("r2", "TTTT", None), Record("r3", "G", "beta")]

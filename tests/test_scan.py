@@ -13,10 +13,10 @@ from helpers import CLASSES
 
 from genomix import scanning
 from genomix.errors import GenomixError
-from genomix.genomes import Genome
+from genomix.io.genomes import Genome
+from genomix.io.reading import Record
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
-from genomix.reading import Record
 from genomix.scoring import predict_records
 
 WINDOW = 64

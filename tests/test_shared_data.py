@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
-from genomix.reading import read_inputs
+from genomix.io.reading import read_inputs
 from genomix.scoring import predict_records
 from genomix.training import TrainSettings, fit
 

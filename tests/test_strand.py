@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from genomix.reading import Record
+from genomix.io.reading import Record
 from genomix.scoring import predict_records
 from genomix.strand import STRANDED, is_stranded, strand_signal
 from genomix.tokens import ALPHABET, reverse_complement

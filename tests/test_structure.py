@@ -14,11 +14,11 @@ from helpers import CLASSES, ROOT, TINY, motif_records
 from genomix.batching import pad
 from genomix.errors import GenomixError
 from genomix.evaluating import evaluate
+from genomix.io.sources import RecordSource
 from genomix.modelfile import read_header
 from genomix.models import MODELS, create_model, list_models
 from genomix.predicting import predict
 from genomix.scoring import decide
-from genomix.sources import RecordSource
 from genomix.tokens import encode
 
 
@@ -189,7 +189,7 @@ def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(train
     assert [r[0] for r in rows] == ["a", "trimmed", "b"]
     assert rows[1][1:4] == ["0", "unclassified", "nan"] and rows[0][2] in CLASSES
     records = motif_records(40, seed=3)
-    from genomix.reading import Record
+    from genomix.io.reading import Record
 
     model = fit([*records, Record("empty", "", "motif")], TrainSettings(arch="kmer", device="cpu"))
     assert model.card.training.records + 4 == 40  # the empty one skipped; 10% of the rest for validation
@@ -236,7 +236,7 @@ def _without_type_checking(tree: ast.Module) -> ast.Module:
 
 
 def test_every_command_reads_an_output_suffix_through_one_table():
-    from genomix.formats import format_of, output_format
+    from genomix.io.formats import format_of, output_format
 
     assert [format_of(p) for p in ("a.TSV", "a.b.vcf.gz", "t.bg", "t.BigWig", "a.tsv.gz", "a.gz", "a", "-")] == \
         ["tsv", "vcf.gz", "bedgraph", "bigwig", "tsv.gz", None, None, None]

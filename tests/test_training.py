@@ -13,10 +13,10 @@ import genomix.loop as loop
 from genomix.batching import pad
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
+from genomix.io.reading import Record
 from genomix.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, describe, load_model, read_card, save_model
 from genomix.models import create_model
 from genomix.models.kmer import num_features
-from genomix.reading import Record
 from genomix.scoring import predict_records
 from genomix.tokens import encode, kmer_codes
 from genomix.training import TrainSettings, fit

@@ -15,10 +15,10 @@ from sklearn.metrics import roc_auc_score
 
 from genomix.effects import BASES, substitution_effects
 from genomix.errors import GenomixError
+from genomix.io.reading import Record, read_records
+from genomix.io.sources import RecordSource
 from genomix.modelfile import load_model
-from genomix.reading import Record, read_records
 from genomix.scoring import Scorer, log_odds, predict_records
-from genomix.sources import RecordSource
 from genomix.tokens import encode
 from genomix.training import TrainSettings, train
 from genomix.variants import allele_windows, info_key, score_variants, skip_reason

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from genomix.errors import GenomixError
-from genomix.genomes import GenomeSet, read_regions
-from genomix.reading import LabelTable, Record, read_inputs
+from genomix.io.genomes import GenomeSet, read_regions
+from genomix.io.reading import LabelTable, Record, read_inputs
 
 
 @dataclass(frozen=True)

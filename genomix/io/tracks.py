@@ -13,9 +13,9 @@ from typing import TextIO
 
 import numpy as np
 
-from genomix.files import atomic_path
-from genomix.formats import format_of
-from genomix.writers import output_stream
+from genomix.io.files import atomic_path
+from genomix.io.formats import format_of
+from genomix.io.writers import output_stream
 
 
 class BedGraphTrack:

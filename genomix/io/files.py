@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from genomix.errors import GenomixError, Interrupted
-from genomix.reading import STDIN, split_input
+from genomix.io.reading import STDIN, split_input
 
 STDOUT = "-"
 _UMASK = os.umask(0)

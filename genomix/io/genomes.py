@@ -25,7 +25,7 @@ import pyfaidx
 
 from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.reading import BOM, Record, normalise, split_input, text_lines
+from genomix.io.reading import BOM, Record, normalise, split_input, text_lines
 
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genomix.errors import GenomixError
-from genomix.files import STDOUT
+from genomix.io.files import STDOUT
 
 FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".npz": "npz",
            ".bedgraph": "bedgraph", ".bg": "bedgraph", ".bw": "bigwig", ".bigwig": "bigwig", ".vcf": "vcf"}

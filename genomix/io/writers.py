@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, ClassVar
 
 from genomix.errors import GenomixError
-from genomix.files import open_output, safe_name
-from genomix.formats import is_stdout, output_format
-from genomix.reading import Record
+from genomix.io.files import open_output, safe_name
+from genomix.io.formats import is_stdout, output_format
+from genomix.io.reading import Record
 
 if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of the scoring code
     from genomix.scoring import Prediction
@@ -29,7 +29,7 @@ PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups
 
 @contextmanager
 def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = (), binary: bool = False) -> Iterator[IO]:
-    """stdout for None or '-', else `genomix.files.open_output`: never over one of `inputs`, atomic for a regular
+    """stdout for None or '-', else `genomix.io.files.open_output`: never over one of `inputs`, atomic for a regular
     file (replaced only when the whole command succeeds), direct for a pipe or a device."""
     if is_stdout(path):
         yield sys.stdout.buffer if binary else sys.stdout
@@ -41,7 +41,7 @@ def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = (), bi
 class PredictionWriter:
     """Writes one row per record: the prediction, its called label and that label's probability."""
 
-    format: ClassVar[str]  # its name in `genomix.formats.FORMATS`
+    format: ClassVar[str]  # its name in `genomix.io.formats.FORMATS`
     binary: ClassVar[bool] = False
 
     def __init__(self, out: IO, classes: Sequence[str]) -> None:
