@@ -26,7 +26,6 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from genomix.batching import bucket_batches, pad
 from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.console import console as genomix_console
 from genomix.io.reading import read_inputs
@@ -34,7 +33,8 @@ from genomix.io.sources import RecordSource
 from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
-from genomix.tokens import encode
+from genomix.sequences.batching import bucket_batches, pad
+from genomix.sequences.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]
 GENOME = REPO.parent / "shared/data/genomes/corynebacterium_diphtheriae_NCTC11397.fna.gz"

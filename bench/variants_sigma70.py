@@ -44,7 +44,7 @@ from sklearn.metrics import roc_auc_score
 from genomix.effects import BASES, substitution_effects
 from genomix.modelfile import load_model
 from genomix.scoring import Scorer
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"

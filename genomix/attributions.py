@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from genomix.tokens import encode, one_hot
+from genomix.sequences.tokens import encode, one_hot
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genomix.batching import window_starts
 from genomix.scoring import Scorer, log_odds
-from genomix.tokens import BASE_TOKENS
+from genomix.sequences.batching import window_starts
+from genomix.sequences.tokens import BASE_TOKENS
 
 BASES = "ACGT"
 

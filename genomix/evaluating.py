@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from genomix.calibration import calibrate, expected_calibration_error
-from genomix.dataset import class_index
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
 from genomix.io.reading import Record
@@ -18,6 +17,7 @@ from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.metrics import classification_metrics
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
+from genomix.sequences.dataset import class_index
 
 
 def evaluate(

@@ -6,7 +6,7 @@ temperature) and reports per-base scores in log-odds units, positive where a bas
 - `ism`: in-silico mutagenesis (`genomix.effects`): every base set to each other base, the exact change of the
   log-odds. A base's score is minus the mean of its three substitution effects (the log-odds lost, on average,
   when it is replaced). Exact, and the reference the others are judged against; 3·L forward passes per record.
-- `gradient`: gradient × input on the models' one-hot path (`genomix.tokens.one_hot`): one forward and one
+- `gradient`: gradient × input on the models' one-hot path (`genomix.sequences.tokens.one_hot`): one forward and one
   backward pass. A base's score is its gradient minus the mean of the other three bases' gradients, the
   first-order (Taylor) estimate of the ISM score; gradients off the one-hot simplex carry no meaning, and this
   difference removes them (Majdandzic et al., 2023).
@@ -15,8 +15,8 @@ temperature) and reports per-base scores in log-odds units, positive where a bas
   minus its references' mean (completeness). REFERENCES × IG_STEPS gradient passes per record.
 
 The k-mer embedding and the k-mer composition term are differentiated exactly through the multilinear extension
-of their indicators (`genomix.tokens.kmer_weights`): equal to the token path at one-hot input. An N has no base
-of its own: its score is 0 (ISM still reports its four substitutions).
+of their indicators (`genomix.sequences.tokens.kmer_weights`): equal to the token path at one-hot input. An N has
+no base of its own: its score is 0 (ISM still reports its four substitutions).
 
 Each record also gets a (L, 4) hypothetical-contribution matrix (what each base would contribute at each
 position; its observed-base entry is the score), the input of motif discovery (`genomix.motifs`). For ISM and
@@ -36,7 +36,6 @@ from torch import Tensor
 
 from genomix import motifs
 from genomix.attributions import Explanation
-from genomix.batching import window_starts
 from genomix.calibration import calibrated
 from genomix.console import console
 from genomix.effects import substitution_effects
@@ -50,7 +49,8 @@ from genomix.io.tracks import open_track
 from genomix.io.writers import is_stdout, output_stream
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
-from genomix.tokens import BASE_TOKENS, encode, one_hot
+from genomix.sequences.batching import window_starts
+from genomix.sequences.tokens import BASE_TOKENS, encode, one_hot
 
 METHODS = ("ism", "gradient", "ig")
 MAX_ISM_PASSES = 1_000_000  # window forward passes one ISM request may need before it is refused

@@ -9,14 +9,14 @@ import numpy as np
 import torch
 
 from genomix import distributed
-from genomix.batching import random_crop
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.console import console
-from genomix.dataset import LabelledSet
 from genomix.metrics import classification_metrics
 from genomix.models.base import Model
 from genomix.scoring import Scorer
-from genomix.tokens import reverse_complement
+from genomix.sequences.batching import random_crop
+from genomix.sequences.dataset import LabelledSet
+from genomix.sequences.tokens import reverse_complement
 
 COMPOSITION_WEIGHTS = np.linspace(0, 1, 21)  # blend weights a of the k-mer term tried on validation
 

@@ -24,11 +24,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import Tensor, nn
 
 from genomix import distributed
-from genomix.batching import bucket_batches, bucket_width, pad, padding_fraction, random_crop
 from genomix.console import autocast, console
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path
-from genomix.tokens import reverse_complement
+from genomix.sequences.batching import bucket_batches, bucket_width, pad, padding_fraction, random_crop
+from genomix.sequences.tokens import reverse_complement
 
 WARMUP_FRACTION = 0.05
 CLIP_NORM = 1.0

@@ -28,7 +28,7 @@ from genomix.errors import GenomixError
 from genomix.io.files import atomic_path
 from genomix.models import rebuild
 from genomix.models.base import Model
-from genomix.tokens import ALPHABET
+from genomix.sequences.tokens import ALPHABET
 
 FORMAT = "genomix-model"
 FORMAT_VERSION = 3  # the newest format this genomix reads (3: backbones, and models fine-tuned from one)

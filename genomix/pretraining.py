@@ -34,7 +34,6 @@ import torch
 from torch import Tensor, nn
 
 from genomix import distributed
-from genomix.batching import num_batches, random_crop
 from genomix.console import autocast
 from genomix.errors import GenomixError
 from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
@@ -45,7 +44,8 @@ from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, pad
 from genomix.modelfile import ModelCard, TrainedModel
 from genomix.models import list_models, model_class
 from genomix.models.base import Model, SequenceClassifier
-from genomix.tokens import ALPHABET, BASE_TOKENS, MASK_TOKEN, encode
+from genomix.sequences.batching import num_batches, random_crop
+from genomix.sequences.tokens import ALPHABET, BASE_TOKENS, MASK_TOKEN, encode
 
 BASES = list(ALPHABET[:4])  # the backbone head's "classes": A, C, G, T
 IGNORED = -100  # the target of positions that are not predicted (cross_entropy's ignore_index)

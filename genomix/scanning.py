@@ -27,7 +27,7 @@ from genomix.io.tracks import Track, open_track
 from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
-from genomix.tokens import N_TOKEN, encode
+from genomix.sequences.tokens import N_TOKEN, encode
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genomix.batching import bucket_batches, pad, window_starts
 from genomix.calibration import calibrated
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
@@ -27,7 +26,8 @@ from genomix.io.reading import Record
 from genomix.io.writers import UNCLASSIFIED
 from genomix.modelfile import TrainedModel
 from genomix.models.base import Model
-from genomix.tokens import encode, reverse_complement
+from genomix.sequences.batching import bucket_batches, pad, window_starts
+from genomix.sequences.tokens import encode, reverse_complement
 
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from genomix.batching import random_crop
 from genomix.models import create_model
-from genomix.tokens import reverse_complement
+from genomix.sequences.batching import random_crop
+from genomix.sequences.tokens import reverse_complement
 
 STRANDED = 0.56  # accuracy from which a set counts as stranded (strand-free sets measured ≤ 0.53)
 SAMPLE = 4000  # sequences tested: the score then varies by about ±0.01 between random draws

@@ -19,9 +19,7 @@ import numpy as np
 import torch
 
 from genomix import distributed
-from genomix.batching import num_batches
 from genomix.console import console
-from genomix.dataset import LabelledSet, positive_class
 from genomix.errors import GenomixError
 from genomix.finishing import every_rank, finish, fit_direct, metrics
 from genomix.fitting import DEFAULT_MAX_LEN_CAP as DEFAULT_MAX_LEN_CAP
@@ -35,6 +33,8 @@ from genomix.modelfile import ModelCard, TrainedModel, load_model, read_card
 from genomix.models import model_class
 from genomix.models.base import Model
 from genomix.scoring import Scorer
+from genomix.sequences.batching import num_batches
+from genomix.sequences.dataset import LabelledSet, positive_class
 
 FINE_TUNED_OPTIONS = ("composition", "dropout")  # options a fine-tuned model may set; the rest are the backbone's
 DIGEST_CHUNK = 1 << 20  # bytes read at a time to hash a backbone file

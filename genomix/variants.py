@@ -43,7 +43,7 @@ from genomix.io.reading import text_lines
 from genomix.io.writers import output_stream
 from genomix.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 if TYPE_CHECKING:  # only named in annotations here; the functions that call pysam import it
     import pysam

@@ -10,7 +10,7 @@ from genomix.effects import BASES, substitution_effects, substitution_log_probs
 from genomix.io.reading import Record, read_records
 from genomix.modelfile import load_model
 from genomix.scoring import Scorer, log_odds, predict_records
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_paramixer.gmx"
 

@@ -13,7 +13,7 @@ from helpers import PLANTED
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-import genomix.tokens
+import genomix.sequences.tokens
 from genomix import motifs
 from genomix.effects import BASES
 from genomix.errors import GenomixError
@@ -22,7 +22,7 @@ from genomix.io.reading import Record, read_records
 from genomix.modelfile import load_model
 from genomix.models import create_model, list_models
 from genomix.scoring import Scorer, log_odds, predict_records
-from genomix.tokens import encode, one_hot
+from genomix.sequences.tokens import encode, one_hot
 
 RC = {"A": "T", "C": "G", "G": "C", "T": "A"}
 
@@ -72,7 +72,7 @@ def test_the_one_hot_path_equals_the_token_path(name):
         x = one_hot(tokens).requires_grad_(True)
         with pytest.MonkeyPatch.context() as patch:
             if not lookup:  # the k-mer weights of every k-mer, as between one-hot points
-                patch.setattr(genomix.tokens, "_is_one_hot", lambda bases: False)
+                patch.setattr(genomix.sequences.tokens, "_is_one_hot", lambda bases: False)
             logits = model(x, lengths)
         assert torch.allclose(logits, expected, atol=1e-5)
         logits[:, 1].sum().backward()

@@ -26,7 +26,7 @@ from genomix.errors import GenomixError
 from genomix.io.files import open_output
 from genomix.io.genomes import Genome, read_regions
 from genomix.io.reading import BOM, Record, read_inputs, read_label_table, read_records
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 CHR1 = "ACGTTGCAAC" * 20  # 200 bases
 GENOME = f">chr1 first\n{CHR1[:60]}\n{CHR1[60:120]}\n{CHR1[120:180]}\n{CHR1[180:]}\n>chr2\nGGGGCCCC\n".encode()

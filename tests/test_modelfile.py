@@ -106,7 +106,7 @@ def test_tensors_are_checked_for_shape_dtype_and_finite_values(tmp_path, change,
 
 
 def test_the_positive_class_follows_the_names_where_they_say_which_is_negative():
-    from genomix.dataset import positive_class
+    from genomix.sequences.dataset import positive_class
 
     assert positive_class(["enhancer", "non_enhancer"]) == "enhancer"
     assert positive_class(["background", "promoter"]) == "promoter"

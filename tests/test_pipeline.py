@@ -9,7 +9,6 @@ import pytest
 import torch
 from helpers import CLASSES
 
-from genomix.batching import pad
 from genomix.embedding import embed
 from genomix.errors import GenomixError
 from genomix.io.reading import read_records
@@ -17,7 +16,8 @@ from genomix.io.sources import RecordSource
 from genomix.modelfile import load_model
 from genomix.predicting import Outputs, predict
 from genomix.scanning import scan
-from genomix.tokens import encode
+from genomix.sequences.batching import pad
+from genomix.sequences.tokens import encode
 
 
 def tsv(path) -> list[list[str]]:

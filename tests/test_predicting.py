@@ -10,7 +10,7 @@ from genomix.modelfile import TrainedModel, save_model
 from genomix.models import create_model
 from genomix.predicting import predict
 from genomix.scoring import Scorer, decide
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 
 def test_long_sequence_is_the_mean_of_its_window_log_probabilities():

@@ -26,7 +26,7 @@ from genomix.pretraining import (
     mask_bases,
     neural_models,
 )
-from genomix.tokens import MASK_TOKEN, encode, kmer_codes
+from genomix.sequences.tokens import MASK_TOKEN, encode, kmer_codes
 from genomix.training import TrainSettings, fit, initialise_from_backbone
 
 FINE_TUNE = ["--epochs", "1", "--device", "cpu", "--no-composition"]

@@ -5,8 +5,8 @@ import pytest
 
 from genomix.io.reading import Record
 from genomix.scoring import predict_records
+from genomix.sequences.tokens import ALPHABET, reverse_complement
 from genomix.strand import STRANDED, is_stranded, strand_signal
-from genomix.tokens import ALPHABET, reverse_complement
 from genomix.training import TrainSettings, fit
 
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 from helpers import CLASSES, ROOT, TINY, motif_records
 
-from genomix.batching import pad
 from genomix.errors import GenomixError
 from genomix.evaluating import evaluate
 from genomix.io.sources import RecordSource
@@ -19,7 +18,8 @@ from genomix.modelfile import read_header
 from genomix.models import MODELS, create_model, list_models
 from genomix.predicting import predict
 from genomix.scoring import decide
-from genomix.tokens import encode
+from genomix.sequences.batching import pad
+from genomix.sequences.tokens import encode
 
 
 @pytest.mark.parametrize(("arguments", "message"), [

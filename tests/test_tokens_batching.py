@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from genomix.batching import (
+from genomix.sequences.batching import (
     BUCKET_POOL,
     bucket_batches,
     num_batches,
@@ -17,7 +17,7 @@ from genomix.batching import (
     random_crop,
     window_starts,
 )
-from genomix.tokens import ALPHABET, PAD, VOCAB_SIZE, encode, reverse_complement
+from genomix.sequences.tokens import ALPHABET, PAD, VOCAB_SIZE, encode, reverse_complement
 
 # --- tokens --------------------------------------------------------------------------------------------
 
@@ -193,7 +193,7 @@ def test_random_crop_keeps_short_sequences_whole():
 
 
 def test_bucket_widths_are_few_and_cover_every_batch():
-    from genomix.batching import bucket_width
+    from genomix.sequences.batching import bucket_width
 
     widths = {bucket_width(n, 4096) for n in range(1, 4097)}
     assert widths == {64, 128, 256, 512, 1024, 2048, 4096}

@@ -10,7 +10,6 @@ from helpers import accuracy, motif_records
 from safetensors.torch import save_file
 
 import genomix.loop as loop
-from genomix.batching import pad
 from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
@@ -18,7 +17,8 @@ from genomix.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, describe, l
 from genomix.models import create_model
 from genomix.models.kmer import num_features
 from genomix.scoring import predict_records
-from genomix.tokens import encode, kmer_codes
+from genomix.sequences.batching import pad
+from genomix.sequences.tokens import encode, kmer_codes
 from genomix.training import TrainSettings, fit
 
 TINY = dict(batch_size=16, device="cpu", options=dict(dim=16, hidden=32, layers=1))

@@ -19,7 +19,7 @@ from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
 from genomix.modelfile import load_model
 from genomix.scoring import Scorer, log_odds, predict_records
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 from genomix.training import TrainSettings, train
 from genomix.variants import allele_windows, info_key, score_variants, skip_reason
 

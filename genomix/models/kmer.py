@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genomix.batching import pad
 from genomix.models.base import Model, ModelOptions, at_least
 from genomix.models.registry import register
-from genomix.tokens import kmer_codes, kmer_counts, padding_mask
+from genomix.sequences.batching import pad
+from genomix.sequences.tokens import kmer_codes, kmer_counts, padding_mask
 
 REGULARISATION = (0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 1.0)  # inverse strengths C tried on validation
 LONGEST_K = (4, 5, 6)  # the longest k tried on validation (up to the model's k_max)

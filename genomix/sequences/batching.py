@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genomix.tokens import PAD
+from genomix.sequences.tokens import PAD
 
 BUCKET_POOL = 50  # batches sorted together: enough to group lengths, few enough to keep batches random
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
-from genomix.tokens import encode
+from genomix.sequences.tokens import encode
 
 
 def class_index(record_id: str, label: str | None, index: dict[str, int], what: str) -> int:
