@@ -29,8 +29,8 @@ from genomix.console import console, reuse_large_allocations
 from genomix.evaluating import evaluate
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
-from genomix.modelfile import save_model
 from genomix.models import DEFAULT_MODEL
+from genomix.models.modelfile import save_model
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version

@@ -27,7 +27,7 @@ from genomix import motifs
 from genomix.console import console as genomix_console
 from genomix.explaining import attribute
 from genomix.io.reading import read_inputs
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 
 from provenance import code_version
 

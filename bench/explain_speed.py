@@ -23,8 +23,8 @@ import torch
 from genomix.console import console as genomix_console
 from genomix.explaining import attribute
 from genomix.io.reading import Record
-from genomix.modelfile import TrainedModel, load_model
 from genomix.models import DEFAULT_MODEL, create_model
+from genomix.models.modelfile import TrainedModel, load_model
 
 from provenance import code_version
 

@@ -38,7 +38,7 @@ from genomix.evaluating import evaluate
 from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
-from genomix.modelfile import save_model
+from genomix.models.modelfile import save_model
 from genomix.training import TrainSettings, fit
 
 from provenance import code_version

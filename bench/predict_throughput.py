@@ -30,8 +30,8 @@ from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.console import console as genomix_console
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
-from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
+from genomix.models.modelfile import TrainedModel, load_model, save_model
 from genomix.predicting import predict
 from genomix.sequences.batching import bucket_batches, pad
 from genomix.sequences.tokens import encode

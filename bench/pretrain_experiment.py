@@ -30,7 +30,7 @@ from genomix.evaluating import evaluate
 from genomix.io.genomes import GenomeSet, reverse_complement
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
-from genomix.modelfile import ModelCard, TrainedModel, save_model
+from genomix.models.modelfile import ModelCard, TrainedModel, save_model
 from genomix.pretraining import BASES, PretrainSettings, fit_backbone, open_genomes
 from genomix.training import TrainSettings, fit
 

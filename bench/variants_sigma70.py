@@ -42,7 +42,7 @@ from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
 from genomix.effects import BASES, substitution_effects
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 from genomix.scoring import Scorer
 from genomix.sequences.tokens import encode
 

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from genomix.console import reuse_large_allocations, use_threads
-from genomix.modelfile import TrainedModel, save_model
 from genomix.models import DEFAULT_MODEL, create_model
+from genomix.models.modelfile import TrainedModel, save_model
 from genomix.variants import score_variants
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,8 +34,8 @@ from genomix.fitting import DEFAULT_MAX_LEN_CAP, MIN_LEN
 from genomix.io.files import exit_on_sigterm
 from genomix.io.sources import RecordSource
 from genomix.metrics import report_table
-from genomix.modelfile import describe, read_card, read_header
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
+from genomix.models.modelfile import describe, read_card, read_header
 from genomix.pretraining import PretrainSettings
 from genomix.scoring import BATCH_SIZE
 from genomix.training import TrainSettings

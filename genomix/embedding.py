@@ -16,7 +16,7 @@ from genomix.io.files import atomic_path, check_writable
 from genomix.io.formats import output_format
 from genomix.io.sources import RecordSource
 from genomix.io.writers import ParquetRows, output_stream
-from genomix.modelfile import KINDS, load_model
+from genomix.models.modelfile import KINDS, load_model
 from genomix.scoring import BATCH_SIZE, embeddings
 
 FORMATS = ("parquet", "npy")  # `genomix.io.formats`; a file either way (binary: not stdout)

@@ -15,7 +15,7 @@ from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.metrics import classification_metrics
-from genomix.modelfile import TrainedModel, load_model
+from genomix.models.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.sequences.dataset import class_index
 

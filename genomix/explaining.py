@@ -47,7 +47,7 @@ from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.tracks import open_track
 from genomix.io.writers import is_stdout, output_stream
-from genomix.modelfile import TrainedModel, load_model
+from genomix.models.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.sequences.batching import window_starts
 from genomix.sequences.tokens import BASE_TOKENS, encode, one_hot

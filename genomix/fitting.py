@@ -29,9 +29,9 @@ from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.loop import Checkpoint, LoopSettings, Objective, TrainState, train_loop
-from genomix.modelfile import ModelCard, TrainedModel, TrainingRecord, save_model
 from genomix.models import DEFAULT_MODEL, create_model, parse_options
 from genomix.models.base import Model
+from genomix.models.modelfile import ModelCard, TrainedModel, TrainingRecord, save_model
 from genomix.strand import is_stranded, strand_signal
 
 DEFAULT_MAX_LEN_CAP = 16384  # default max_len: the longest training sequence, at most this

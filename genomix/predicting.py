@@ -18,7 +18,7 @@ from genomix.io.files import check_writable
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
 from genomix.io.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
-from genomix.modelfile import TrainedModel, load_model
+from genomix.models.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
 
 

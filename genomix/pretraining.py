@@ -17,7 +17,7 @@ composition term is not part of a backbone: it has no classes to regress on.
 
 The fit is `genomix.fitting.fit_task` and its loop `genomix.loop.train_loop`, as for classification
 (`Pretraining` plugs in): checkpoints and `--resume`, DDP under torchrun, bf16 on CUDA, the best epoch
-(validation masked loss) kept. The backbone is a model file (`genomix.modelfile`, kind "backbone") whose
+(validation masked loss) kept. The backbone is a model file (`genomix.models.modelfile`, kind "backbone") whose
 head predicts the four bases.
 """
 
@@ -41,9 +41,9 @@ from genomix.io.genomes import Genome, GenomeSet
 from genomix.io.reading import Record, split_input
 from genomix.io.sources import RecordSource
 from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
-from genomix.modelfile import ModelCard, TrainedModel
 from genomix.models import list_models, model_class
 from genomix.models.base import Model, SequenceClassifier
+from genomix.models.modelfile import ModelCard, TrainedModel
 from genomix.sequences.batching import num_batches, random_crop
 from genomix.sequences.tokens import ALPHABET, BASE_TOKENS, MASK_TOKEN, encode
 

@@ -25,7 +25,7 @@ from genomix.io.files import check_writable, safe_name
 from genomix.io.genomes import MAX_N_FRACTION, Genome
 from genomix.io.tracks import Track, open_track
 from genomix.io.writers import Report, is_stdout, output_stream
-from genomix.modelfile import TrainedModel, load_model
+from genomix.models.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.sequences.tokens import N_TOKEN, encode
 

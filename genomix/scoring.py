@@ -24,8 +24,8 @@ from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
 from genomix.io.writers import UNCLASSIFIED
-from genomix.modelfile import TrainedModel
 from genomix.models.base import Model
+from genomix.models.modelfile import TrainedModel
 from genomix.sequences.batching import bucket_batches, pad, window_starts
 from genomix.sequences.tokens import encode, reverse_complement
 

@@ -29,9 +29,9 @@ from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
 from genomix.metrics import report_table
-from genomix.modelfile import ModelCard, TrainedModel, load_model, read_card
 from genomix.models import model_class
 from genomix.models.base import Model
+from genomix.models.modelfile import ModelCard, TrainedModel, load_model, read_card
 from genomix.scoring import Scorer
 from genomix.sequences.batching import num_batches
 from genomix.sequences.dataset import LabelledSet, positive_class

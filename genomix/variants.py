@@ -41,7 +41,7 @@ from genomix.io.formats import output_format
 from genomix.io.genomes import Genome
 from genomix.io.reading import text_lines
 from genomix.io.writers import output_stream
-from genomix.modelfile import TrainedModel, load_model
+from genomix.models.modelfile import TrainedModel, load_model
 from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.sequences.tokens import encode
 

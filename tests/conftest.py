@@ -27,7 +27,7 @@ from helpers import (
 from typer.testing import CliRunner
 
 from genomix.cli import app, main
-from genomix.modelfile import TrainedModel
+from genomix.models.modelfile import TrainedModel
 from genomix.training import TrainSettings, fit
 
 

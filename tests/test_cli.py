@@ -19,7 +19,7 @@ from genomix import __version__
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path, check_writable
 from genomix.io.reading import read_records
-from genomix.modelfile import METADATA_KEY, read_header
+from genomix.models.modelfile import METADATA_KEY, read_header
 from genomix.sequences.tokens import ALPHABET
 
 HEADER = ["id", "length", "label", "score", *(f"p_{c}" for c in CLASSES)]
@@ -596,8 +596,8 @@ def test_evaluate_plots_follow_the_positive_class_and_the_threshold(monkeypatch,
 
     from genomix.evaluating import evaluate
     from genomix.io.sources import RecordSource
-    from genomix.modelfile import TrainedModel, load_model, save_model
     from genomix.models import create_model
+    from genomix.models.modelfile import TrainedModel, load_model, save_model
     from genomix.scoring import predict_records
     from genomix.sequences.dataset import positive_class
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from helpers import accuracy, motif_records
 
 from genomix import distributed
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 
 # The settings of the `motif_paramixer` fixture, the single-process run compared with.
 OPTIONS = ["--dim", "32", "--hidden", "32", "--layers", "1", "--batch-size", "16", "--epochs", "20", "--lr", "3e-3",

@@ -8,7 +8,7 @@ import numpy as np
 
 from genomix.effects import BASES, substitution_effects, substitution_log_probs
 from genomix.io.reading import Record, read_records
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sequences.tokens import encode
 

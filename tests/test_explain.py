@@ -19,8 +19,8 @@ from genomix.effects import BASES
 from genomix.errors import GenomixError
 from genomix.explaining import BaseGradients, attribute, read_npz
 from genomix.io.reading import Record, read_records
-from genomix.modelfile import load_model
 from genomix.models import create_model, list_models
+from genomix.models.modelfile import load_model
 from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sequences.tokens import encode, one_hot
 

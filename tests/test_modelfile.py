@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from genomix.errors import GenomixError
 from genomix.io.sources import RecordSource
-from genomix.modelfile import METADATA_KEY, load_model, read_card, read_header, save_model
+from genomix.models.modelfile import METADATA_KEY, load_model, read_card, read_header, save_model
 from genomix.predicting import predict
 
 FIXTURES = ROOT / "tests" / "fixtures"

@@ -13,7 +13,7 @@ from genomix.embedding import embed
 from genomix.errors import GenomixError
 from genomix.io.reading import read_records
 from genomix.io.sources import RecordSource
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 from genomix.predicting import Outputs, predict
 from genomix.scanning import scan
 from genomix.sequences.batching import pad

@@ -6,8 +6,8 @@ import torch
 
 from genomix.errors import GenomixError
 from genomix.io.sources import RecordSource
-from genomix.modelfile import TrainedModel, save_model
 from genomix.models import create_model
+from genomix.models.modelfile import TrainedModel, save_model
 from genomix.predicting import predict
 from genomix.scoring import Scorer, decide
 from genomix.sequences.tokens import encode

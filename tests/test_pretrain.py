@@ -16,8 +16,8 @@ from helpers import BACKBONE
 from genomix import loop, training
 from genomix.errors import GenomixError
 from genomix.io.reading import Record, read_inputs
-from genomix.modelfile import load_model, read_card, read_header, save_model
 from genomix.models import create_model
+from genomix.models.modelfile import load_model, read_card, read_header, save_model
 from genomix.pretraining import (
     IGNORED,
     MaskedBaseModel,

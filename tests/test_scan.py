@@ -15,8 +15,8 @@ from genomix import scanning
 from genomix.errors import GenomixError
 from genomix.io.genomes import Genome
 from genomix.io.reading import Record
-from genomix.modelfile import TrainedModel, load_model, save_model
 from genomix.models import create_model
+from genomix.models.modelfile import TrainedModel, load_model, save_model
 from genomix.scoring import predict_records
 
 WINDOW = 64

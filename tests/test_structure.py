@@ -14,8 +14,8 @@ from helpers import CLASSES, ROOT, TINY, motif_records
 from genomix.errors import GenomixError
 from genomix.evaluating import evaluate
 from genomix.io.sources import RecordSource
-from genomix.modelfile import read_header
 from genomix.models import MODELS, create_model, list_models
+from genomix.models.modelfile import read_header
 from genomix.predicting import predict
 from genomix.scoring import decide
 from genomix.sequences.batching import pad
@@ -140,9 +140,9 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     Training, the model file, loading and scoring then work with no other change."""
     from dataclasses import dataclass
 
-    from genomix.modelfile import load_model, save_model
     from genomix.models import register
     from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
+    from genomix.models.modelfile import load_model, save_model
     from genomix.scoring import predict_records
     from genomix.training import TrainSettings, fit
 

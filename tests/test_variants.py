@@ -17,7 +17,7 @@ from genomix.effects import BASES, substitution_effects
 from genomix.errors import GenomixError
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
-from genomix.modelfile import load_model
+from genomix.models.modelfile import load_model
 from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sequences.tokens import encode
 from genomix.training import TrainSettings, train
