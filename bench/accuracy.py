@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genomix.applying.evaluating import evaluate
 from genomix.console import console, reuse_large_allocations
-from genomix.evaluating import evaluate
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
 from genomix.models import DEFAULT_MODEL

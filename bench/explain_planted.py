@@ -17,8 +17,8 @@ from scipy.stats import spearmanr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import test_explain  # noqa: E402  (the generator, the model's settings and the AUROC, as the tests use them)
 
+from genomix.applying.explaining import attribute  # noqa: E402
 from genomix.console import console  # noqa: E402
-from genomix.explaining import attribute  # noqa: E402
 
 RECORDS = {"ism": 100, "gradient": 300, "ig": 30}
 

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from genomix import motifs
+from genomix.applying import motifs
+from genomix.applying.explaining import attribute
 from genomix.console import console as genomix_console
-from genomix.explaining import attribute
 from genomix.io.reading import read_inputs
 from genomix.models.modelfile import load_model
 

@@ -20,8 +20,8 @@ import time
 import numpy as np
 import torch
 
+from genomix.applying.explaining import attribute
 from genomix.console import console as genomix_console
-from genomix.explaining import attribute
 from genomix.io.reading import Record
 from genomix.models import DEFAULT_MODEL, create_model
 from genomix.models.modelfile import TrainedModel, load_model

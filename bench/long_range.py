@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genomix.applying.evaluating import evaluate
 from genomix.console import console, resolve_device, reuse_large_allocations
-from genomix.evaluating import evaluate
 from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource

@@ -26,13 +26,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from genomix.applying.predicting import predict
 from genomix.console import autocast, resolve_device, reuse_large_allocations
 from genomix.console import console as genomix_console
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, load_model, save_model
-from genomix.predicting import predict
 from genomix.sequences.batching import bucket_batches, pad
 from genomix.sequences.tokens import encode
 

@@ -25,8 +25,8 @@ import torch
 from long_range import GENOMES, decompress_genomes, species_specs
 
 from genomix import loop
+from genomix.applying.evaluating import evaluate
 from genomix.console import console, reuse_large_allocations
-from genomix.evaluating import evaluate
 from genomix.io.genomes import GenomeSet, reverse_complement
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource

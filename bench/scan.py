@@ -33,9 +33,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from genomix.applying.scanning import BLOCK_BASES, scan
 from genomix.console import reuse_large_allocations
 from genomix.io.genomes import Genome
-from genomix.scanning import BLOCK_BASES, scan
 
 REPO = Path(__file__).resolve().parents[1]
 GENOME = REPO.parent / "shared/data/genomes/corynebacterium_diphtheriae_NCTC11397.fna.gz"

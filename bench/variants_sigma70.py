@@ -13,7 +13,7 @@ than substitutions elsewhere in the same promoters? `genomix variants` on the K-
    The model was trained on promoters in their own orientation and reads one strand, so a promoter on the
    reverse strand of the genome is read the wrong way round by default: run A (all promoters, --rc: both
    strands averaged), run B (forward-strand promoters only, the model's own strand). Control C: the same
-   substitutions scored in the promoter's own 81-base window (`genomix.effects.substitution_effects`, the
+   substitutions scored in the promoter's own 81-base window (`genomix.applying.effects.substitution_effects`, the
    core of `explain --method ism`), where only the substituted base differs between the groups.
 
 Figures: promoters found, boxes found, per run and group (box; the box substitutions of a base that matches
@@ -41,9 +41,9 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 from sklearn.metrics import roc_auc_score
 
-from genomix.effects import BASES, substitution_effects
+from genomix.applying.effects import BASES, substitution_effects
+from genomix.applying.scoring import Scorer
 from genomix.models.modelfile import load_model
-from genomix.scoring import Scorer
 from genomix.sequences.tokens import encode
 
 REPO = Path(__file__).resolve().parents[1]

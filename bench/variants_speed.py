@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genomix.applying.variants import score_variants
 from genomix.console import reuse_large_allocations, use_threads
 from genomix.models import DEFAULT_MODEL, create_model
 from genomix.models.modelfile import TrainedModel, save_model
-from genomix.variants import score_variants
 
 REPO = Path(__file__).resolve().parents[1]
 GENOME = REPO.parent / "shared/data/genomes/escherichia_coli_K12_W3110.fna.gz"

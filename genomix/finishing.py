@@ -9,11 +9,11 @@ import numpy as np
 import torch
 
 from genomix import distributed
-from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from genomix.applying.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from genomix.applying.metrics import classification_metrics
+from genomix.applying.scoring import Scorer
 from genomix.console import console
-from genomix.metrics import classification_metrics
 from genomix.models.base import Model
-from genomix.scoring import Scorer
 from genomix.sequences.batching import random_crop
 from genomix.sequences.dataset import LabelledSet
 from genomix.sequences.tokens import reverse_complement

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from genomix import distributed
+from genomix.applying.metrics import report_table
+from genomix.applying.scoring import Scorer
 from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.finishing import every_rank, finish, fit_direct, metrics
@@ -28,11 +30,9 @@ from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
-from genomix.metrics import report_table
 from genomix.models import model_class
 from genomix.models.base import Model
 from genomix.models.modelfile import ModelCard, TrainedModel, load_model, read_card
-from genomix.scoring import Scorer
 from genomix.sequences.batching import num_batches
 from genomix.sequences.dataset import LabelledSet, positive_class
 

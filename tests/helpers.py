@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from genomix.applying.scoring import predict_records
 from genomix.io.reading import Record
-from genomix.scoring import predict_records
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "data_samples"

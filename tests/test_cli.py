@@ -452,7 +452,7 @@ def stub(monkeypatch, target: str, returns: object = None) -> list[tuple]:
 
 
 def _summary():
-    from genomix.variants import VariantSummary
+    from genomix.applying.variants import VariantSummary
 
     return VariantSummary()
 
@@ -467,9 +467,9 @@ DEPRECATED = {  # case: (command line, library function, what it must receive, t
                  ["--model is deprecated in pretrain; use --arch",
                   "--window is deprecated in pretrain; use --genome-window"]),
     "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa", "--window", "32"],
-                 "genomix.variants.score_variants", lambda args, kwargs: kwargs["allele_window"] == 32,
+                 "genomix.applying.variants.score_variants", lambda args, kwargs: kwargs["allele_window"] == 32,
                  ["--window is deprecated in variants; use --allele-window"]),
-    "scan": (["scan", "m.gmx", "g.fa"], "genomix.scanning.scan", lambda args, kwargs: args[1] == "g.fa",
+    "scan": (["scan", "m.gmx", "g.fa"], "genomix.applying.scanning.scan", lambda args, kwargs: args[1] == "g.fa",
              ["the GENOME argument is deprecated in scan; use --reference GENOME"]),
 }
 
@@ -489,7 +489,7 @@ def test_new_spellings_give_no_notice(invoke, monkeypatch):
     result = invoke("train", "x.fa", "-o", "m.gmx", "--arch", "transformer", "--genome-window", "64")
     assert result.exit_code == 0 and result.stderr == ""
     assert (calls[0][0][2].arch, calls[0][0][2].genome_window) == ("transformer", 64)
-    calls = stub(monkeypatch, "genomix.scanning.scan")
+    calls = stub(monkeypatch, "genomix.applying.scanning.scan")
     assert invoke("scan", "m.gmx", "--reference", "g.fa").stderr == "" and calls[0][0][1] == "g.fa"
 
 
@@ -525,12 +525,13 @@ def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, genomix_
 THREADED = {  # every command that takes --threads: its command line and its library function
     "train": (["train", "x.fa", "-o", "m.gmx"], "genomix.training.train"),
     "pretrain": (["pretrain", "x.fa", "-o", "b.gmx"], "genomix.pretraining.pretrain"),
-    "predict": (["predict", "m.gmx", "x.fa"], "genomix.predicting.predict"),
-    "embed": (["embed", "m.gmx", "x.fa", "-o", "e.npy"], "genomix.embedding.embed"),
-    "evaluate": (["evaluate", "m.gmx", "x.fa"], "genomix.evaluating.evaluate"),
-    "scan": (["scan", "m.gmx", "--reference", "g.fa"], "genomix.scanning.scan"),
-    "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa"], "genomix.variants.score_variants"),
-    "explain": (["explain", "m.gmx", "x.fa"], "genomix.explaining.explain"),
+    "predict": (["predict", "m.gmx", "x.fa"], "genomix.applying.predicting.predict"),
+    "embed": (["embed", "m.gmx", "x.fa", "-o", "e.npy"], "genomix.applying.embedding.embed"),
+    "evaluate": (["evaluate", "m.gmx", "x.fa"], "genomix.applying.evaluating.evaluate"),
+    "scan": (["scan", "m.gmx", "--reference", "g.fa"], "genomix.applying.scanning.scan"),
+    "variants": (["variants", "m.gmx", "--vcf", "c.vcf", "--reference", "g.fa"],
+                 "genomix.applying.variants.score_variants"),
+    "explain": (["explain", "m.gmx", "x.fa"], "genomix.applying.explaining.explain"),
 }
 
 
@@ -575,7 +576,7 @@ def test_evaluate_report_is_the_report_predict_writes(invoke, trained_model, tes
 
 
 def test_explain_ig_follows_seed(invoke, trained_model, test_records, tmp_path):
-    from genomix.explaining import read_npz
+    from genomix.applying.explaining import read_npz
 
     (tmp_path / "few.fa").write_text("".join(f">{r.id}\n{r.seq[:60]}\n" for r in test_records[:2]))
     scores = {}
@@ -594,11 +595,11 @@ def test_evaluate_plots_follow_the_positive_class_and_the_threshold(monkeypatch,
     that class, and the confusion matrix is of the calls the metrics count at --threshold, not the argmax."""
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    from genomix.evaluating import evaluate
+    from genomix.applying.evaluating import evaluate
+    from genomix.applying.scoring import predict_records
     from genomix.io.sources import RecordSource
     from genomix.models import create_model
     from genomix.models.modelfile import TrainedModel, load_model, save_model
-    from genomix.scoring import predict_records
     from genomix.sequences.dataset import positive_class
 
     classes = ["enhancer", "non_enhancer"]

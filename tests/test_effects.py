@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genomix.effects import BASES, substitution_effects, substitution_log_probs
+from genomix.applying.effects import BASES, substitution_effects, substitution_log_probs
+from genomix.applying.scoring import Scorer, log_odds, predict_records
 from genomix.io.reading import Record, read_records
 from genomix.models.modelfile import load_model
-from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sequences.tokens import encode
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_paramixer.gmx"

@@ -14,14 +14,14 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 import genomix.sequences.tokens
-from genomix import motifs
-from genomix.effects import BASES
+from genomix.applying import motifs
+from genomix.applying.effects import BASES
+from genomix.applying.explaining import BaseGradients, attribute, read_npz
+from genomix.applying.scoring import Scorer, log_odds, predict_records
 from genomix.errors import GenomixError
-from genomix.explaining import BaseGradients, attribute, read_npz
 from genomix.io.reading import Record, read_records
 from genomix.models import create_model, list_models
 from genomix.models.modelfile import load_model
-from genomix.scoring import Scorer, log_odds, predict_records
 from genomix.sequences.tokens import encode, one_hot
 
 RC = {"A": "T", "C": "G", "G": "C", "T": "A"}

@@ -13,10 +13,10 @@ from helpers import ROOT, TEST_FA
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from genomix.applying.predicting import predict
 from genomix.errors import GenomixError
 from genomix.io.sources import RecordSource
 from genomix.models.modelfile import METADATA_KEY, load_model, read_card, read_header, save_model
-from genomix.predicting import predict
 
 FIXTURES = ROOT / "tests" / "fixtures"
 

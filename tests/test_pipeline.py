@@ -9,13 +9,13 @@ import pytest
 import torch
 from helpers import CLASSES
 
-from genomix.embedding import embed
+from genomix.applying.embedding import embed
+from genomix.applying.predicting import Outputs, predict
+from genomix.applying.scanning import scan
 from genomix.errors import GenomixError
 from genomix.io.reading import read_records
 from genomix.io.sources import RecordSource
 from genomix.models.modelfile import load_model
-from genomix.predicting import Outputs, predict
-from genomix.scanning import scan
 from genomix.sequences.batching import pad
 from genomix.sequences.tokens import encode
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from genomix.applying.predicting import predict
+from genomix.applying.scoring import Scorer, decide
 from genomix.errors import GenomixError
 from genomix.io.sources import RecordSource
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, save_model
-from genomix.predicting import predict
-from genomix.scoring import Scorer, decide
 from genomix.sequences.tokens import encode
 
 
@@ -60,7 +60,7 @@ def test_predict_threshold_calls_positive_exactly_at_or_above_it(binary_model, t
 
 
 def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
-    from genomix.evaluating import evaluate
+    from genomix.applying.evaluating import evaluate
 
     fasta = tmp_path / "y.fa"
     rng = np.random.default_rng(3)
@@ -74,8 +74,8 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
 
 
 def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
+    from genomix.applying.scoring import _chunks
     from genomix.io.reading import Record
-    from genomix.scoring import _chunks
 
     records = [Record(f"r{i}", "A" * length) for i, length in enumerate([5, 50, 3, 3, 3, 40, 1])]
     chunks = list(_chunks(records, max_bases=10))

@@ -11,13 +11,13 @@ import pytest
 import torch
 from helpers import CLASSES
 
-from genomix import scanning
+from genomix.applying import scanning
+from genomix.applying.scoring import predict_records
 from genomix.errors import GenomixError
 from genomix.io.genomes import Genome
 from genomix.io.reading import Record
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, load_model, save_model
-from genomix.scoring import predict_records
 
 WINDOW = 64
 N_RUN = (400, 600)  # chrA[400:600] is all N: the windows inside it are skipped

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import matthews_corrcoef
 
+from genomix.applying.scoring import predict_records
 from genomix.io.reading import read_inputs
-from genomix.scoring import predict_records
 from genomix.training import TrainSettings, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

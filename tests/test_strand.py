@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from genomix.applying.scoring import predict_records
 from genomix.io.reading import Record
-from genomix.scoring import predict_records
 from genomix.sequences.tokens import ALPHABET, reverse_complement
 from genomix.strand import STRANDED, is_stranded, strand_signal
 from genomix.training import TrainSettings, fit

@@ -11,13 +11,13 @@ import pytest
 import torch
 from helpers import CLASSES, ROOT, TINY, motif_records
 
+from genomix.applying.evaluating import evaluate
+from genomix.applying.predicting import predict
+from genomix.applying.scoring import decide
 from genomix.errors import GenomixError
-from genomix.evaluating import evaluate
 from genomix.io.sources import RecordSource
 from genomix.models import MODELS, create_model, list_models
 from genomix.models.modelfile import read_header
-from genomix.predicting import predict
-from genomix.scoring import decide
 from genomix.sequences.batching import pad
 from genomix.sequences.tokens import encode
 
@@ -140,10 +140,10 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     Training, the model file, loading and scoring then work with no other change."""
     from dataclasses import dataclass
 
+    from genomix.applying.scoring import predict_records
     from genomix.models import register
     from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
     from genomix.models.modelfile import load_model, save_model
-    from genomix.scoring import predict_records
     from genomix.training import TrainSettings, fit
 
     @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from helpers import accuracy, motif_records
 from safetensors.torch import save_file
 
 import genomix.loop as loop
-from genomix.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from genomix.applying.calibration import apply_temperature, expected_calibration_error, fit_temperature
+from genomix.applying.scoring import predict_records
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
 from genomix.models import create_model
 from genomix.models.kmer import num_features
 from genomix.models.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, describe, load_model, read_card, save_model
-from genomix.scoring import predict_records
 from genomix.sequences.batching import pad
 from genomix.sequences.tokens import encode, kmer_codes
 from genomix.training import TrainSettings, fit

@@ -21,7 +21,7 @@ from genomix.io.formats import is_stdout, output_format
 from genomix.io.reading import Record
 
 if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of the scoring code
-    from genomix.scoring import Prediction
+    from genomix.applying.scoring import Prediction
 
 UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read, or below --min-score)
 PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups

@@ -3,7 +3,7 @@
 Every model maps (tokens (B, N), lengths (B,)) to class logits and gives a sequence the same logits
 whatever it is batched with, so models are interchangeable in training, scoring and evaluation. In place
 of token ids a model also takes base weights (B, N, 4) (`genomix.sequences.tokens.one_hot`): its differentiable input,
-which gives the same logits at one-hot input (`genomix.explaining` takes gradients through it). A model
+which gives the same logits at one-hot input (`genomix.applying.explaining` takes gradients through it). A model
 owns its options (a dataclass with defaults and checks) and the upgrades that rebuild older model files.
 """
 
@@ -213,8 +213,8 @@ class SequenceClassifier(Model):
 
     def _embed_bases(self, bases: Tensor) -> Tensor:
         """The token and k-mer embeddings of base weights (`genomix.sequences.tokens.one_hot`): equal to those of the
-        token ids at one-hot input, and differentiable, so that `genomix.explaining` can take gradients. A base's
-        embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
+        token ids at one-hot input, and differentiable, so that `genomix.applying.explaining` can take gradients. A
+        base's embedding is its weights times the rows of A, C, G and T, plus the N row times what the weights leave
         (a zero row is an N); a k-mer's is the product of its bases' weights times its row (`kmer_embedding`)."""
         table = self.token_embed.weight
         x = bases @ table[BASE_TOKENS[0] : N_TOKEN] + (1 - bases.sum(-1, keepdim=True)) * table[N_TOKEN]

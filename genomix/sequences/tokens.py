@@ -2,7 +2,7 @@
 
 Sequences reaching this module are already normalised by the reader (upper-case A, C, G, T, N only),
 so encoding is one vectorised table look-up per sequence, not a Python loop per base. Models read
-batches of these ids as tensors, and turn them into k-mer codes here; `genomix.explaining` differentiates
+batches of these ids as tensors, and turn them into k-mer codes here; `genomix.applying.explaining` differentiates
 models through base weights instead (`one_hot`, `kmer_weights`), which give the same results at one-hot input.
 """
 

@@ -25,7 +25,7 @@ def write_plots(y: np.ndarray, probs: np.ndarray, calls: np.ndarray, classes: Se
                 folder: str | Path) -> list[Path]:
     """Write roc.png, pr.png and confusion.png into `folder` (created if needed); return their paths. The curves
     are of the `positive` class (see `curve_classes`), and the confusion matrix is of the `calls` the metrics
-    count (`genomix.scoring.decide`, with the threshold)."""
+    count (`genomix.applying.scoring.decide`, with the threshold)."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)

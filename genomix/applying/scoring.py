@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genomix.calibration import calibrated
+from genomix.applying.calibration import calibrated
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.reading import Record

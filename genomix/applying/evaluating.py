@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from genomix.calibration import calibrate, expected_calibration_error
+from genomix.applying.calibration import calibrate, expected_calibration_error
+from genomix.applying.metrics import classification_metrics
+from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.writers import Report, is_stdout, output_stream
-from genomix.metrics import classification_metrics
 from genomix.models.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.sequences.dataset import class_index
 
 
@@ -55,7 +55,7 @@ def evaluate(
     result["ece_uncalibrated"] = expected_calibration_error(y, np.exp(raw_scores))
     result["ece"] = expected_calibration_error(y, probs)
     if plots is not None:
-        from genomix.plots import write_plots  # matplotlib loads only when figures are asked for
+        from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
 
         result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
     if report is not None:

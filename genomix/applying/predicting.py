@@ -1,7 +1,7 @@
 """`genomix predict`: every record of a source scored and written, one row per record, in input order, with
 an optional summary report and the records split by their called class.
 
-Records stream through `genomix.scoring` a chunk at a time, so memory stays constant on any input size.
+Records stream through `genomix.applying.scoring` a chunk at a time, so memory stays constant on any input size.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
 
+from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
 from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
@@ -19,7 +20,6 @@ from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
 from genomix.io.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
 from genomix.models.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

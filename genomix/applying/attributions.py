@@ -1,5 +1,6 @@
-"""One record's attributions: what `genomix.explaining` computes and writes, and what `genomix.motifs` draws
-and clusters (a module of its own so that neither of the two imports the other for it)."""
+"""One record's attributions: what `genomix.applying.explaining` computes and writes, and what
+`genomix.applying.motifs` draws and clusters (a module of its own so that neither of the two imports the other
+for it)."""
 
 from __future__ import annotations
 

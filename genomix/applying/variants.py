@@ -1,7 +1,7 @@
 """`genomix variants`: the effect of each variant of a VCF on a model's prediction.
 
 Every allele is scored on two windows cut from the reference, as `predict` scores a record (the model's
-windows, strands and temperature, through `genomix.scoring.Scorer`), and reported as the change in
+windows, strands and temperature, through `genomix.applying.scoring.Scorer`), and reported as the change in
 each class's log-odds, alternative minus reference.
 
 The windows rule, for a window of W bases (the model's max_len, or `allele_window`) and a record whose REF allele of
@@ -35,6 +35,7 @@ from typing import IO, TYPE_CHECKING
 import numpy as np
 import torch
 
+from genomix.applying.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path, check_writable, safe_name
 from genomix.io.formats import output_format
@@ -42,7 +43,6 @@ from genomix.io.genomes import Genome
 from genomix.io.reading import text_lines
 from genomix.io.writers import output_stream
 from genomix.models.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.sequences.tokens import encode
 
 if TYPE_CHECKING:  # only named in annotations here; the functions that call pysam import it

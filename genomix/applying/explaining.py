@@ -3,7 +3,7 @@
 Every method scores records as `predict` does (windows of max_len, both strands for a two-strand model, the
 temperature) and reports per-base scores in log-odds units, positive where a base supports the class:
 
-- `ism`: in-silico mutagenesis (`genomix.effects`): every base set to each other base, the exact change of the
+- `ism`: in-silico mutagenesis (`genomix.applying.effects`): every base set to each other base, the exact change of the
   log-odds. A base's score is minus the mean of its three substitution effects (the log-odds lost, on average,
   when it is replaced). Exact, and the reference the others are judged against; 3·L forward passes per record.
 - `gradient`: gradient × input on the models' one-hot path (`genomix.sequences.tokens.one_hot`): one forward and one
@@ -19,7 +19,7 @@ of their indicators (`genomix.sequences.tokens.kmer_weights`): equal to the toke
 no base of its own: its score is 0 (ISM still reports its four substitutions).
 
 Each record also gets a (L, 4) hypothetical-contribution matrix (what each base would contribute at each
-position; its observed-base entry is the score), the input of motif discovery (`genomix.motifs`). For ISM and
+position; its observed-base entry is the score), the input of motif discovery (`genomix.applying.motifs`). For ISM and
 gradient it is 4/3 × the mean-centred substitution effects or gradients; for ig, (e_b − reference) · gradient.
 """
 
@@ -34,11 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from genomix import motifs
-from genomix.attributions import Explanation
-from genomix.calibration import calibrated
+from genomix.applying import motifs
+from genomix.applying.attributions import Explanation
+from genomix.applying.calibration import calibrated
+from genomix.applying.effects import substitution_effects
+from genomix.applying.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.console import console
-from genomix.effects import substitution_effects
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path, check_writable
 from genomix.io.formats import output_format
@@ -48,7 +49,6 @@ from genomix.io.sources import RecordSource
 from genomix.io.tracks import open_track
 from genomix.io.writers import is_stdout, output_stream
 from genomix.models.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.sequences.batching import window_starts
 from genomix.sequences.tokens import BASE_TOKENS, encode, one_hot
 

@@ -1,6 +1,6 @@
 """How a change to a sequence changes a prediction: the in-silico mutagenesis core of `explain --method ism`.
 
-Edited token arrays are scored exactly as `predict` scores a record (`genomix.scoring.Scorer`: tiled windows,
+Edited token arrays are scored exactly as `predict` scores a record (`genomix.applying.scoring.Scorer`: tiled windows,
 the model's strands, the temperature). Only the windows that cover the edited base are rescored: a record's
 score is the renormalised mean of its windows' log-probabilities, so the other windows' rows are reused and the
 result equals `predict` on the mutated record.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genomix.scoring import Scorer, log_odds
+from genomix.applying.scoring import Scorer, log_odds
 from genomix.sequences.batching import window_starts
 from genomix.sequences.tokens import BASE_TOKENS
 

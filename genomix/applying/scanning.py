@@ -19,6 +19,7 @@ from typing import TextIO
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable, safe_name
@@ -26,7 +27,6 @@ from genomix.io.genomes import MAX_N_FRACTION, Genome
 from genomix.io.tracks import Track, open_track
 from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.models.modelfile import TrainedModel, load_model
-from genomix.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.sequences.tokens import N_TOKEN, encode
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
@@ -108,7 +108,7 @@ def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int) -> Iter
 
 
 class RegionMerger:
-    """BED lines of the regions where one class is called (`genomix.scoring.decide`: the most probable, or
+    """BED lines of the regions where one class is called (`genomix.applying.scoring.decide`: the most probable, or
     its probability reaches the threshold): the full extents of those windows, merged where they overlap or
     touch, scored 1000 × the highest probability within."""
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from genomix.applying.scoring import BATCH_SIZE, embeddings
 from genomix.console import console
 from genomix.io.files import atomic_path, check_writable
 from genomix.io.formats import output_format
 from genomix.io.sources import RecordSource
 from genomix.io.writers import ParquetRows, output_stream
 from genomix.models.modelfile import KINDS, load_model
-from genomix.scoring import BATCH_SIZE, embeddings
 
 FORMATS = ("parquet", "npy")  # `genomix.io.formats`; a file either way (binary: not stdout)
 

@@ -1,5 +1,5 @@
-"""Pictures and motifs of attributions (`genomix.explaining`): sequence logos of records, and the seqlets of many
-records clustered into motifs, written as MEME PWMs with logos and compared with known motifs.
+"""Pictures and motifs of attributions (`genomix.applying.explaining`): sequence logos of records, and the seqlets
+of many records clustered into motifs, written as MEME PWMs with logos and compared with known motifs.
 
 Libraries rather than new code: logos are drawn by logomaker (letters scaled by attribution, as in the DeepLIFT
 and TF-MoDISco papers); seqlets are called and clustered by TF-MoDISco-lite (`modiscolite.tfmodisco.TFMoDISco`,
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genomix.attributions import Explanation
+from genomix.applying.attributions import Explanation
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path, safe_name
 
