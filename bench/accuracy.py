@@ -27,11 +27,11 @@ import torch
 
 from genomix.applying.evaluating import evaluate
 from genomix.console import console, reuse_large_allocations
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
 from genomix.models import DEFAULT_MODEL
 from genomix.models.modelfile import save_model
-from genomix.training import TrainSettings, fit
 
 from provenance import code_version
 
@@ -162,7 +162,7 @@ def write_markdown(runs: list[dict], path: Path) -> None:
         "(`docs/MODEL.md`); a is the weight chosen on validation, averaged over seeds. Rows without it are the "
         "network alone, as measured before that commit (or with `--no-composition`). Strands: `both` where "
         "training found that the set has no strand (its sequences cannot be told from their reverse complements) "
-        "and so trained on both strands and scores their average; `given` otherwise (`genomix/strand.py`). "
+        "and so trained on both strands and scores their average; `given` otherwise (`genomix/fitting/strand.py`). "
         "Rows are merged from runs made at different times; `code` names the commit each was measured with. "
         "Where a row has several seeds, its figures are their mean (accuracy and MCC ± the standard deviation), "
         "its training time is the slowest seed's, and the targets are judged on the mean.",

@@ -7,7 +7,7 @@ such and the next one starts):
 2. graph breaks and kernels per train step, eager and compiled (`bench/speed.py --kernels`);
 3. the factor kernel's bandwidth beside a copy, and the train-step table for paramixer-cdil, paramixer-chord
    and transformer, N = 2^12 … 2^20, bf16, the whole step compiled and replayed as a CUDA graph;
-4. real training: two epochs on human_nontata_promoters through `genomix.training.fit`, sequences per second.
+4. real training: two epochs on human_nontata_promoters through `genomix.fitting.training.fit`, sequences per second.
 
 Then it writes the JSON (default `docs/speed_cuda.json`) and the tables, with the issue's targets checked,
 between the GPU-script markers of `docs/PERFORMANCE.md`.
@@ -51,15 +51,15 @@ def run_phase(name: str, argv: list[str], deadline: float, env: dict | None = No
 
 def training_settings(device: str):
     """The training run measured: the CLI's defaults, two epochs (kept in one place for model renames)."""
-    from genomix.training import TrainSettings
+    from genomix.fitting.training import TrainSettings
 
     return TrainSettings(arch="paramixer-cdil", device=device, epochs=2, seed=0)
 
 
 def train_once(data: Path, device: str, small: bool) -> dict:
     """Child mode: two epochs on human_nontata_promoters; the per-epoch sequences per second from the log."""
+    from genomix.fitting.training import fit
     from genomix.io.reading import read_inputs
-    from genomix.training import fit
 
     records = list(read_inputs([str(data / "human_nontata_promoters" / "train.fa.gz")]))
     if small:

@@ -35,11 +35,11 @@ import torch
 
 from genomix.applying.evaluating import evaluate
 from genomix.console import console, resolve_device, reuse_large_allocations
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.models.modelfile import save_model
-from genomix.training import TrainSettings, fit
 
 from provenance import code_version
 

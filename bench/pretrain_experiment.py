@@ -24,15 +24,15 @@ from pathlib import Path
 import torch
 from long_range import GENOMES, decompress_genomes, species_specs
 
-from genomix import loop
 from genomix.applying.evaluating import evaluate
 from genomix.console import console, reuse_large_allocations
+from genomix.fitting import loop
+from genomix.fitting.pretraining import BASES, PretrainSettings, fit_backbone, open_genomes
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.genomes import GenomeSet, reverse_complement
 from genomix.io.reading import read_inputs
 from genomix.io.sources import RecordSource
 from genomix.models.modelfile import ModelCard, TrainedModel, save_model
-from genomix.pretraining import BASES, PretrainSettings, fit_backbone, open_genomes
-from genomix.training import TrainSettings, fit
 
 from provenance import code_version
 

@@ -17,19 +17,20 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from genomix import __version__, pretraining, training
+from genomix import __version__
 from genomix.applying import embedding, evaluating, explaining, predicting, scanning, variants
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
 from genomix.console import console, resolve_device, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
-from genomix.fitting import DEFAULT_MAX_LEN_CAP, MIN_LEN
+from genomix.fitting import pretraining, training
+from genomix.fitting.pretraining import PretrainSettings
+from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP, MIN_LEN
+from genomix.fitting.training import TrainSettings
 from genomix.io.files import exit_on_sigterm
 from genomix.io.sources import RecordSource
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
 from genomix.models.modelfile import describe, read_card, read_header
-from genomix.pretraining import PretrainSettings
-from genomix.training import TrainSettings
 
 app = typer.Typer(
     name="genomix",

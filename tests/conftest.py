@@ -27,8 +27,8 @@ from helpers import (
 from typer.testing import CliRunner
 
 from genomix.cli import app, main
+from genomix.fitting.training import TrainSettings, fit
 from genomix.models.modelfile import TrainedModel
-from genomix.training import TrainSettings, fit
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -458,11 +458,12 @@ def _summary():
 
 
 DEPRECATED = {  # case: (command line, library function, what it must receive, the notices)
-    "train": (["train", "x.fa", "-o", "m.gmx", "--model", "transformer", "--window", "64"], "genomix.training.train",
+    "train": (["train", "x.fa", "-o", "m.gmx", "--model", "transformer", "--window", "64"],
+              "genomix.fitting.training.train",
               lambda args, kwargs: (args[2].arch, args[2].genome_window) == ("transformer", 64),
               ["--model is deprecated in train; use --arch", "--window is deprecated in train; use --genome-window"]),
     "pretrain": (["pretrain", "x.fa", "-o", "b.gmx", "--model=transformer", "--window=64"],
-                 "genomix.pretraining.pretrain",
+                 "genomix.fitting.pretraining.pretrain",
                  lambda args, kwargs: (args[2].arch, args[2].genome_window) == ("transformer", 64),
                  ["--model is deprecated in pretrain; use --arch",
                   "--window is deprecated in pretrain; use --genome-window"]),
@@ -485,7 +486,7 @@ def test_deprecated_spellings_still_work_with_a_notice_each(invoke, monkeypatch,
 
 
 def test_new_spellings_give_no_notice(invoke, monkeypatch):
-    calls = stub(monkeypatch, "genomix.training.train")
+    calls = stub(monkeypatch, "genomix.fitting.training.train")
     result = invoke("train", "x.fa", "-o", "m.gmx", "--arch", "transformer", "--genome-window", "64")
     assert result.exit_code == 0 and result.stderr == ""
     assert (calls[0][0][2].arch, calls[0][0][2].genome_window) == ("transformer", 64)
@@ -523,8 +524,8 @@ def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, genomix_
 
 
 THREADED = {  # every command that takes --threads: its command line and its library function
-    "train": (["train", "x.fa", "-o", "m.gmx"], "genomix.training.train"),
-    "pretrain": (["pretrain", "x.fa", "-o", "b.gmx"], "genomix.pretraining.pretrain"),
+    "train": (["train", "x.fa", "-o", "m.gmx"], "genomix.fitting.training.train"),
+    "pretrain": (["pretrain", "x.fa", "-o", "b.gmx"], "genomix.fitting.pretraining.pretrain"),
     "predict": (["predict", "m.gmx", "x.fa"], "genomix.applying.predicting.predict"),
     "embed": (["embed", "m.gmx", "x.fa", "-o", "e.npy"], "genomix.applying.embedding.embed"),
     "evaluate": (["evaluate", "m.gmx", "x.fa"], "genomix.applying.evaluating.evaluate"),

@@ -15,11 +15,11 @@ from helpers import CLASSES
 
 from genomix.applying import scanning
 from genomix.applying.scoring import predict_records
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import read_inputs
 from genomix.models import create_model, factor_kernels, paramixer
 from genomix.models.modelfile import save_model
 from genomix.models.paramixer import ShiftIndex, _Kernels, factor_product, factor_shifts, num_factors
-from genomix.training import TrainSettings, fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from helpers import accuracy, motif_records
 
-from genomix import distributed
+from genomix.fitting import distributed
 from genomix.models.modelfile import load_model
 
 # The settings of the `motif_paramixer` fixture, the single-process run compared with.

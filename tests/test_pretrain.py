@@ -13,12 +13,9 @@ import pytest
 import torch
 from helpers import BACKBONE
 
-from genomix import loop, training
 from genomix.errors import GenomixError
-from genomix.io.reading import Record, read_inputs
-from genomix.models import create_model
-from genomix.models.modelfile import load_model, read_card, read_header, save_model
-from genomix.pretraining import (
+from genomix.fitting import loop, training
+from genomix.fitting.pretraining import (
     IGNORED,
     MaskedBaseModel,
     PretrainSettings,
@@ -26,8 +23,11 @@ from genomix.pretraining import (
     mask_bases,
     neural_models,
 )
+from genomix.fitting.training import TrainSettings, fit, initialise_from_backbone
+from genomix.io.reading import Record, read_inputs
+from genomix.models import create_model
+from genomix.models.modelfile import load_model, read_card, read_header, save_model
 from genomix.sequences.tokens import MASK_TOKEN, encode, kmer_codes
-from genomix.training import TrainSettings, fit, initialise_from_backbone
 
 FINE_TUNE = ["--epochs", "1", "--device", "cpu", "--no-composition"]
 SMALL = dict(options={"dim": 32, "hidden": 32, "layers": 1}, max_len=128, device="cpu")

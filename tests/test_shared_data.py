@@ -7,8 +7,8 @@ import pytest
 from sklearn.metrics import matthews_corrcoef
 
 from genomix.applying.scoring import predict_records
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import read_inputs
-from genomix.training import TrainSettings, fit
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SETS = sorted(d.name for d in DATA.glob("*") if (d / "train.fa.gz").is_file()) if DATA.is_dir() else []

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from genomix.applying.scoring import predict_records
+from genomix.fitting.strand import STRANDED, is_stranded, strand_signal
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import Record
 from genomix.sequences.tokens import ALPHABET, reverse_complement
-from genomix.strand import STRANDED, is_stranded, strand_signal
-from genomix.training import TrainSettings, fit
 
 
 def skewed(n: int, length: int, probs: list[float], seed: int) -> list[np.ndarray]:

@@ -141,10 +141,10 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
     from dataclasses import dataclass
 
     from genomix.applying.scoring import predict_records
+    from genomix.fitting.training import TrainSettings, fit
     from genomix.models import register
     from genomix.models.base import NeuralOptions, SequenceClassifier, at_least
     from genomix.models.modelfile import load_model, save_model
-    from genomix.training import TrainSettings, fit
 
     @dataclass(frozen=True)
     class SmoothOptions(NeuralOptions):
@@ -181,7 +181,7 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
-    from genomix.training import TrainSettings, fit
+    from genomix.fitting.training import TrainSettings, fit
 
     (tmp_path / "r.fq").write_text("@a\nACGTACGTAC\n+\nIIIIIIIIII\n@trimmed\n\n+\n\n@b\nGGGCCCAT\n+\nIIIIIIII\n")
     predict(trained_model, RecordSource([str(tmp_path / "r.fq")]), tmp_path / "p.tsv", device="cpu")

@@ -9,17 +9,17 @@ import torch
 from helpers import accuracy, motif_records
 from safetensors.torch import save_file
 
-import genomix.loop as loop
+import genomix.fitting.loop as loop
 from genomix.applying.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.applying.scoring import predict_records
 from genomix.errors import GenomixError
+from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import Record
 from genomix.models import create_model
 from genomix.models.kmer import num_features
 from genomix.models.modelfile import METADATA_KEY, TOKENIZER, TrainedModel, describe, load_model, read_card, save_model
 from genomix.sequences.batching import pad
 from genomix.sequences.tokens import encode, kmer_codes
-from genomix.training import TrainSettings, fit
 
 TINY = dict(batch_size=16, device="cpu", options=dict(dim=16, hidden=32, layers=1))
 
@@ -226,7 +226,7 @@ def test_model_file_round_trip_keeps_predictions_and_temperature(tmp_path):
 
 def test_a_training_step_whose_compilation_fails_runs_eager(monkeypatch):
     """On CUDA the step runs compiled as CUDA graphs; where that fails, the step (and the run) go on eager."""
-    from genomix.loop import Step
+    from genomix.fitting.loop import Step
 
     class Objective:
         def loss(self, model, batch):

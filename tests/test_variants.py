@@ -17,11 +17,11 @@ from genomix.applying.effects import BASES, substitution_effects
 from genomix.applying.scoring import Scorer, log_odds, predict_records
 from genomix.applying.variants import allele_windows, info_key, score_variants, skip_reason
 from genomix.errors import GenomixError
+from genomix.fitting.training import TrainSettings, train
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
 from genomix.models.modelfile import load_model
 from genomix.sequences.tokens import encode
-from genomix.training import TrainSettings, train
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v0_paramixer.gmx"  # max_len 64, scored on both strands
 HEADER = "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"

@@ -158,7 +158,7 @@ class SequenceClassifier(Model):
     With `composition`, the model also holds a k-mer logistic regression (`attach_composition`) and returns the blend
     (1 - a) · log_softmax(network) + a · log_softmax(k-mer), a log-probability up to a constant. Training
     fits the network as usual (a = 0), then the regression in closed form, then picks a by validation
-    likelihood (`genomix.finishing`). Where composition carries the signal (species of origin) the convex
+    likelihood (`genomix.fitting.finishing`). Where composition carries the signal (species of origin) the convex
     regression is steadier than a network trained on a few thousand sequences; where it does not, a stays 0.
     """
 
@@ -232,7 +232,7 @@ class SequenceClassifier(Model):
 
     def position_features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         """The mixed, normalised positions (B, N, dim), zero at padding: what `embed` pools and what masked-base
-        pretraining (`genomix.pretraining`) reads a base from at every position."""
+        pretraining (`genomix.fitting.pretraining`) reads a base from at every position."""
         if tokens.shape[1] > self.max_len:
             raise ValueError(f"input of length {tokens.shape[1]} exceeds the model's max_len {self.max_len}")
         mask = padding_mask(lengths, tokens.shape[1])

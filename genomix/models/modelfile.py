@@ -44,7 +44,7 @@ class TrainingRecord:
     records: int
     class_counts: dict[str, int]
     length_range: list[int]
-    settings: dict[str, Any]  # the settings as the run used them (`genomix.fitting.Plan.recorded`)
+    settings: dict[str, Any]  # the settings as the run used them (`genomix.fitting.skeleton.Plan.recorded`)
     epochs_run: int
     seconds: float
     device: str

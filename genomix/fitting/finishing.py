@@ -8,11 +8,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from genomix import distributed
 from genomix.applying.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.applying.metrics import classification_metrics
 from genomix.applying.scoring import Scorer
 from genomix.console import console
+from genomix.fitting import distributed
 from genomix.models.base import Model
 from genomix.sequences.batching import random_crop
 from genomix.sequences.dataset import LabelledSet

@@ -3,10 +3,10 @@ steps plugged in.
 
 `fit_task` reads the data (a fixed set of records, or windows drawn afresh from genomes every epoch),
 resolves the run's `Plan` once (max_len, the strands), opens the process group on the device, seeds, builds
-the network, trains it with `genomix.loop.train_loop` under a checkpoint, keeps the best epoch's weights and
+the network, trains it with `genomix.fitting.loop.train_loop` under a checkpoint, keeps the best epoch's weights and
 writes the training record. What an objective brings is a `Task`: how records become its examples, how a
-new network starts, its `loop.Objective` and its model card. Classification (`genomix.training`) and
-masked-base pretraining (`genomix.pretraining`) are the two; `FitSettings` are the settings they share.
+new network starts, its `loop.Objective` and its model card. Classification (`genomix.fitting.training`) and
+masked-base pretraining (`genomix.fitting.pretraining`) are the two; `FitSettings` are the settings they share.
 """
 
 from __future__ import annotations
@@ -21,18 +21,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from genomix import distributed
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
+from genomix.fitting import distributed
+from genomix.fitting.loop import Checkpoint, LoopSettings, Objective, TrainState, train_loop
+from genomix.fitting.strand import is_stranded, strand_signal
 from genomix.io.files import check_writable
 from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
-from genomix.loop import Checkpoint, LoopSettings, Objective, TrainState, train_loop
 from genomix.models import DEFAULT_MODEL, create_model, parse_options
 from genomix.models.base import Model
 from genomix.models.modelfile import ModelCard, TrainedModel, TrainingRecord, save_model
-from genomix.strand import is_stranded, strand_signal
 
 DEFAULT_MAX_LEN_CAP = 16384  # default max_len: the longest training sequence, at most this
 MIN_LEN = 8
@@ -57,7 +57,7 @@ class FitSettings:
     weight_decay: float = 0.05
     val_fraction: float = 0.1
     patience: int = 4
-    rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.strand)
+    rc_augment: bool | None = None  # None: on when the training sequences have no strand (genomix.fitting.strand)
     genome_window: int | None = None  # genomes only: bases per window cut from a genome
     holdout_fraction: float = 0.2  # genomes only: end of every contig kept for validation and test
     windows_per_epoch: int = 2000  # genomes only: fresh random windows per epoch, equal for every class
@@ -95,7 +95,7 @@ class Plan:
     settings: FitSettings
     max_len: int
     rc_augment: bool
-    strand_signal: float | None = None  # where `rc_augment` was read from the sequences (genomix.strand)
+    strand_signal: float | None = None  # where `rc_augment` was read from the sequences (genomix.fitting.strand)
 
     @classmethod
     def of(cls, settings: FitSettings, tokens: list[np.ndarray]) -> Plan:

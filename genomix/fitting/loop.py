@@ -3,8 +3,8 @@ on CUDA, early stopping on validation with the best epoch's weights kept, and a 
 so that `--resume` continues an interrupted run exactly.
 
 An `Objective` says what an epoch's batches are, what a batch's loss is and how validation scores the
-network; classification (`genomix.training`) and masked-base pretraining (`genomix.pretraining`) are the two,
-both run by `genomix.fitting.fit_task`.
+network; classification (`genomix.fitting.training`) and masked-base pretraining
+(`genomix.fitting.pretraining`) are the two, both run by `genomix.fitting.skeleton.fit_task`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import Tensor, nn
 
-from genomix import distributed
 from genomix.console import autocast, console
 from genomix.errors import GenomixError
+from genomix.fitting import distributed
 from genomix.io.files import atomic_path
 from genomix.sequences.batching import bucket_batches, bucket_width, pad, padding_fraction, random_crop
 from genomix.sequences.tokens import reverse_complement
@@ -109,7 +109,7 @@ class TrainState:
 @dataclass
 class Checkpoint:
     """The checkpoint file, and what a run must match to resume from it (settings and classes, say; not the
-    device: `genomix.fitting.Plan.identity`)."""
+    device: `genomix.fitting.skeleton.Plan.identity`)."""
 
     path: Path
     identity: dict[str, Any]

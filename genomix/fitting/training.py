@@ -1,10 +1,10 @@
 """Training a classifier: records → labelled set → crops and reverse complements → bucketed batches → the loop
-(`genomix.loop`) → the finishing step (`genomix.finishing`) → a model with its card.
+(`genomix.fitting.loop`) → the finishing step (`genomix.fitting.finishing`) → a model with its card.
 
 The records are a fixed labelled set, or windows drawn afresh every epoch from labelled genomes. Class
 weights balance imbalanced sets; early stopping is on validation MCC (ties broken by validation loss).
-With `init`, training fine-tunes a backbone (`genomix.pretraining`): its architecture, and every weight but
-its base-predicting head. The steps every fit shares are `genomix.fitting`'s; `Classifying` plugs in.
+With `init`, training fine-tunes a backbone (`genomix.fitting.pretraining`): its architecture, and every weight but
+its base-predicting head. The steps every fit shares are `genomix.fitting.skeleton`'s; `Classifying` plugs in.
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from genomix import distributed
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import Scorer
 from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.finishing import every_rank, finish, fit_direct, metrics
-from genomix.fitting import DEFAULT_MAX_LEN_CAP as DEFAULT_MAX_LEN_CAP
-from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
+from genomix.fitting import distributed
+from genomix.fitting.finishing import every_rank, finish, fit_direct, metrics
+from genomix.fitting.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
+from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP as DEFAULT_MAX_LEN_CAP
+from genomix.fitting.skeleton import EpochData, FitSettings, Plan, fit_task, fit_to_file
 from genomix.io.genomes import GenomeSet
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
-from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
 from genomix.models import model_class
 from genomix.models.base import Model
 from genomix.models.modelfile import ModelCard, TrainedModel, load_model, read_card
@@ -42,7 +42,7 @@ DIGEST_CHUNK = 1 << 20  # bytes read at a time to hash a backbone file
 
 @dataclass
 class TrainSettings(FitSettings):
-    """The settings every fit shares (`genomix.fitting.FitSettings`) and the classifier's own: its positive
+    """The settings every fit shares (`genomix.fitting.skeleton.FitSettings`) and the classifier's own: its positive
     class, and a backbone to start from. With `init` the model, max_len and architecture options are the
     backbone's; given ones must agree with it."""
 
@@ -128,7 +128,7 @@ class Classification:
 
 @dataclass
 class Classifying:
-    """Classification as a `genomix.fitting.Task`: labelled sets, a network started fresh or from a backbone,
+    """Classification as a `genomix.fitting.skeleton.Task`: labelled sets, a network started fresh or from a backbone,
     the `Classification` objective (or the model's closed-form fit), then the finishing steps: the k-mer
     term's blend, the validation report and the temperature. What the run settles is kept for its card."""
 

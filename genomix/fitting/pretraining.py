@@ -15,7 +15,7 @@ bases the network cannot see; its windows and masks are fixed for the run.
 Paramixer mixes in both directions, so masking fits it better than next-token prediction. The k-mer
 composition term is not part of a backbone: it has no classes to regress on.
 
-The fit is `genomix.fitting.fit_task` and its loop `genomix.loop.train_loop`, as for classification
+The fit is `genomix.fitting.skeleton.fit_task` and its loop `genomix.fitting.loop.train_loop`, as for classification
 (`Pretraining` plugs in): checkpoints and `--resume`, DDP under torchrun, bf16 on CUDA, the best epoch
 (validation masked loss) kept. The backbone is a model file (`genomix.models.modelfile`, kind "backbone") whose
 head predicts the four bases.
@@ -33,14 +33,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from genomix import distributed
 from genomix.console import autocast
 from genomix.errors import GenomixError
-from genomix.fitting import EpochData, FitSettings, Plan, fit_task, fit_to_file
+from genomix.fitting import distributed
+from genomix.fitting.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
+from genomix.fitting.skeleton import EpochData, FitSettings, Plan, fit_task, fit_to_file
 from genomix.io.genomes import Genome, GenomeSet
 from genomix.io.reading import Record, split_input
 from genomix.io.sources import RecordSource
-from genomix.loop import TrainState, Validation, epoch_batches, epoch_crops, padded
 from genomix.models import list_models, model_class
 from genomix.models.base import Model, SequenceClassifier
 from genomix.models.modelfile import ModelCard, TrainedModel
@@ -55,7 +55,7 @@ GENOMES_LABEL = "pretraining"  # the one class a GenomeSet of unlabelled genomes
 
 @dataclass
 class PretrainSettings(FitSettings):
-    """The settings every fit shares (`genomix.fitting.FitSettings`) and the share of bases masked.
+    """The settings every fit shares (`genomix.fitting.skeleton.FitSettings`) and the share of bases masked.
     Reverse-complement augmentation is on unless switched off: both strands of a genome are DNA to learn from."""
 
     rc_augment: bool | None = True
@@ -125,7 +125,7 @@ class Sequences:
 
 @dataclass
 class MaskedBases:
-    """The masked-base objective (`genomix.loop.Objective`): fresh crops, strands and masks every epoch;
+    """The masked-base objective (`genomix.fitting.loop.Objective`): fresh crops, strands and masks every epoch;
     validation masked loss (nats) and accuracy on fixed windows and masks, the best epoch by that loss."""
 
     data: EpochData[Sequences]
@@ -221,7 +221,7 @@ def open_genomes(specs: Sequence[str], window: int, holdout_fraction: float) -> 
 
 @dataclass
 class Pretraining:
-    """Masked-base pretraining as a `genomix.fitting.Task`: unlabelled sequences, a network read at every
+    """Masked-base pretraining as a `genomix.fitting.skeleton.Task`: unlabelled sequences, a network read at every
     position (`MaskedBaseModel`), the `MaskedBases` objective, a backbone's card."""
 
     settings: PretrainSettings
