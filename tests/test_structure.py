@@ -206,11 +206,9 @@ def test_an_output_that_names_an_input_is_refused_and_the_input_kept(trained_mod
     assert copy.read_bytes() == before
 
 
-def test_the_modules_of_genomix_import_one_another_without_a_cycle():
-    """Each module's imports (at the top or inside functions) name only modules below it: a cycle makes what a
-    module holds depend on which one was imported first."""
-    import graphlib
-
+def _genomix_imports() -> dict[str, set[str]]:
+    """Each module of genomix → the modules of genomix it imports (at the top or inside functions; not those
+    imported for type hints only)."""
     paths = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
              for p in (ROOT / "genomix").rglob("*.py")}
     imports = {}
@@ -223,10 +221,54 @@ def test_the_modules_of_genomix_import_one_another_without_a_cycle():
                 named |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths else node.module
                           for alias in node.names}
         imports[module] = (named & set(paths)) - {module}
+    return imports
+
+
+def test_the_modules_of_genomix_import_one_another_without_a_cycle():
+    """Each module's imports name only modules below it: a cycle makes what a module holds depend on which one
+    was imported first."""
+    import graphlib
+
     try:
-        list(graphlib.TopologicalSorter(imports).static_order())
+        list(graphlib.TopologicalSorter(_genomix_imports()).static_order())
     except graphlib.CycleError as err:
         pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
+
+
+STAGES = ("genomix.errors", "genomix.console", "genomix.io", "genomix.sequences", "genomix.models",
+          "genomix.applying", "genomix.fitting", "genomix.cli")  # the layout, in the order data flows
+
+
+def test_each_stage_of_the_layout_imports_only_the_stages_before_it():
+    """Records flow one way (read, tokenise, model, score, write; fitting scores as predict does): a module never
+    reaches into a later stage. The package root holds the version and imports nothing when imported (its public
+    names load on first use); `python -m genomix` stands above every stage."""
+
+    def stage(module: str) -> int:
+        if module == "genomix":
+            return -1
+        found = [i for i, s in enumerate(STAGES) if module == s or module.startswith(f"{s}.")]
+        return found[0] if found else len(STAGES)
+
+    backwards = [f"{module} imports {name}" for module, names in _genomix_imports().items() for name in names
+                 if stage(name) > stage(module)]
+    assert not backwards, "\n".join(sorted(backwards))
+    assert {stage(m) for m in _genomix_imports()} - {-1, len(STAGES)} == set(range(len(STAGES)))  # none left out
+
+
+def test_the_package_is_the_public_face():
+    """`import genomix` gives every command's function without loading torch until one is used."""
+    import subprocess
+    import sys
+
+    import genomix
+
+    check = "import genomix, sys; print('torch' in sys.modules, len(genomix.__all__))"
+    done = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split()[0] == "False", done.stderr
+    for name in genomix.__all__:
+        assert getattr(genomix, name) is not None
+    assert genomix.fit.__module__ == "genomix.fitting.training" and genomix.Scorer.__name__ == "Scorer"
 
 
 def _without_type_checking(tree: ast.Module) -> ast.Module:
