@@ -11,6 +11,7 @@ import pytest
 import torch
 from helpers import CLASSES, ROOT, TINY, motif_records
 
+from genomix import cli  # the new command's annotations name its shared options
 from genomix.applying.evaluating import evaluate
 from genomix.applying.predicting import predict
 from genomix.applying.scoring import decide
@@ -178,6 +179,42 @@ def test_a_new_model_is_one_class_with_its_own_options(tmp_path, monkeypatch):
                                [p.probs for p in predict_records(model, records, device="cpu")], atol=1e-6)
     with pytest.raises(GenomixError, match="option width must be at least 1"):
         TrainSettings(arch="smooth", options={"width": 0})
+
+
+def test_a_new_command_that_scores_records_is_one_function_and_its_cli_function(trained_model, test_fa, monkeypatch,
+                                                                              genomix_main):
+    """What a newcomer writes for a command that applies a model: a library function on the scoring service (here
+    each record's GC share beside its most probable class) and a command-line function registered with the app.
+    Reading, windows, strands, the temperature, --threads and --device come with them."""
+    import typer
+
+    from genomix.applying.scoring import Scorer, predict_records
+    from genomix.io.reading import read_records
+    from genomix.models.modelfile import load_model
+
+    def gc_calls(model_path: str, source: RecordSource, device: str = "auto") -> list[tuple[str, float, str]]:
+        model = load_model(model_path)
+        records = list(source.records())
+        log_probs = Scorer.of(model, device).log_probs([encode(r.seq) for r in records])
+        return [(r.id, (r.seq.count("G") + r.seq.count("C")) / len(r.seq), model.classes[int(row.argmax())])
+                for r, row in zip(records, log_probs)]
+
+    monkeypatch.setattr(cli.app, "registered_commands", list(cli.app.registered_commands))  # forgotten afterwards
+
+    @cli.command("gc-calls")
+    def gc_calls_command(model: cli.ModelFile, inputs: cli.Inputs = None, device: cli.Device = "auto",
+                         threads: cli.Threads = None) -> None:
+        """Each record's GC share and its most probable class."""
+        for row in gc_calls(str(model), RecordSource(inputs or []), device):
+            typer.echo("\t".join(map(str, row)))
+
+    done = genomix_main("gc-calls", trained_model, test_fa, "--device", "cpu", "--threads", "1")
+    rows = [line.split("\t") for line in done.stdout.decode().splitlines()]
+    model = load_model(trained_model)
+    expected = {p.id: model.classes[int(p.probs.argmax())]
+                for p in predict_records(model, read_records(str(test_fa)), device="cpu")}
+    assert done.returncode == 0 and {r[0]: r[2] for r in rows} == expected and len(rows) == len(expected)
+    assert genomix_main("gc-calls", trained_model, test_fa, "--device", "tpu").returncode == 2
 
 
 def test_an_empty_read_gets_an_unclassified_row_and_is_skipped_in_training(trained_model, tmp_path):
