@@ -57,6 +57,9 @@ def outputs(tmp_path_factory, invoke) -> Path:
                  ["-o", folder / "calls2.tsv", "--report", folder / "sample_mqc.json"]):
         result = invoke("predict", *common, *args)
         assert result.exit_code == 0, result.stderr
+    result = invoke("evaluate", model, reads, "--device", "cpu", "-o", folder / "metrics_mqc.json",
+                    "--report", folder / "evaluated_mqc.tsv")
+    assert result.exit_code == 0, result.stderr
     return folder
 
 
@@ -144,7 +147,7 @@ def run_tool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_multiqc_parses_the_kraken_report_and_the_custom_content(outputs, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()
-    for name in ("sample.kreport", "sample_mqc.json"):
+    for name in ("sample.kreport", "sample_mqc.json", "metrics_mqc.json", "evaluated_mqc.tsv"):
         shutil.copy(outputs / name, folder / name)
     run_tool("multiqc", "--no-ansi", "-q", "-f", "--data-format", "tsv", "-o", str(tmp_path / "out"), str(folder),
              cwd=tmp_path)
@@ -159,6 +162,10 @@ def test_multiqc_parses_the_kraken_report_and_the_custom_content(outputs, tmp_pa
     assert ast.literal_eval(kraken["U"]) == {"unclassified": expected["unclassified"]}
     custom = pd.read_csv(data / "multiqc_genomix_predict_plot.txt", sep="\t").set_index("Sample")
     assert custom.loc["sample"].to_dict() == expected
+    evaluated = pd.read_csv(data / "multiqc_genomix_evaluate_plot.txt", sep="\t").set_index("Sample")
+    assert evaluated.loc["evaluated"].sum() == 90
+    metrics = pd.read_csv(data / "multiqc_genomix_evaluate_table.txt", sep="\t").set_index("Sample")
+    assert metrics.loc["metrics", "n"] == 90 and 0 <= metrics.loc["metrics", "accuracy"] <= 1
 
 
 @pytest.mark.skipif(shutil.which("kraken-biom") is None, reason="kraken-biom is not installed")
