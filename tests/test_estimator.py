@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from helpers import CLASSES, TEST_FA, TRAIN_FA
 from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.utils import estimator_checks
@@ -56,6 +57,8 @@ def test_grid_search_over_one_option_refits_the_best(data):
 def test_pipeline_and_clone(data, fitted):
     pipeline = Pipeline([("model", genomix.Classifier(**TINY))]).fit(*data)
     assert set(pipeline.predict(data[0][:5])) <= set(CLASSES)
+    stacked = Pipeline([("embed", genomix.Classifier(**TINY)), ("head", LogisticRegression())]).fit(*data)
+    assert stacked.named_steps["head"].coef_.shape == (1, 16)  # trained on the 16-wide embeddings
     copy = clone(fitted)
     assert copy.get_params() == fitted.get_params() and not hasattr(copy, "model_")
     copy.set_params(dim=8)
