@@ -124,7 +124,10 @@ SEQUENCE_CHECKS = ["check_no_attributes_set_in_init", "check_parameters_default_
 
 @pytest.mark.parametrize("name", SEQUENCE_CHECKS)
 def test_scikit_learn_checks_that_apply(name):
-    getattr(estimator_checks, name)(name, genomix.Classifier(**TINY))
+    check = getattr(estimator_checks, name, None)
+    if check is None:
+        pytest.skip(f"this scikit-learn has no {name}")
+    check(name, genomix.Classifier(**TINY))
 
 
 def test_estimator_checks_refuse_numbers_with_a_user_error(fitted):
