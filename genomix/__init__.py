@@ -45,6 +45,7 @@ _PUBLIC = {  # name → the module that defines it, in the order records flow
     "PretrainSettings": "genomix.fitting.pretraining",
     "fit_backbone": "genomix.fitting.pretraining",
     "pretrain": "genomix.fitting.pretraining",
+    "Classifier": "genomix.estimator",
 }
 __all__ = ["__version__", *_PUBLIC]
 

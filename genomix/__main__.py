@@ -1,3 +1,3 @@
-from genomix.cli import main
+from genomix.launcher import main
 
 main()

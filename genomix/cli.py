@@ -97,6 +97,7 @@ def value_of(choice: Enum | None) -> str | None:
 Arch = choices("Arch", list_models())
 NeuralArch = choices("NeuralArch", pretraining.neural_models())
 Method = choices("Method", list(explaining.METHODS))
+ReportFormat = choices("ReportFormat", ["tsv", "kraken"])
 
 
 def _threads(threads: int | None) -> int | None:
@@ -329,8 +330,8 @@ def pretrain(
 def predict(
     model: ModelFile,
     inputs: Inputs = None,
-    output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv, .jsonl or .parquet; '-' "
-                                        "for stdout (TSV).")] = "-",
+    output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv, .jsonl, .parquet or "
+                                        ".kraken (Kraken2's per-read lines); '-' for stdout (TSV).")] = "-",
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -348,11 +349,17 @@ def predict(
     reference: Reference = None,
     shard: Annotated[str | None, typer.Option(
         help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs.")] = None,
+    report_format: Annotated[ReportFormat | None, typer.Option(
+        "--report-format", help="kraken: the --report in Kraken2's format (MultiQC, taxpasta, Krona, kraken-biom "
+        "read it). Default: kraken for a .kreport file, else tsv.")] = None,
+    taxonomy: Annotated[str | None, typer.Option(
+        help="TSV mapping each class to an NCBI taxid (columns class, taxid; optional name, rank, lineage) for "
+        "the Kraken-format outputs. Default: each class a species under the root, with a stable id.")] = None,
     threads: Threads = None,
 ) -> None:
     """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    outputs = predicting.Outputs(output, report, classified_out)
+    outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy)
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
                        shard=shard, min_score=min_score, paired=paired)
 

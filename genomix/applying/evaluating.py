@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from genomix.applying.metrics import classification_metrics
 from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
+from genomix.io.multiqc import write_metrics, write_summary
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.writers import Report, is_stdout, output_stream
@@ -64,10 +64,10 @@ def evaluate(
         for row, length in zip(probs, lengths):
             summary.add(*caller(row), length)
         with output_stream(report, inputs) as out:
-            summary.write(out)
+            write_summary(summary, report, out, "evaluate")
     if output is not None:
         with output_stream(output, inputs) as out:
-            out.write(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
+            write_metrics(result | {"classes": model.classes}, output, out)
     return result, model.classes
 
 

@@ -16,9 +16,12 @@ from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_thres
 from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
+from genomix.io.formats import format_of
+from genomix.io.kraken import Taxonomy
+from genomix.io.multiqc import write_summary
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
-from genomix.io.writers import RecordsByClass, Report, is_stdout, output_stream, writer_for
+from genomix.io.writers import KrakenWriter, RecordsByClass, Report, is_stdout, output_stream, writer_for
 from genomix.models.modelfile import TrainedModel, load_model
 
 
@@ -40,6 +43,8 @@ class Outputs:
     predictions: str | Path | None = None
     report: str | Path | None = None
     classified_out: str | None = None
+    report_format: str | None = None  # tsv or kraken (`genomix.io.kraken`); None: kraken for .kreport, else tsv
+    taxonomy: str | Path | None = None  # the class → taxid table of the Kraken-format outputs
 
 
 def pair_id(record_id: str) -> str:
@@ -90,13 +95,16 @@ def predict(
     elif not source.empty:
         raise GenomixError("--paired reads its two files only: give no other inputs")
     first, step = parse_shard(shard) if shard else (0, 1)
-    writer_class = writer_for(outputs.predictions)
+    writer_class, kraken_report = writer_for(outputs.predictions), report_format(outputs) == "kraken"
     inputs = [*source.files, *(paired or ()), str(model_path)]
     for path in (outputs.predictions, outputs.report):
         if not is_stdout(path):
             check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
+    taxonomy = Taxonomy.read(outputs.taxonomy, model.classes)
+    if writer_class is KrakenWriter:
+        writer_class = KrakenWriter.of(taxonomy)
     caller = Caller(model.classes, threshold, model.positive_index, min_score)
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
@@ -104,11 +112,21 @@ def predict(
     report = _write(predictions, model, caller, outputs, writer_class, inputs)
     if outputs.report is not None:
         with output_stream(outputs.report, inputs) as out:
-            report.write(out)
+            if kraken_report:
+                taxonomy.write_report(report.records, out)
+            else:
+                write_summary(report, outputs.report, out, "predict")
     console.log(report.summary())
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
     return report
+
+
+def report_format(outputs: Outputs) -> str:
+    """The report's format: as asked, else Kraken2's for a .kreport file, else the TSV."""
+    if outputs.report_format not in (None, "tsv", "kraken"):
+        raise GenomixError(f"--report-format {outputs.report_format}: choose tsv or kraken")
+    return outputs.report_format or ("kraken" if format_of(outputs.report) == "kreport" else "tsv")
 
 
 def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, str] | None, first: int, step: int,

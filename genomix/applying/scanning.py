@@ -24,6 +24,7 @@ from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable, safe_name
 from genomix.io.genomes import MAX_N_FRACTION, Genome
+from genomix.io.multiqc import write_summary
 from genomix.io.tracks import Track, open_track
 from genomix.io.writers import Report, is_stdout, output_stream
 from genomix.models.modelfile import TrainedModel, load_model
@@ -255,7 +256,7 @@ def scan(
         windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step)
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:
-            calls[0].write(stack.enter_context(output_stream(report, inputs)))
+            write_summary(calls[0], report, stack.enter_context(output_stream(report, inputs)), "scan")
             console.log(calls[0].summary())
     summary = {"bases": total, "windows": scored, "skipped": skipped, "seconds": round(seconds, 3),
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}

@@ -14,7 +14,8 @@ from genomix.errors import GenomixError
 from genomix.io.files import STDOUT
 
 FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".npz": "npz",
-           ".bedgraph": "bedgraph", ".bg": "bedgraph", ".bw": "bigwig", ".bigwig": "bigwig", ".vcf": "vcf"}
+           ".bedgraph": "bedgraph", ".bg": "bedgraph", ".bw": "bigwig", ".bigwig": "bigwig", ".vcf": "vcf",
+           ".kraken": "kraken", ".kreport": "kreport", ".kreport2": "kreport"}
 COMPRESSION = ".gz"
 
 

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, ClassVar
 from genomix.errors import GenomixError
 from genomix.io.files import open_output, safe_name
 from genomix.io.formats import is_stdout, output_format
+from genomix.io.kraken import Taxonomy
 from genomix.io.reading import Record
 
 if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of the scoring code
@@ -138,7 +139,32 @@ class ParquetWriter(PredictionWriter):
         self.table.close()
 
 
-WRITERS: dict[str, type[PredictionWriter]] = {w.format: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter)}
+class KrakenWriter(PredictionWriter):
+    """Kraken2's per-read lines: C or U, id, taxid (0: unclassified), length, and in Kraken2's last column
+    (its k-mer hits there) every class's `taxid:probability`, in the model's class order."""
+
+    format = "kraken"
+    taxonomy: ClassVar[Taxonomy | None] = None  # None: `Taxonomy.default` of the classes
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy) -> type[KrakenWriter]:
+        """This writer with the taxids of `taxonomy` (`--taxonomy`)."""
+        return type(cls.__name__, (cls,), {"taxonomy": taxonomy})
+
+    def begin(self) -> None:
+        taxonomy = self.taxonomy or Taxonomy.default(self.classes)
+        self.ids = [taxonomy.taxid(c) for c in self.classes]
+        self.taxid = taxonomy.taxid
+
+    def write(self, prediction: Prediction, label: str, score: float) -> None:
+        taxid = self.taxid(label)
+        hits = " ".join(f"{i}:{p:.6f}" for i, p in zip(self.ids, prediction.probs))
+        self.out.write(f"{'C' if taxid else 'U'}\t{prediction.id}\t{taxid}\t{prediction.length}\t{hits}\n")
+        self.rows += 1
+
+
+WRITERS: dict[str, type[PredictionWriter]] = {
+    w.format: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter, KrakenWriter)}
 
 
 def writer_for(path: str | Path | None) -> type[PredictionWriter]:
