@@ -17,7 +17,6 @@ import click
 import typer
 from typer.core import TyperCommand
 
-from genomix import __version__
 from genomix.applying import embedding, evaluating, explaining, predicting, scanning, variants
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
@@ -31,15 +30,9 @@ from genomix.io.files import exit_on_sigterm
 from genomix.io.sources import RecordSource
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
 from genomix.models.modelfile import describe, read_card, read_header
+from genomix.overview import COMMANDS, new_app
 
-app = typer.Typer(
-    name="genomix",
-    help="Train and apply DNA sequence classifiers built on Paramixer.",
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
-)
+app = new_app()
 INTERRUPTED = 130  # the exit code of Ctrl-C, by the shell's convention
 TRAINING = TrainSettings()  # the training defaults, written once, in TrainSettings
 PRETRAINING = PretrainSettings()
@@ -81,8 +74,14 @@ class Command(TyperCommand):
 
 
 def command(name: str | None = None) -> Any:
-    """Register a command that still takes its deprecated spellings (`Command`)."""
-    return app.command(name, cls=Command)
+    """Register a command that still takes its deprecated spellings (`Command`), with its help from
+    `genomix.overview.COMMANDS` (a command not listed there shows its docstring)."""
+
+    def register(function: Any) -> Any:
+        key = name or function.__name__
+        return app.command(key, cls=Command, help=COMMANDS.get(key))(function)
+
+    return register
 
 
 def choices(name: str, values: list[str]) -> Any:
@@ -141,21 +140,6 @@ Threads = Annotated[int | None, typer.Option(
     "Default: torch's choice.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
                                    "initialisation; explain: ig's shuffled references).")]
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"genomix {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
-    ] = False,
-) -> None:
-    """Train and apply DNA sequence classifiers built on Paramixer."""
 
 
 def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
@@ -263,7 +247,6 @@ def train(
     freeze_backbone: FreezeBackbone = TRAINING.freeze_backbone,
     threads: Threads = None,
 ) -> None:
-    """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
     settings = TrainSettings(
         arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -313,8 +296,6 @@ def pretrain(
         "--windows-per-epoch", help="With --genome: fresh random windows per epoch.")] = PRETRAINING.windows_per_epoch,
     threads: Threads = None,
 ) -> None:
-    """Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with
-    `genomix train --init`)."""
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout)
     settings = PretrainSettings(
         arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
@@ -357,7 +338,6 @@ def predict(
         "the Kraken-format outputs. Default: each class a species under the root, with a stable id.")] = None,
     threads: Threads = None,
 ) -> None:
-    """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy)
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
@@ -377,7 +357,6 @@ def embed(
     reference: Reference = None,
     threads: Threads = None,
 ) -> None:
-    """Write the pooled features of each record (windows averaged, as in predict), in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc)
 
@@ -402,7 +381,6 @@ def evaluate(
         "(same window and --holdout-fraction as training). Repeatable.")] = None,
     threads: Threads = None,
 ) -> None:
-    """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
                                           threshold=threshold, plots=plots, output=output, report=report)
@@ -437,7 +415,6 @@ def scan(
     report: ReportFile = None,
     threads: Threads = None,
 ) -> None:
-    """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
     if genome is not None:
         if reference is not None:
             raise GenomixError("scan: give the genome once, as --reference")
@@ -470,8 +447,6 @@ def variants_(
     rc: Strands = None,
     threads: Threads = None,
 ) -> None:
-    """Score each variant of a VCF: the model on the reference and the alternative allele's windows, per class
-    both probabilities and the change in log-odds, in input order."""
     summary = variants.score_variants(model, vcf, reference, output, allele_window=allele_window,
                                       skip_mismatch=skip_mismatch, region=region, device=device,
                                       batch_size=batch_size, rc=rc)
@@ -516,26 +491,22 @@ def explain(
     reference: Reference = None,
     threads: Threads = None,
 ) -> None:
-    """Which bases drive a prediction: per-base attributions (log-odds) of every record, with logos and motifs."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     extras = explaining.Extras(plots=plots, ids=ids, top=top, motifs=motifs, known=known)
     explaining.explain(model, source, output, method=method.value, class_name=class_name, start=start, end=end,
                        extras=extras, batch_size=batch_size, device=device, rc=rc, max_passes=max_passes, seed=seed)
 
 
-@app.command()
+@command()
 def info(
     model: ModelFile,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole header as JSON.")] = False,
 ) -> None:
-    """Describe a model file (or a backbone): architecture, classes, training data and settings, validation
-    metrics."""
     typer.echo(json.dumps(read_header(model), indent=2) if as_json else describe(read_card(model)))
 
 
-@app.command()
+@command()
 def models() -> None:
-    """List the architectures `genomix train --arch` takes, with their options and defaults (set with --set)."""
     for name in list_models():
         options = MODELS[name].Options().as_dict()
         doc = (MODELS[name].__doc__ or "").strip().splitlines()[0]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from genomix import __version__
 from genomix.cli import app
-from genomix.launcher import overview
+from genomix.overview import overview
 
 
 @pytest.mark.parametrize("args", [["--help"], [], ["--version"]])

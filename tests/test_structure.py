@@ -272,8 +272,8 @@ def test_the_modules_of_genomix_import_one_another_without_a_cycle():
         pytest.fail(f"import cycle: {' -> '.join(err.args[1])}")
 
 
-STAGES = ("genomix.errors", "genomix.console", "genomix.io", "genomix.sequences", "genomix.models",
-          "genomix.applying", "genomix.fitting", "genomix.cli")  # the layout, in the order data flows
+STAGES = ("genomix.errors", "genomix.console", "genomix.io", "genomix.sequences", "genomix.models",  # the layout, in
+          "genomix.applying", "genomix.fitting", "genomix.overview", "genomix.cli")  # the order data flows
 
 
 def test_each_stage_of_the_layout_imports_only_the_stages_before_it():
