@@ -21,7 +21,7 @@ from genomix import __version__
 from genomix.applying import embedding, evaluating, explaining, predicting, scanning, variants
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
-from genomix.console import console, resolve_device, reuse_large_allocations, use_threads
+from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_precision, use_threads
 from genomix.errors import GenomixError
 from genomix.fitting import pretraining, training
 from genomix.fitting.pretraining import PretrainSettings
@@ -97,12 +97,19 @@ def value_of(choice: Enum | None) -> str | None:
 Arch = choices("Arch", list_models())
 NeuralArch = choices("NeuralArch", pretraining.neural_models())
 Method = choices("Method", list(explaining.METHODS))
+PrecisionChoice = choices("PrecisionChoice", list(PRECISIONS))
 
 
 def _threads(threads: int | None) -> int | None:
     """--threads is applied here, once, for every command that takes it."""
     use_threads(threads)
     return threads
+
+
+def _precision(precision: Enum) -> Enum:
+    """--precision is applied here, once, for every command that scores."""
+    use_precision(precision.value)
+    return precision
 
 
 def _device(device: str) -> str:
@@ -135,6 +142,9 @@ ReportFile = Annotated[str | None, typer.Option(
 Plots = Annotated[Path | None, typer.Option(
     help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
     "matrix; explain: a sequence logo of each top-scoring record, or of --ids).")]
+Precision = Annotated[PrecisionChoice, typer.Option(
+    callback=_precision, help="Arithmetic of the network's matrix products: bf16, fp32, or auto (bf16 on CUDA; "
+    "fp32 on the CPU, docs/PERFORMANCE.md).")]
 Threads = Annotated[int | None, typer.Option(
     callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
     "Default: torch's choice.")]
@@ -349,6 +359,7 @@ def predict(
     shard: Annotated[str | None, typer.Option(
         help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs.")] = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
@@ -369,6 +380,7 @@ def embed(
     bed: Bed = None,
     reference: Reference = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Write the pooled features of each record (windows averaged, as in predict), in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
@@ -394,6 +406,7 @@ def evaluate(
         "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
         "(same window and --holdout-fraction as training). Repeatable.")] = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
@@ -429,6 +442,7 @@ def scan(
     rc: Strands = None,
     report: ReportFile = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
     if genome is not None:
@@ -462,6 +476,7 @@ def variants_(
     device: Device = "auto",
     rc: Strands = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Score each variant of a VCF: the model on the reference and the alternative allele's windows, per class
     both probabilities and the change in log-odds, in input order."""
@@ -508,6 +523,7 @@ def explain(
     bed: Bed = None,
     reference: Reference = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     """Which bases drive a prediction: per-base attributions (log-odds) of every record, with logos and motifs."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)

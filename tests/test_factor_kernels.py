@@ -115,7 +115,7 @@ def test_the_c_source_ships_with_the_package_and_a_changed_source_builds_a_new_l
     """The kernels are package data (factor_kernels.c); the cached library is keyed by the source's text, so an
     edited source is compiled again instead of an old build being loaded."""
     shipped = factor_kernels.resources.files("genomix.models").joinpath("factor_kernels.c").read_text()
-    assert "KERNELS(float, f32, float)" in shipped
+    assert "FORWARD(float, f32, float)" in shipped
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     factor_kernels.c_library.cache_clear()
     try:

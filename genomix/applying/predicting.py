@@ -13,7 +13,7 @@ from itertools import islice, zip_longest
 from pathlib import Path
 
 from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
-from genomix.console import console
+from genomix.console import console, precision_name
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
 from genomix.io.reading import Record, read_records
@@ -99,7 +99,8 @@ def predict(
     check_threshold(threshold, model)
     caller = Caller(model.classes, threshold, model.positive_index, min_score)
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
-                f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
+                f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged; "
+                f"precision {precision_name(device)}")
     predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
     report = _write(predictions, model, caller, outputs, writer_class, inputs)
     if outputs.report is not None:
