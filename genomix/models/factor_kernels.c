@@ -144,8 +144,19 @@ static void axpy_bf16(bf16* out, const bf16* base, const bf16* const* src, const
 }
 
 static float dot_bf16(const bf16* x, const bf16* y, int64_t D) {
+    int64_t d0 = 0;
     float total = 0.0f;
-    for (int64_t d = 0; d < D; d++) total += bf16_f32(x[d]) * bf16_f32(y[d]);
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; d0 + 16 <= D; d0 += 16) {
+        a0 = _mm256_fmadd_ps(load8_bf16(x + d0), load8_bf16(y + d0), a0);
+        a1 = _mm256_fmadd_ps(load8_bf16(x + d0 + 8), load8_bf16(y + d0 + 8), a1);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+    for (int q = 0; q < 8; q++) total += lanes[q];
+#endif
+    for (; d0 < D; d0++) total += bf16_f32(x[d0]) * bf16_f32(y[d0]);
     return total;
 }
 
