@@ -34,6 +34,8 @@ def test_bf16_predict_runs_end_to_end_and_calls_as_fp32(genomix_main):
     bf16 = genomix_main("predict", model, TEST_FA, "--device", "cpu", "--precision", "bf16")
     assert fp32.returncode == 0 and bf16.returncode == 0, bf16.stderr
     assert "precision bf16" in bf16.stderr.decode() and "precision fp32" in fp32.stderr.decode()
+    again = genomix_main("predict", model, TEST_FA, "--device", "cpu")  # the flag does not outlive its command
+    assert "precision fp32 (auto)" in again.stderr.decode() and again.stdout == fp32.stdout
     exact, low = rows(fp32.stdout.decode()), rows(bf16.stdout.decode())
     assert [r[:2] for r in low] == [r[:2] for r in exact]  # ids and lengths, in input order
     low_p, exact_p = (np.array([r[4:] for r in t[1:]], float) for t in (low, exact))
