@@ -7,7 +7,9 @@ such and the next one starts):
 2. graph breaks and kernels per train step, eager and compiled (`bench/speed.py --kernels`);
 3. the factor kernel's bandwidth beside a copy, and the train-step table for paramixer-cdil, paramixer-chord
    and transformer, N = 2^12 … 2^20, bf16, the whole step compiled and replayed as a CUDA graph;
-4. real training: two epochs on human_nontata_promoters through `genomix.fitting.training.fit`, sequences per second.
+4. real training: two epochs on human_nontata_promoters through `genomix.fitting.training.fit`, sequences per second;
+5. inference: the default model's forward on 150-base reads, fp32 and bf16, batches of 64 and 1,024, read-strands
+   per second (on a CPU rehearsal: batches of 64, one thread).
 
 Then it writes the JSON (default `docs/speed_cuda.json`) and the tables, with the issue's targets checked,
 between the GPU-script markers of `docs/PERFORMANCE.md`.
@@ -30,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 MARKERS = ("<!-- gpu-script:start -->", "<!-- gpu-script:end -->")
 # Seconds each phase may take at most, out of the whole budget (full run on a GPU).
-SHARES = {"tests": 100, "kernels": 40, "speed": 270, "training": 70}
+SHARES = {"tests": 100, "kernels": 40, "speed": 240, "training": 70, "inference": 30}
 
 
 def run_phase(name: str, argv: list[str], deadline: float, env: dict | None = None) -> dict:
@@ -70,6 +72,35 @@ def train_once(data: Path, device: str, small: bool) -> dict:
     return {"sequences": len(records), "seconds": round(time.perf_counter() - start, 1),
             "seq_per_s_by_epoch": [round(e["seq_per_s"], 1) for e in history],
             "val_accuracy": history[-1].get("val_accuracy"), "device": model.metadata["training"]["device"]}
+
+
+def infer_once(device: str, small: bool) -> list[dict]:
+    """Child mode: read-strands per second of the default model's forward on 150-base reads, fp32 and bf16."""
+    import torch
+
+    from genomix.console import autocast
+    from genomix.models import DEFAULT_MODEL, create_model
+
+    torch_device = torch.device(device)
+    model = create_model(DEFAULT_MODEL, 2, 150).to(torch_device).eval()
+    rows = []
+    for batch in (64,) if small else (64, 1024):
+        tokens = torch.randint(0, 4, (batch, 150), device=torch_device)
+        lengths = torch.full((batch,), 150, device=torch_device)
+        for precision in ("fp32", "bf16"):
+            with torch.no_grad(), autocast(torch_device, precision):
+                model(tokens, lengths)  # kernel builds and autotuning
+                reps = 3 if small else 20
+                if device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(reps):
+                    model(tokens, lengths)
+                if device == "cuda":
+                    torch.cuda.synchronize()
+            rows.append({"batch": batch, "precision": precision,
+                         "reads_per_s": round(batch * reps / (time.perf_counter() - start), 1)})
+    return rows
 
 
 def load(path: Path) -> list | dict:
@@ -154,6 +185,10 @@ def markdown(report: dict) -> str:
         lines += ["", f"Real training, human_nontata_promoters ({t['sequences']:,} sequences, CLI defaults, 2 "
                       f"epochs, {t['device']}): " + " / ".join(f"{x:,.0f}" for x in t["seq_per_s_by_epoch"]) +
                   " sequences/s by epoch (epoch 1 includes kernel builds)."]
+    if report.get("inference"):
+        lines += ["", "Inference, default model, 150-base reads (bare forward): " + "; ".join(
+            f"batch {r['batch']} {r['precision']} {r['reads_per_s']:,.0f} read-strands/s" for r in report["inference"])
+            + "."]
     lines += ["", f"| target (measured on {report['device']}) | figure | met? |", "|---|---|---|"]
     lines += [f"| {a} | {b} | {c} |" for a, b, c in report["targets"]]
     return "\n".join(lines)
@@ -183,9 +218,17 @@ def main(argv: list[str] | None = None) -> None:
                         help="markdown file to write the tables into (default: docs/PERFORMANCE.md on CUDA, none on "
                              "the CPU)")
     parser.add_argument("--train-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--infer-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.train_child:
         args.json_out.write_text(json.dumps(train_once(args.data, args.device, args.small)) + "\n")
+        return
+    if args.infer_child:
+        if args.device == "cpu":
+            import torch
+
+            torch.set_num_threads(1)
+        args.json_out.write_text(json.dumps(infer_once(args.device, args.small)) + "\n")
         return
     import torch
 
@@ -195,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
     json_out = args.json_out or (REPO / "docs" / "speed_cuda.json" if args.device == "cuda" else scratch / "gpu.json")
     doc = args.doc or (REPO / "docs" / "PERFORMANCE.md" if args.device == "cuda" else None)
     if args.small:
-        SHARES.update(tests=120, kernels=120, speed=240, training=240)
+        SHARES.update(tests=120, kernels=120, speed=240, training=240, inference=120)
     started = time.monotonic()
     deadline = started + args.budget
     py, speed = sys.executable, str(REPO / "bench" / "speed.py")
@@ -215,6 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     phases["training"] = run_phase("training", [py, __file__, "--train-child", "--device", args.device, "--data",
                                                 str(args.data), "--json-out", str(scratch / "training.json")]
                                    + (["--small"] if args.small else []), deadline, env)
+    phases["inference"] = run_phase("inference", [py, __file__, "--infer-child", "--device", args.device, "--json-out",
+                                                  str(scratch / "inference.json")]
+                                    + (["--small"] if args.small else []), deadline, env)
     training = (load(scratch / "training.json") or None) if phases["training"]["status"] == 0 else None
     rows = load(scratch / "speed.json")
     order = {"cdil": 0, "chord": 1, None: 2}
@@ -227,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
               "torch": torch.__version__, "commit": code_version(), "small": args.small,
               "total_seconds": time.monotonic() - started, "phases": phases, "steps": steps, "bandwidth": bandwidth,
               "kernels": load(scratch / "kernels.json"), "training": training,
+              "inference": load(scratch / "inference.json"),
               "targets": check_targets(steps, bandwidth, training)}
     json_out.write_text(json.dumps(report, indent=1) + "\n")
     text = markdown(report)

@@ -281,7 +281,7 @@ def bandwidth_rows(args: argparse.Namespace, device: torch.device, sizes: list[i
     residual add, fused in the kernel). The dtype is the one the model runs the op in: fp32 on the CPU, bf16
     under CUDA autocast. The kernels are the ones training uses.
     """
-    KERNELS.pick(sizes[0], training=True)  # as in training: the fused kernels at every N
+    KERNELS.FUSE_MIN_LEN = 0  # as in training: the fused kernels at every N
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     dim, rows = CONFIG["dim"], []
     for protocol in ("cdil", "chord"):

@@ -20,7 +20,7 @@ from typer.core import TyperCommand
 from genomix.applying import embedding, evaluating, explaining, predicting, scanning, variants
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
-from genomix.console import console, resolve_device, reuse_large_allocations, use_threads
+from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_precision, use_threads
 from genomix.errors import GenomixError
 from genomix.fitting import pretraining, training
 from genomix.fitting.pretraining import PretrainSettings
@@ -97,12 +97,19 @@ Arch = choices("Arch", list_models())
 NeuralArch = choices("NeuralArch", pretraining.neural_models())
 Method = choices("Method", list(explaining.METHODS))
 ReportFormat = choices("ReportFormat", ["tsv", "kraken"])
+PrecisionChoice = choices("PrecisionChoice", list(PRECISIONS))
 
 
 def _threads(threads: int | None) -> int | None:
     """--threads is applied here, once, for every command that takes it."""
     use_threads(threads)
     return threads
+
+
+def _precision(precision: Enum) -> Enum:
+    """--precision is applied here, once, for every command that scores."""
+    use_precision(precision.value)
+    return precision
 
 
 def _device(device: str) -> str:
@@ -135,6 +142,9 @@ ReportFile = Annotated[str | None, typer.Option(
 Plots = Annotated[Path | None, typer.Option(
     help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
     "matrix; explain: a sequence logo of each top-scoring record, or of --ids).")]
+Precision = Annotated[PrecisionChoice, typer.Option(
+    callback=_precision, help="Arithmetic of the network's matrix products: bf16, fp32, or auto (bf16 on CUDA; "
+    "fp32 on the CPU, docs/PERFORMANCE.md).")]
 Threads = Annotated[int | None, typer.Option(
     callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
     "Default: torch's choice.")]
@@ -337,6 +347,7 @@ def predict(
         help="TSV mapping each class to an NCBI taxid (columns class, taxid; optional name, rank, lineage) for "
         "the Kraken-format outputs. Default: each class a species under the root, with a stable id.")] = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy)
@@ -356,6 +367,7 @@ def embed(
     bed: Bed = None,
     reference: Reference = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc)
@@ -380,6 +392,7 @@ def evaluate(
         "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
         "(same window and --holdout-fraction as training). Repeatable.")] = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
@@ -414,6 +427,7 @@ def scan(
     rc: Strands = None,
     report: ReportFile = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     if genome is not None:
         if reference is not None:
@@ -446,6 +460,7 @@ def variants_(
     device: Device = "auto",
     rc: Strands = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     summary = variants.score_variants(model, vcf, reference, output, allele_window=allele_window,
                                       skip_mismatch=skip_mismatch, region=region, device=device,
@@ -490,6 +505,7 @@ def explain(
     bed: Bed = None,
     reference: Reference = None,
     threads: Threads = None,
+    precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     extras = explaining.Extras(plots=plots, ids=ids, top=top, motifs=motifs, known=known)

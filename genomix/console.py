@@ -44,9 +44,59 @@ def use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision on the CPU, where bf16 buys little and costs accuracy."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+PRECISIONS = ("auto", "fp32", "bf16")
+# What `auto` means on the CPU: fp32 (bench/inference.py checks bf16 against fp32; docs/PERFORMANCE.md).
+AUTO_CPU_BF16 = False
+_precision = "auto"  # the process's setting for scoring: --precision
+
+
+def fast_cpu_bf16() -> bool:
+    """The processor multiplies bf16 in hardware (AVX-512 BF16 or AMX), so oneDNN's bf16 GEMMs beat fp32."""
+    return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
+                                                     or torch.cpu._is_amx_tile_supported())
+
+
+def use_precision(precision: str) -> None:
+    """Score in `precision` (`compute_dtype`) for the rest of the process: what --precision sets."""
+    global _precision
+    check_precision(precision)
+    _precision = precision
+
+
+def scoring_precision() -> str:
+    """The precision scoring uses where none is given: --precision, `auto` by default."""
+    return _precision
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise GenomixError(f"--precision {precision}: expected {', '.join(PRECISIONS)}")
+
+
+def compute_dtype(precision: str | None, device: torch.device) -> torch.dtype:
+    """The dtype a model's matrix products run in: `auto` is bf16 on CUDA, and on the CPU bf16 only where
+    AUTO_CPU_BF16 and the processor has bf16 units; fp32 otherwise. None is training's choice: bf16 on CUDA,
+    full precision on the CPU, where bf16 costs gradients accuracy."""
+    if precision is None:
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    check_precision(precision)
+    if precision == "auto":
+        bf16 = device.type == "cuda" or (AUTO_CPU_BF16 and fast_cpu_bf16())
+        precision = "bf16" if bf16 else "fp32"
+    return torch.bfloat16 if precision == "bf16" else torch.float32
+
+
+def precision_name(device: str | torch.device) -> str:
+    """What scoring runs in on `device` with the process's setting, for log lines: `fp32 (auto)`, say."""
+    torch_device = device if isinstance(device, torch.device) else resolve_device(device)
+    name = "bf16" if compute_dtype(_precision, torch_device) == torch.bfloat16 else "fp32"
+    return f"{name} (auto)" if _precision == "auto" else name
+
+
+def autocast(device: torch.device, precision: str | None = None):
+    """Autocast to `compute_dtype(precision, device)`."""
+    dtype = compute_dtype(precision, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
 
 
 def reuse_large_allocations() -> None:

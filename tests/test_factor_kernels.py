@@ -115,7 +115,7 @@ def test_the_c_source_ships_with_the_package_and_a_changed_source_builds_a_new_l
     """The kernels are package data (factor_kernels.c); the cached library is keyed by the source's text, so an
     edited source is compiled again instead of an old build being loaded."""
     shipped = factor_kernels.resources.files("genomix.models").joinpath("factor_kernels.c").read_text()
-    assert "KERNELS(float, f32, float)" in shipped
+    assert "FORWARD(float, f32, float)" in shipped
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     factor_kernels.c_library.cache_clear()
     try:
@@ -225,3 +225,37 @@ def test_interpreted_triton_kernel_equals_dense_bf16(protocol):
                            upstream.bfloat16(), lengths)
     for g, e in zip(got, expected):
         assert ((g.double() - e).norm() / e.norm()).item() < 1e-2
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_the_c_forward_equals_the_reference_for_short_inputs(dtype, tolerance):
+    """150-base reads, as inference runs them: fp32 within rounding; bf16 (fp32 sums, one rounding on store)
+    against the reference in fp32 on the same rounded inputs."""
+    if factor_kernels.c_library() is None:
+        pytest.skip("no C compiler")
+    torch.manual_seed(0)
+    n, lengths = 150, torch.tensor([150, 131, 1, 150])
+    shifts = list(factor_shifts("cdil", num_factors(n))[3])
+    v, w = torch.randn(4, n, 64).to(dtype), (torch.randn(4, n, len(shifts)) * 0.2).to(dtype)
+    for normalize, residual in MODES:
+        out, r = factor_kernels.fused_forward(v, w, lengths, shifts, normalize, residual)
+        expected, r_expected = factor_kernels.reference_forward(v.float(), w.float(), lengths, shifts, normalize,
+                                                                residual)
+        assert out.dtype == dtype and r.dtype == torch.float32
+        torch.testing.assert_close(out.float(), expected, rtol=tolerance, atol=tolerance)
+        torch.testing.assert_close(r, r_expected, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_gives_the_same_values_before_and_after_a_training_step():
+    """The kernel is chosen by the input alone: a training step in the same process changes nothing."""
+    torch.manual_seed(0)
+    model = create_model("paramixer-cdil", 2, 150, dim=16, hidden=16)
+    tokens, lengths = torch.randint(0, 4, (3, 150)), torch.tensor([150, 97, 150])
+    model.eval()
+    with torch.no_grad():
+        before = model(tokens, lengths)
+    model.train()
+    model(tokens, lengths).sum().backward()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(tokens, lengths), before)

@@ -13,7 +13,7 @@ from itertools import islice, zip_longest
 from pathlib import Path
 
 from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
-from genomix.console import console
+from genomix.console import console, precision_name
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
 from genomix.io.formats import format_of
@@ -107,15 +107,12 @@ def predict(
         writer_class = KrakenWriter.of(taxonomy)
     caller = Caller(model.classes, threshold, model.positive_index, min_score)
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
-                f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged")
+                f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged; "
+                f"precision {precision_name(device)}")
     predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
     report = _write(predictions, model, caller, outputs, writer_class, inputs)
     if outputs.report is not None:
-        with output_stream(outputs.report, inputs) as out:
-            if kraken_report:
-                taxonomy.write_report(report.records, out)
-            else:
-                write_summary(report, outputs.report, out, "predict")
+        _write_report(report, outputs.report, taxonomy if kraken_report else None, inputs)
     console.log(report.summary())
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
@@ -155,3 +152,12 @@ def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Calle
                 by_class.write(prediction.record, label)
         writer.end()
     return report
+
+
+def _write_report(report: Report, path: str | Path, taxonomy: Taxonomy | None, inputs: list[str]) -> None:
+    """The summary report: Kraken2's format with a taxonomy, else genomix's TSV (or MultiQC's by its name)."""
+    with output_stream(path, inputs) as out:
+        if taxonomy is not None:
+            taxonomy.write_report(report.records, out)
+        else:
+            write_summary(report, path, out, "predict")

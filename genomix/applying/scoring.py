@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from genomix.applying.calibration import calibrated
-from genomix.console import autocast, resolve_device
+from genomix.console import autocast, compute_dtype, resolve_device, scoring_precision
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
 from genomix.io.writers import UNCLASSIFIED
@@ -89,15 +89,21 @@ class Scorer:
     rc: bool = False
     temperature: float = 1.0
     batch_size: int = BATCH_SIZE
+    precision: str | None = None  # auto, fp32 or bf16 (`console.compute_dtype`); None: as in training
 
     @classmethod
     def of(cls, model: TrainedModel, device: str | torch.device = "auto", batch_size: int = BATCH_SIZE,
-           rc: bool | None = None, calibrated: bool = True) -> Scorer:
+           rc: bool | None = None, calibrated: bool = True, precision: str | None = None) -> Scorer:
         """The scorer of a model file: `rc` None scores the strands the card says; `calibrated` False leaves the
-        temperature out."""
+        temperature out; `precision` None is the process's (--precision, `auto` by default)."""
         torch_device = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(model.network.to(torch_device).eval(), torch_device, model.scores_both_strands(rc),
-                   model.temperature if calibrated else 1.0, batch_size)
+                   model.temperature if calibrated else 1.0, batch_size, precision or scoring_precision())
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the network's matrix products run in."""
+        return compute_dtype(self.precision, self.device)
 
     @property
     def max_len(self) -> int:
@@ -147,7 +153,7 @@ class Scorer:
         rows = torch.empty(len(pieces), width, dtype=torch.float64)
         for batch in bucket_batches(np.array([len(p) for p in pieces]), self.batch_size):
             tokens, lengths = pad([pieces[i] for i in batch])
-            with autocast(self.device):
+            with autocast(self.device, self.precision):
                 rows[torch.from_numpy(batch)] = fn(tokens.to(self.device), lengths.to(self.device)).double().cpu()
         owners = torch.from_numpy(np.repeat(np.arange(len(token_arrays)), counts))
         return owner_means(rows, owners, len(token_arrays)), counts

@@ -1,5 +1,6 @@
 /* The CPU factor kernels of factor_kernels.py (its docstring says what they compute and why): compiled there on
-   first use, cached by a hash of this file, the compiler and its flags, and called through ctypes. */
+   first use, cached by a hash of this file, the compiler and its flags, and called through ctypes.
+   bf16 (inference under autocast) has a forward only: it reads bf16, computes in fp32 and rounds once on store. */
 
 #include <stdint.h>
 #include <math.h>
@@ -85,14 +86,92 @@ static double dot_f64(const double* x, const double* y, int64_t D) {
     return total;
 }
 
+typedef uint16_t bf16;
+
+static inline float bf16_f32(bf16 x) {
+    uint32_t u = (uint32_t)x << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Round to nearest even, as torch does (NaN stays NaN). */
+static inline bf16 f32_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16)((u >> 16) | 0x40);
+    return (bf16)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+static inline __m256 load8_bf16(const bf16* p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p)), 16));
+}
+
+static inline void store8_bf16(bf16* p, __m256 x) {
+    __m256i u = _mm256_castps_si256(x);
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    u = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd)), 16);
+    _mm_storeu_si128((__m128i*)p, _mm_packus_epi32(_mm256_castsi256_si128(u), _mm256_extracti128_si256(u, 1)));
+}
+#endif
+
+/* axpy_f32 with bf16 rows: the sums stay fp32 and are rounded once. */
+static void axpy_bf16(bf16* out, const bf16* base, const bf16* const* src, const float* c, int64_t K, int64_t D) {
+    int64_t d0 = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    for (; d0 + 64 <= D; d0 += 64) {
+        __m256 a[8];
+        for (int u = 0; u < 8; u++) a[u] = base ? load8_bf16(base + d0 + 8 * u) : _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k++) {
+            const __m256 ck = _mm256_set1_ps(c[k]);
+            const bf16* s = src[k] + d0;
+            for (int u = 0; u < 8; u++) a[u] = _mm256_fmadd_ps(ck, load8_bf16(s + 8 * u), a[u]);
+        }
+        for (int u = 0; u < 8; u++) store8_bf16(out + d0 + 8 * u, a[u]);
+    }
+    for (; d0 + 8 <= D; d0 += 8) {
+        __m256 a = base ? load8_bf16(base + d0) : _mm256_setzero_ps();
+        for (int64_t k = 0; k < K; k++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[k]), load8_bf16(src[k] + d0), a);
+        store8_bf16(out + d0, a);
+    }
+#endif
+    for (; d0 < D; d0++) {
+        float a = base ? bf16_f32(base[d0]) : 0.0f;
+        for (int64_t k = 0; k < K; k++) a += c[k] * bf16_f32(src[k][d0]);
+        out[d0] = f32_bf16(a);
+    }
+}
+
+static float dot_bf16(const bf16* x, const bf16* y, int64_t D) {
+    int64_t d0 = 0;
+    float total = 0.0f;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; d0 + 16 <= D; d0 += 16) {
+        a0 = _mm256_fmadd_ps(load8_bf16(x + d0), load8_bf16(y + d0), a0);
+        a1 = _mm256_fmadd_ps(load8_bf16(x + d0 + 8), load8_bf16(y + d0 + 8), a1);
+    }
+    float lanes[8];
+    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+    for (int q = 0; q < 8; q++) total += lanes[q];
+#endif
+    for (; d0 < D; d0++) total += bf16_f32(x[d0]) * bf16_f32(y[d0]);
+    return total;
+}
+
+static inline float load_bf16(bf16 x) { return bf16_f32(x); }
+static inline float load_f32(float x) { return x; }
+static inline double load_f64(double x) { return x; }
+
 /* Each shift reduced to [0, L), once per sequence, so the row loops need no division. */
 static void reduce_shifts(const int64_t* shifts, int64_t K, int64_t L, int64_t* t) {
     if (L < 1) L = 1;
     for (int64_t k = 0; k < K; k++) t[k] = ((shifts[k] % L) + L) % L;
 }
 
-/* Kernels over flat rows [row0, row1) of the (B*N) rows. */
-#define KERNELS(T, SUF, RT)                                                                                   \
+/* Kernels over flat rows [row0, row1) of the (B*N) rows; RT is the type they compute in. */
+#define FORWARD(T, SUF, RT)                                                                                   \
 void rms_##SUF(int64_t row0, int64_t row1, int64_t D, const T* v, RT* r) {                                  \
     for (int64_t q = row0; q < row1; q++) {                                                                 \
         RT s = (RT)dot_##SUF(v + q * D, v + q * D, D);                                                      \
@@ -102,19 +181,21 @@ void rms_##SUF(int64_t row0, int64_t row1, int64_t D, const T* v, RT* r) {      
 void forward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K, const T* v, const T* w,     \
                    int64_t w_stride, const RT* r, const int64_t* lengths, const int64_t* shifts, int residual,\
                    T* out) {                                                                                \
-    const T* src[KMAX]; T c[KMAX]; int64_t t[KMAX]; int64_t tb = -1;                                        \
+    const T* src[KMAX]; RT c[KMAX]; int64_t t[KMAX]; int64_t tb = -1;                                       \
     for (int64_t q = row0; q < row1; q++) {                                                                 \
         const int64_t b = q / N, i = q - b * N, L = lengths[b];                                             \
         if (b != tb) { reduce_shifts(shifts, K, L, t); tb = b; }                                            \
         const T* vb = v + b * N * D;                                                                        \
         for (int64_t k = 0; k < K; k++) {                                                                   \
             const int64_t j = fwd_row(i, t[k], L);                                                          \
-            c[k] = w[q * w_stride + k] * (r ? (T)r[b * N + j] : (T)1);                                      \
+            c[k] = load_##SUF(w[q * w_stride + k]) * (r ? r[b * N + j] : (RT)1);                            \
             src[k] = vb + j * D;                                                                            \
         }                                                                                                   \
         axpy_##SUF(out + q * D, residual ? v + q * D : 0, src, c, K, D);                                    \
     }                                                                                                       \
-}                                                                                                           \
+}
+
+#define BACKWARD(T, SUF, RT)                                                                                  \
 void backward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K, const T* v, const T* w,    \
                     int64_t w_stride, const RT* r, const T* g, const int64_t* lengths, const int64_t* shifts, \
                     int residual, T* grad_v, T* grad_w) {                                                   \
@@ -139,5 +220,8 @@ void backward_##SUF(int64_t row0, int64_t row1, int64_t N, int64_t D, int64_t K,
     }                                                                                                       \
 }
 
-KERNELS(float, f32, float)
-KERNELS(double, f64, double)
+FORWARD(float, f32, float)
+FORWARD(double, f64, double)
+FORWARD(bf16, bf16, float)
+BACKWARD(float, f32, float)
+BACKWARD(double, f64, double)

@@ -11,7 +11,8 @@ the K row indices for every 8-float vector of D and bounds-checks each, which ca
 fifth of a copy's bandwidth (docs/PERFORMANCE.md). The C loop (factor_kernels.c) computes the K rows once per row and
 streams D with FMA vectors. It is compiled once per machine with the C compiler that `torch.compile` needs
 anyway, cached on disk, and called through ctypes (which releases the GIL, so rows are split over torch's
-threads). Where no compiler is found, or for a dtype the kernels do not cover, the reference runs.
+threads). Where no compiler is found, or for a dtype the kernels do not cover, the reference runs. bf16 (inference
+under autocast) has a C forward that reads bf16 and sums in fp32, so autocast converts nothing around the op.
 
 Both are `torch.library` custom ops with fake implementations, so a whole training step compiles around them
 without graph breaks and replays as a CUDA graph.
@@ -95,6 +96,7 @@ def reference_backward(grad: Tensor, v: Tensor, w: Tensor, r: Tensor, lengths: T
 # --- CPU: C kernel through ctypes -----------------------------------------------------------------------
 
 C_TYPES = {torch.float32: "f32", torch.float64: "f64"}
+C_FORWARD_TYPES = C_TYPES | {torch.bfloat16: "bf16"}  # bf16 is for inference: no C backward
 C_MAX_TAPS = 128  # KMAX in factor_kernels.c
 
 
@@ -160,8 +162,8 @@ def shift_tensor(shifts: list[int], device: torch.device) -> Tensor:
     return _SHIFTS[key]
 
 
-def _c_ready(v: Tensor, w: Tensor) -> ctypes.CDLL | None:
-    if v.device.type != "cpu" or v.dtype not in C_TYPES or w.dtype != v.dtype or w.shape[-1] > C_MAX_TAPS:
+def _c_ready(v: Tensor, w: Tensor, types: dict[torch.dtype, str] = C_TYPES) -> ctypes.CDLL | None:
+    if v.device.type != "cpu" or v.dtype not in types or w.dtype != v.dtype or w.shape[-1] > C_MAX_TAPS:
         return None
     return c_library()
 
@@ -175,13 +177,13 @@ def fused_forward(v: Tensor, w: Tensor, lengths: Tensor, shifts: list[int], norm
     """`reference_forward` in one pass: C on the CPU, Triton on CUDA, the reference elsewhere."""
     if v.device.type == "cuda" and triton_factor.available():
         return triton_factor.forward(v, w, lengths, shift_tensor(shifts, v.device), normalize, residual)
-    lib = _c_ready(v, w)
+    lib = _c_ready(v, w, C_FORWARD_TYPES)
     if lib is None:
         return reference_forward(v, w, lengths, shifts, normalize, residual)
     b, n, d = v.shape
     v, lengths = v.contiguous(), lengths.to(torch.int64).contiguous()  # kept alive: C reads their memory
     w, w_stride = triton_factor.w_rows(w)
-    suffix, rdtype = C_TYPES[v.dtype], torch.promote_types(v.dtype, torch.float32)
+    suffix, rdtype = C_FORWARD_TYPES[v.dtype], torch.promote_types(v.dtype, torch.float32)
     r = torch.empty(b, n, dtype=rdtype)
     if normalize:
         _over_rows(getattr(lib, f"rms_{suffix}"), b * n, ctypes.c_int64(d), _ptr(v), _ptr(r))

@@ -77,25 +77,23 @@ class _Kernels:
     """Chooses the factor step's forward and backward: the torch reference, or the fused native kernels.
 
     The reference makes K passes over memory per factor; the native kernels (C on the CPU, Triton on CUDA)
-    one. Building them costs a C compile (once per machine, cached on disk) or a Triton JIT and autotuning
-    (once per process), so they are used where that pays: in training, for inputs of at least FUSE_MIN_LEN,
-    and for everything after the first build (validation during training, say). Short inference in a fresh
-    process runs the reference. GENOMIX_COMPILE=0 keeps the reference everywhere; where a native kernel
-    cannot be built, the op falls back to the reference.
+    one. On the CPU the fused kernel runs for every input: its C build is cached on disk, so a process pays
+    at most a library load. On CUDA a Triton JIT and autotuning cost every process seconds, so there the
+    fused kernel runs in training and for inputs of at least FUSE_MIN_LEN. The choice depends only on the
+    input, never on what the process ran before. GENOMIX_COMPILE=0 keeps the reference everywhere; where a
+    native kernel cannot be built, the op falls back to the reference.
     """
 
     FUSE_MIN_LEN = 4096
 
     def __init__(self) -> None:
         self.enabled = os.environ.get("GENOMIX_COMPILE", "1") != "0"
-        self.compiled = None
 
-    def pick(self, n: int, training: bool):
-        if not self.enabled or (n < self.FUSE_MIN_LEN and not training and self.compiled is None):
-            return _product, _product_backward
-        if self.compiled is None:
-            self.compiled = (fused_forward, fused_backward)
-        return self.compiled
+    def pick(self, v: Tensor, training: bool):
+        fused = training or v.device.type != "cuda" or v.shape[1] >= self.FUSE_MIN_LEN
+        if self.enabled and fused:
+            return fused_forward, fused_backward
+        return _product, _product_backward
 
 
 KERNELS = _Kernels()
@@ -107,7 +105,7 @@ class _FactorProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, w: Tensor, v: Tensor, lengths: Tensor, shifts: tuple[int, ...], normalize: bool,
                 residual: bool, training: bool) -> Tensor:
-        forward, _ = KERNELS.pick(v.shape[1], training)
+        forward, _ = KERNELS.pick(v, training)
         out, r = forward(v, w, lengths, list(shifts), normalize, residual)
         ctx.save_for_backward(w, v, r, lengths)
         ctx.shifts, ctx.normalize, ctx.residual = shifts, normalize, residual
@@ -116,7 +114,7 @@ class _FactorProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         w, v, r, lengths = ctx.saved_tensors
-        _, backward = KERNELS.pick(v.shape[1], training=True)
+        _, backward = KERNELS.pick(v, training=True)
         grad_v, grad_w = backward(grad_out, v, w, r, lengths, list(ctx.shifts), ctx.normalize, ctx.residual)
         return grad_w, grad_v, None, None, None, None, None
 
