@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from genomix.applying.calibration import calibrated
+from genomix.applying.novelty import Inputs, novelty_of
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
@@ -44,6 +45,7 @@ class Prediction:
     log_probs: np.ndarray
     windows: int
     record: Record | None = field(default=None, repr=False, compare=False)
+    novelty: float = math.nan  # how unlike the training data the record is (`genomix.applying.novelty`)
 
     @property
     def label(self) -> str | None:
@@ -125,12 +127,28 @@ class Scorer:
         """Calibrated log-probabilities of records from the sums of their windows' rows (`window_rows`)."""
         return calibrated(window_sums / windows, self.temperature)
 
+    def records_with_features(self, token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray, Tensor]:
+        """`records`, and each array's pooled features (what the head reads, `features`) from the same pass."""
+        classes = self.network.num_classes
+        means, pieces = self._means(self._log_softmax_and_features, classes + self.network.embed_dim, token_arrays)
+        return calibrated(means[:, :classes], self.temperature), pieces // self.pieces_per_window, means[:, classes:]
+
     def features(self, token_arrays: Sequence[np.ndarray]) -> Tensor:
         """(n, F) pooled features (`Model.embed`), averaged over windows and strands as scores are."""
         return self._means(self.network.embed, self.network.embed_dim, token_arrays)[0]
 
     def _log_softmax(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.log_softmax(self.network(tokens, lengths).float(), -1)
+
+    def _log_softmax_and_features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """`_log_softmax` beside the head's input, caught on its way in (every model ends in `head(embed(...))`)."""
+        seen: list[Tensor] = []
+        hook = self.network.head.register_forward_hook(lambda _, inputs, __: seen.append(inputs[0]))
+        try:
+            log_probs = self._log_softmax(tokens, lengths)
+        finally:
+            hook.remove()
+        return torch.cat([log_probs, seen[0].float()], 1)
 
     @torch.no_grad()
     def _means(self, fn: Callable[[Tensor, Tensor], Tensor], width: int,
@@ -170,10 +188,16 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
     left as it is); `rc` averages both strands, None leaves it to the model card.
     """
     scorer = Scorer.of(model, device, batch_size, rc, calibrated)
+    novelty = novelty_of(model)
     for chunk, tokens in _encoded(records, scorer):
-        scores, windows = scorer.records(tokens)
-        for record, t, s, w in zip(chunk, tokens, scores.numpy(), windows.tolist()):
-            yield Prediction(record.id, len(t), s, w, record)
+        if novelty is None:
+            scores, windows = scorer.records(tokens)
+            unusual = np.full(len(tokens), math.nan)
+        else:
+            scores, windows, features = scorer.records_with_features(tokens)
+            unusual = novelty.score(scorer.network, Inputs(scores.numpy(), features.numpy(), tokens))
+        for record, t, s, w, u in zip(chunk, tokens, scores.numpy(), windows.tolist(), unusual.tolist()):
+            yield Prediction(record.id, len(t), s, w, record, u)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
