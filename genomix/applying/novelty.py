@@ -8,8 +8,10 @@ Every score is higher for a more unusual record, and needs only what the model f
 - `features`: the squared Mahalanobis distance of the pooled features (`Model.embed`, what the head reads) to the
   nearest class mean, under one covariance shared by the classes;
 - `kmer`: the same distance for the record's normalised 3-mer profile;
-- `combined`: the mean of the `features` and `kmer` distances, each standardised by its validation mean and
-  spread (`kmer` alone where the features are too wide to keep a covariance of).
+- `markov`: minus the best per-base log-likelihood of the record under one third-order Markov chain per class
+  (the chance of each base given the three before it, counted on the class's training records);
+- `combined`: the mean of the `features`, `kmer` and `markov` scores, each standardised by its validation mean
+  and spread (`features` left out where the pooled features are too wide to keep a covariance of).
 
 The class means and whitening matrices are fitted on the training records in the finishing step; the threshold
 of each score keeps `known_recall` of the validation records known. All of it is the card's `novelty` block.
@@ -28,10 +30,12 @@ from genomix.errors import GenomixError
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
 
-METHODS = ("msp", "energy", "features", "kmer", "combined")
+METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
 DEFAULT_METHOD = "combined"
 DEFAULT_KNOWN_RECALL = 0.99
 PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and a covariance of 4,096 numbers in the card
+MARKOV_K = 4  # the Markov chains' k-mers: a base and the three before it (256 numbers per class)
+PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that an unseen k-mer is not impossible
 MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
 SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagonal: keeps it invertible
 DIGITS = 6  # significant digits of the numbers kept in the card
@@ -105,6 +109,7 @@ class Novelty:
     method: str
     known_recall: float
     profile: Gaussian
+    markov: np.ndarray  # (classes, 4^MARKOV_K): log chance of a k-mer's last base given the bases before it
     features: Gaussian | None = None
     spread: dict[str, list[float]] | None = None  # per distance: validation mean and standard deviation
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
@@ -117,8 +122,13 @@ class Novelty:
     def fit(cls, network: Model, train: Inputs, y: np.ndarray) -> Novelty:
         """The class Gaussians of the training records (no thresholds yet: `calibrate`)."""
         wide = train.features.shape[1] > MAX_FEATURE_DIM
+        profiles = kmer_profiles(train.tokens, MARKOV_K)
+        frequencies = np.stack([profiles[y == c].sum(0) for c in range(network.num_classes)])
+        frequencies = frequencies.reshape(len(frequencies), -1, 4) / np.maximum(1, np.bincount(y))[:, None, None]
+        frequencies += PSEUDOCOUNT / 4**MARKOV_K
+        markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(network.num_classes, -1)
         return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(kmer_profiles(train.tokens), y,
-                                                                      network.num_classes),
+                                                                      network.num_classes), markov,
                    None if wide else Gaussian.fit(train.features, y, network.num_classes))
 
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
@@ -126,12 +136,12 @@ class Novelty:
         check_known_recall(known_recall)
         distances = self._distances(val)
         spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in distances.items()}
-        scored = Novelty(method, known_recall, self.profile, self.features, spread)
+        scored = Novelty(method, known_recall, self.profile, self.markov, self.features, spread)
         scores = scored.scores(network, val)
         if method not in scores:
             raise GenomixError(f"novelty method {method!r} is not available for this model (known: {', '.join(scores)})")
         thresholds = {name: float(np.quantile(s[np.isfinite(s)], known_recall)) for name, s in scores.items()}
-        return Novelty(method, known_recall, self.profile, self.features, spread, thresholds)
+        return Novelty(method, known_recall, self.profile, self.markov, self.features, spread, thresholds)
 
     def scores(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
         """Every method's score of each record (NaN for an empty one)."""
@@ -149,24 +159,28 @@ class Novelty:
         return self.scores(network, batch)[self.method]
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
-        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens))}
+        likelihoods = kmer_profiles(batch.tokens, MARKOV_K) @ self.markov.T
+        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": -likelihoods.max(1)}
         if self.features is not None:
             result["features"] = self.features.distance(np.nan_to_num(batch.features))
         return result
 
     def as_card(self) -> dict[str, Any]:
         return {"method": self.method, "known_recall": self.known_recall, "profile_k": PROFILE_K,
-                "thresholds": self.thresholds, "spread": self.spread, "profile": self.profile.as_card(),
+                "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
+                "profile": self.profile.as_card(), "markov": _rounded(self.markov),
                 "features": None if self.features is None else self.features.as_card()}
 
     @classmethod
     def from_card(cls, block: dict[str, Any]) -> Novelty:
         """The card's block, checked (a malformed one is a corrupt model file)."""
         try:
-            if block["method"] not in METHODS or block["profile_k"] != PROFILE_K:
-                raise ValueError(f"method {block['method']!r}, profile_k {block['profile_k']!r}")
-            features = block["features"]
-            return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]),
+            if block["method"] not in METHODS or block["profile_k"] != PROFILE_K or block["markov_k"] != MARKOV_K:
+                raise ValueError(f"method {block['method']!r}, k {block['profile_k']!r}, {block['markov_k']!r}")
+            features, markov = block["features"], np.asarray(block["markov"], dtype=np.float64)
+            if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K:
+                raise ValueError(f"Markov chains of shape {markov.shape}")
+            return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]), markov,
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
                        {k: float(v) for k, v in block["thresholds"].items()})
@@ -186,3 +200,23 @@ def check_known_recall(known_recall: float) -> None:
 
 def _rounded(array: np.ndarray) -> list:
     return np.vectorize(lambda v: float(f"{v:.{DIGITS}g}"))(array).tolist()
+
+
+def open_set_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float, known_correct: np.ndarray
+                     ) -> dict[str, float]:
+    """How well novelty scores of in-distribution (`known`) and out-of-distribution (`unknown`) records part
+    them: AUROC; the share of unknown records kept at the threshold that keeps 95% of known ones (FPR@95); at
+    `threshold`, the share of known records kept, of unknown ones called as a known class, and the accuracy
+    on the known records kept (`known_correct`: whether each known record's call is right)."""
+    from sklearn.metrics import roc_auc_score  # scikit-learn loads only where open-set metrics are asked for
+
+    known, unknown = np.nan_to_num(known, nan=-np.inf), np.nan_to_num(unknown, nan=-np.inf)
+    kept = known <= threshold
+    return {
+        "auroc": float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(unknown))], np.r_[known, unknown])),
+        "fpr_at_95": float((unknown <= np.quantile(known, 0.95)).mean()),
+        "known_kept": float(kept.mean()),
+        "unknown_called_known": float((unknown <= threshold).mean()),
+        "known_accuracy": float(known_correct.mean()),
+        "known_accuracy_kept": float(known_correct[kept].mean()) if kept.any() else float("nan"),
+    }
