@@ -260,6 +260,9 @@ def train(
     windows_per_epoch: ClassWindows = TRAINING.windows_per_epoch,
     init: Init = TRAINING.init,
     freeze_backbone: FreezeBackbone = TRAINING.freeze_backbone,
+    known_recall: Annotated[float, typer.Option(
+        "--known-recall", help="Share of validation records the novelty threshold keeps known (`predict "
+        "--unknown`).")] = TRAINING.known_recall,
     threads: Threads = None,
 ) -> None:
     """Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file."""
@@ -268,7 +271,7 @@ def train(
         arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, genome_window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
-        seed=seed, device=device, init=init, freeze_backbone=freeze_backbone,
+        seed=seed, device=device, init=init, freeze_backbone=freeze_backbone, known_recall=known_recall,
     )
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [], val or [])
     training.train(source, output, settings, resume=resume)
@@ -348,13 +351,16 @@ def predict(
     reference: Reference = None,
     shard: Annotated[str | None, typer.Option(
         help="I/N: score only records I, I+N, I+2N... (1-based) to split work across jobs.")] = None,
+    unknown: Annotated[bool, typer.Option(
+        "--unknown", help="Call a record 'unknown' when its novelty score is past the model's threshold (unlike "
+        "the training data).")] = False,
     threads: Threads = None,
 ) -> None:
-    """Score sequences: a row per record (id, length, label, score, p_<class>...) in input order."""
+    """Score sequences: a row per record (id, length, label, score, p_<class>..., novelty) in input order."""
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out)
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
-                       shard=shard, min_score=min_score, paired=paired)
+                       shard=shard, min_score=min_score, paired=paired, unknown=unknown)
 
 
 @command()
@@ -393,12 +399,16 @@ def evaluate(
     genome: Annotated[list[str] | None, typer.Option(
         "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
         "(same window and --holdout-fraction as training). Repeatable.")] = None,
+    unknown: Annotated[list[str] | None, typer.Option(
+        "--unknown", help="Sequences of organisms the model was not trained on: adds open-set metrics of the "
+        "novelty score (AUROC, FPR at 95% known recall, unknown records called known). Repeatable.")] = None,
     threads: Threads = None,
 ) -> None:
     """Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC."""
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
-                                          threshold=threshold, plots=plots, output=output, report=report)
+                                          threshold=threshold, plots=plots, output=output, report=report,
+                                          unknown=RecordSource(unknown) if unknown else None)
     console.print(report_table(result, classes, "evaluation"))
 
 

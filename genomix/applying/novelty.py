@@ -139,7 +139,7 @@ class Novelty:
         scored = Novelty(method, known_recall, self.profile, self.markov, self.features, spread)
         scores = scored.scores(network, val)
         if method not in scores:
-            raise GenomixError(f"novelty method {method!r} is not available for this model (known: {', '.join(scores)})")
+            raise GenomixError(f"novelty method {method!r} is not available for this model ({', '.join(scores)} are)")
         thresholds = {name: float(np.quantile(s[np.isfinite(s)], known_recall)) for name, s in scores.items()}
         return Novelty(method, known_recall, self.profile, self.markov, self.features, spread, thresholds)
 

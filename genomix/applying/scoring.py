@@ -24,7 +24,7 @@ from genomix.applying.novelty import Inputs, novelty_of
 from genomix.console import autocast, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
-from genomix.io.writers import UNCLASSIFIED
+from genomix.io.writers import UNCLASSIFIED, UNKNOWN
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
 from genomix.sequences.batching import bucket_batches, pad, window_starts
@@ -243,23 +243,27 @@ def check_threshold(threshold: float | None, model: TrainedModel, target: int | 
 @dataclass(frozen=True)
 class Caller:
     """The call for one record: its label and that label's probability. `decide` picks the class; a record whose
-    top probability is below `min_score`, or that is empty, is `unclassified`."""
+    top probability is below `min_score`, or that is empty, is `unclassified`; one whose novelty score is past
+    `novelty_threshold` is `unknown`."""
 
     classes: Sequence[str]
     threshold: float | None = None
     positive: int | None = None
     min_score: float | None = None
+    novelty_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_score is not None and not 0 < self.min_score <= 1:
             raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
 
-    def __call__(self, probs: np.ndarray) -> tuple[str, float]:
+    def __call__(self, probs: np.ndarray, novelty: float = math.nan) -> tuple[str, float]:
         if math.isnan(probs[0]):  # an empty record: a row of NaN
             return UNCLASSIFIED, math.nan
         best = decide(probs, self.threshold, self.positive)
         if self.min_score is not None and probs.max() < self.min_score:
             return UNCLASSIFIED, float(probs[best])
+        if self.novelty_threshold is not None and novelty > self.novelty_threshold:
+            return UNKNOWN, float(probs[best])
         return self.classes[best], float(probs[best])
 
 
