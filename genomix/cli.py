@@ -438,6 +438,9 @@ def scan(
     device: Device = "auto",
     rc: Strands = None,
     report: ReportFile = None,
+    unknown: Annotated[bool, typer.Option(
+        "--unknown", help="Windows past the model's novelty threshold are 'unknown' in --report and never called "
+        "in --bed-out.")] = False,
     threads: Threads = None,
 ) -> None:
     """Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out."""
@@ -450,7 +453,7 @@ def scan(
         raise GenomixError("scan needs --reference genome.fa, the genome to slide along")
     scanning.scan(model, reference, output, window=window, step=step, class_name=class_name,
                   all_classes=all_classes, bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device,
-                  rc=rc, report=report)
+                  rc=rc, report=report, unknown=unknown)
 
 
 @command("variants")
