@@ -58,7 +58,7 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
     known_classes = {c: p for c, p in classes.items() if c != left_out}
     settings = TrainSettings(arch=args.arch, genome_window=window, windows_per_epoch=args.windows_per_epoch,
                              epochs=args.epochs, lr=3e-3, batch_size=32, device="cpu", seed=1,
-                             options={"dim": 32, "hidden": 32, "layers": 2, "composition": False}
+                             options={"dim": 32, "hidden": 32, "layers": 2, "composition": args.composition}
                              if args.arch != "kmer" else {})
     started = time.perf_counter()
     model = fit(genome_set(known_classes, window), settings)
@@ -80,6 +80,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[150, 1000])
     parser.add_argument("--arch", default="cnn")
     parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--composition", action=argparse.BooleanOptionalAction, default=True,
+                        help="blend in the k-mer term (the default model's)")
     parser.add_argument("--windows-per-epoch", type=int, default=2000)
     parser.add_argument("--known-per-class", type=int, default=100)
     parser.add_argument("--unknown", type=int, default=500)

@@ -8,8 +8,10 @@ Every score is higher for a more unusual record, and needs only what the model f
 - `features`: the squared Mahalanobis distance of the pooled features (`Model.embed`, what the head reads) to the
   nearest class mean, under one covariance shared by the classes;
 - `kmer`: the same distance for the record's normalised 3-mer profile;
-- `markov`: minus the best per-base log-likelihood of the record under one third-order Markov chain per class
-  (the chance of each base given the three before it, counted on the class's training records);
+- `markov`: how far below the typical per-base log-likelihood of a class's training records the record's lies
+  under that class's third-order Markov chain (the chance of each base given the three before it), in standard
+  deviations, for the class where it is least far: a typicality test, since a raw likelihood would favour any
+  low-complexity (GC- or AT-rich) sequence;
 - `combined`: the mean of the `features`, `kmer` and `markov` scores, each standardised by its validation mean
   and spread (`features` left out where the pooled features are too wide to keep a covariance of).
 
@@ -110,6 +112,7 @@ class Novelty:
     known_recall: float
     profile: Gaussian
     markov: np.ndarray  # (classes, 4^MARKOV_K): log chance of a k-mer's last base given the bases before it
+    typical: np.ndarray  # (classes, 2): mean and standard deviation of the class's training records' likelihoods
     features: Gaussian | None = None
     spread: dict[str, list[float]] | None = None  # per distance: validation mean and standard deviation
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
@@ -127,8 +130,11 @@ class Novelty:
         frequencies = frequencies.reshape(len(frequencies), -1, 4) / np.maximum(1, np.bincount(y))[:, None, None]
         frequencies += PSEUDOCOUNT / 4**MARKOV_K
         markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(network.num_classes, -1)
+        own = (profiles @ markov.T)[np.arange(len(y)), y]
+        typical = np.array([[own[y == c].mean(), own[y == c].std() or 1.0] if (y == c).any() else [np.nan, 1.0]
+                            for c in range(network.num_classes)])
         return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(kmer_profiles(train.tokens), y,
-                                                                      network.num_classes), markov,
+                                                                      network.num_classes), markov, typical,
                    None if wide else Gaussian.fit(train.features, y, network.num_classes))
 
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
@@ -136,12 +142,13 @@ class Novelty:
         check_known_recall(known_recall)
         distances = self._distances(val)
         spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in distances.items()}
-        scored = Novelty(method, known_recall, self.profile, self.markov, self.features, spread)
+        scored = Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread)
         scores = scored.scores(network, val)
         if method not in scores:
             raise GenomixError(f"novelty method {method!r} is not available for this model ({', '.join(scores)} are)")
         thresholds = {name: float(np.quantile(s[np.isfinite(s)], known_recall)) for name, s in scores.items()}
-        return Novelty(method, known_recall, self.profile, self.markov, self.features, spread, thresholds)
+        return Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread,
+                       thresholds)
 
     def scores(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
         """Every method's score of each record (NaN for an empty one)."""
@@ -160,7 +167,8 @@ class Novelty:
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
         likelihoods = kmer_profiles(batch.tokens, MARKOV_K) @ self.markov.T
-        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": -likelihoods.max(1)}
+        below = (self.typical[:, 0] - likelihoods) / self.typical[:, 1]
+        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": np.nanmin(below, 1)}
         if self.features is not None:
             result["features"] = self.features.distance(np.nan_to_num(batch.features))
         return result
@@ -169,6 +177,7 @@ class Novelty:
         return {"method": self.method, "known_recall": self.known_recall, "profile_k": PROFILE_K,
                 "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
                 "profile": self.profile.as_card(), "markov": _rounded(self.markov),
+                "markov_typical": _rounded(self.typical),
                 "features": None if self.features is None else self.features.as_card()}
 
     @classmethod
@@ -178,9 +187,11 @@ class Novelty:
             if block["method"] not in METHODS or block["profile_k"] != PROFILE_K or block["markov_k"] != MARKOV_K:
                 raise ValueError(f"method {block['method']!r}, k {block['profile_k']!r}, {block['markov_k']!r}")
             features, markov = block["features"], np.asarray(block["markov"], dtype=np.float64)
-            if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K:
-                raise ValueError(f"Markov chains of shape {markov.shape}")
+            typical = np.asarray(block["markov_typical"], dtype=np.float64)
+            if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K or typical.shape != (len(markov), 2):
+                raise ValueError(f"Markov chains of shape {markov.shape}, typical likelihoods {typical.shape}")
             return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]), markov,
+                       typical,
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
                        {k: float(v) for k, v in block["thresholds"].items()})
