@@ -75,6 +75,27 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
                 for m in METHODS if m in known_scores}}
 
 
+def table(folds: list[dict]) -> str:
+    """Markdown: per window and method, the mean over left-out species of each open-set figure."""
+    names = ["auroc", "fpr_at_95", "unknown_called_known", "known_kept", "known_accuracy", "known_accuracy_kept"]
+    lines = ["| window | method | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for window in sorted({f["window"] for f in folds}):
+        mine = [f for f in folds if f["window"] == window]
+        for method in METHODS:
+            if all(method in f["methods"] for f in mine):
+                means = [np.mean([f["methods"][method][n] for f in mine]) for n in names]
+                lines.append(f"| {window} | {method} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def summarise(paths: list[str], output: str) -> None:
+    """Merge the folds of several runs into `output` and print the table."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    folds = [f for run in runs for f in run["folds"]]
+    Path(output).write_text(json.dumps({"settings": [r["settings"] for r in runs], "folds": folds}, indent=1) + "\n")
+    print(table(folds))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--windows", type=int, nargs="+", default=[150, 1000])
@@ -88,7 +109,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="left-out species to run (default: every one)")
     parser.add_argument("--cache", default="/tmp/genomix_open_set", help="folder for the decompressed genomes")
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "open_set.json"))
+    parser.add_argument("--summarise", nargs="+", metavar="RUN.json", help="merge runs into --output; print a table")
     args = parser.parse_args()
+    if args.summarise:
+        return summarise(args.summarise, args.output)
     classes = species(Path(args.cache))
     results = []
     for window in args.windows:

@@ -20,7 +20,7 @@ from genomix.io.reading import Record
 FIXTURES = ROOT / "tests" / "fixtures"
 
 
-def shifted(n: int, seed: int, length: int = 64, gc: float = 0.85) -> list[Record]:
+def shifted(n: int, seed: int, length: int = 64, gc: float = 0.9) -> list[Record]:
     """Random DNA of another composition than `motif_records` (GC-rich instead of uniform)."""
     rng = np.random.default_rng(seed)
     weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]

@@ -11,6 +11,7 @@ import numpy as np
 from genomix.applying.calibration import calibrate, expected_calibration_error
 from genomix.applying.metrics import classification_metrics
 from genomix.applying.novelty import novelty_of, open_set_metrics
+from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
@@ -40,8 +41,7 @@ def evaluate(
     metrics use calibrated probabilities, and `ece_uncalibrated` and `ece` give the expected calibration error
     before and after the model's temperature. `plots` names a folder for PNG figures, `output` a JSON file of
     the metrics and `report` predict's summary TSV of the calls (`genomix.io.writers.Report`); '-' is stdout.
-    `unknown` holds records of organisms the model was not trained on: `open_set` then measures how its novelty
-    score parts them from the labelled records (`genomix.applying.novelty.open_set_metrics`).
+    With records of organisms the model was not trained on (`unknown`), `open_set` holds `novelty.open_set_metrics`.
     """
     source.require("evaluate")
     inputs = [*source.files, *(unknown.files if unknown else ()), str(model_path)]
@@ -52,9 +52,8 @@ def evaluate(
         check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
-    if unknown is not None and novelty_of(model) is None:
-        raise GenomixError("--unknown needs a model file with novelty statistics; this one was written before "
-                           "genomix kept them: train it again")
+    if unknown is not None:
+        unknown_threshold(model, True)  # a model file without novelty statistics cannot take --unknown
     y, raw_scores, lengths, novelty = _scored(model, _records(source, model, model_path), batch_size, device, rc)
     probs = np.exp(calibrate(raw_scores, model.temperature))
     calls = decide(probs, threshold, model.positive_index)
@@ -62,26 +61,38 @@ def evaluate(
     result["ece_uncalibrated"] = expected_calibration_error(y, np.exp(raw_scores))
     result["ece"] = expected_calibration_error(y, probs)
     if unknown is not None:
-        others = [p.novelty for p in predict_records(model, unknown.records(), batch_size, device, rc)]
-        if not others:
-            raise GenomixError("--unknown: no records")
-        result["open_set"] = {"method": novelty_of(model).method, "unknown_records": len(others)} | open_set_metrics(
-            novelty, np.array(others), novelty_of(model).threshold, calls == y)
+        result["open_set"] = _open_set(model, unknown, novelty, calls == y, batch_size, device, rc)
     if plots is not None:
         from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
 
         result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
     if report is not None:
-        summary = Report(model.classes)
-        caller = Caller(model.classes, threshold, model.positive_index)
-        for row, length in zip(probs, lengths):
-            summary.add(*caller(row), length)
-        with output_stream(report, inputs) as out:
-            summary.write(out)
+        _write_report(report, inputs, Caller(model.classes, threshold, model.positive_index), probs, lengths)
     if output is not None:
         with output_stream(output, inputs) as out:
             out.write(json.dumps(result | {"classes": model.classes}, indent=2) + "\n")
     return result, model.classes
+
+
+def _write_report(report: str | Path, inputs: list[str], caller: Caller, probs: np.ndarray, lengths: list[int]
+                  ) -> None:
+    """predict's summary TSV of the calls."""
+    summary = Report(caller.classes)
+    for row, length in zip(probs, lengths):
+        summary.add(*caller(row), length)
+    with output_stream(report, inputs) as out:
+        summary.write(out)
+
+
+def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, correct: np.ndarray, batch_size: int,
+              device: str, rc: bool | None) -> dict:
+    """Open-set metrics of the novelty scores of the labelled records (`known`) and of the `unknown` records."""
+    others = [p.novelty for p in predict_records(model, unknown.records(), batch_size, device, rc)]
+    if not others:
+        raise GenomixError("--unknown: no records")
+    novelty = novelty_of(model)
+    return {"method": novelty.method, "unknown_records": len(others)} | open_set_metrics(
+        known, np.array(others), novelty.threshold, correct)
 
 
 def _scored(model: TrainedModel, records: Iterable[Record], batch_size: int, device: str,

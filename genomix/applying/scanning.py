@@ -243,12 +243,10 @@ def scan(
     report: str | Path | None = None,
     unknown: bool = False,
 ) -> dict:
-    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
-    one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
-    probable class, or, with `threshold`, p(class) ≥ `threshold`. `report` is a summary TSV of the windows'
-    calls (`genomix.io.writers.Report`; mostly-N windows count as unclassified). Returns a summary: bases, windows
-    (scored), skipped (mostly N), seconds, bases_per_s, regions. With `unknown`, windows past the model's novelty
-    threshold are `unknown` in the report and never called in `bed_out`."""
+    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes` one
+    per class (`class_output`); with `bed_out` the BED regions where the class is called (the most probable, or with
+    `threshold` p(class) ≥ it; with `unknown` never a window past the novelty threshold); with `report` a summary of
+    the calls (mostly-N windows: unclassified). Returns bases, windows, skipped, seconds, bases_per_s, regions."""
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, report, inputs)
     torch_device = resolve_device(device)
@@ -258,8 +256,7 @@ def scan(
     column = model.classes.index(chosen) if chosen else None  # the class of --bed-out, --threshold and the report
     check_threshold(threshold, model, target=column)
     tracks = _track_paths(model.classes, output, chosen, all_classes)
-    novelty = novelty_of(model) if unknown else None
-    limit = unknown_threshold(model, unknown) if unknown else None
+    novelty, limit = (novelty_of(model), unknown_threshold(model, True)) if unknown else (None, None)
     genome = Genome(genome_path)
     total = sum(genome.contigs.values())
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
@@ -270,8 +267,7 @@ def scan(
                                                       genome.contigs, inputs, stack) for name, path in tracks.items()}
         merger = None if bed_out is None else \
             RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold, limit)
-        calls = (Report(model.classes, "windows", unknown), Caller(model.classes, threshold, column, None, limit)) \
-            if report else None
+        calls = _calls(model, report, threshold, column, limit)
         windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step, novelty)
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:
@@ -281,6 +277,16 @@ def scan(
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     _log_written(summary, [p for p in tracks.values() if not is_stdout(p)], merger, bed_out, threshold)
     return summary
+
+
+def _calls(model: TrainedModel, report: str | Path | None, threshold: float | None, column: int | None,
+           novelty_threshold: float | None) -> tuple[Report, Caller] | None:
+    """Where a report is asked for: the report of the windows' calls (with `unknown` where windows may be called
+    so), and how they are called."""
+    if report is None:
+        return None
+    return (Report(model.classes, "windows", novelty_threshold is not None),
+            Caller(model.classes, threshold, column, None, novelty_threshold))
 
 
 def _track_paths(classes: list[str], output: str | Path, chosen: str | None, all_classes: bool) -> dict:
