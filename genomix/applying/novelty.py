@@ -8,10 +8,10 @@ Every score is higher for a more unusual record, and needs only what the model f
 - `features`: the squared Mahalanobis distance of the pooled features (`Model.embed`, what the head reads) to the
   nearest class mean, under one covariance shared by the classes;
 - `kmer`: the same distance for the record's normalised 3-mer profile;
-- `markov`: how far below the typical per-base log-likelihood of a class's training records the record's lies
+- `markov`: how far from the typical per-base log-likelihood of a class's training records the record's lies
   under that class's third-order Markov chain (the chance of each base given the three before it), in standard
-  deviations, for the class where it is least far: a typicality test, since a raw likelihood would favour any
-  low-complexity (GC- or AT-rich) sequence;
+  deviations, for the class where it is least far: a two-sided typicality test, since a likelihood higher than
+  typical marks a lower-complexity (more GC- or AT-rich) organism as surely as a lower one marks another;
 - `combined`: the mean of the `features`, `kmer` and `markov` scores, each standardised by its validation mean
   and spread (`features` left out where the pooled features are too wide to keep a covariance of).
 
@@ -167,8 +167,8 @@ class Novelty:
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
         likelihoods = kmer_profiles(batch.tokens, MARKOV_K) @ self.markov.T
-        below = (self.typical[:, 0] - likelihoods) / self.typical[:, 1]
-        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": np.nanmin(below, 1)}
+        atypical = np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1]
+        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": np.nanmin(atypical, 1)}
         if self.features is not None:
             result["features"] = self.features.distance(np.nan_to_num(batch.features))
         return result
