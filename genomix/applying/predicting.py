@@ -121,10 +121,10 @@ def unknown_threshold(model: TrainedModel, unknown: bool) -> float | None:
     novelty = novelty_of(model)
     if novelty is None:
         if unknown:
-            raise GenomixError("--unknown needs a model file with novelty statistics; this one was written before "
-                               "genomix kept them: train it again")
-        console.log("this model file has no novelty statistics (written by an older genomix): the novelty column "
-                    "stays empty")
+            raise GenomixError("--unknown needs a model file with novelty statistics; this one has none (written "
+                               "by an older genomix, or trained without validation data): train it again")
+        console.log("this model file has no novelty statistics (written by an older genomix, or trained without "
+                    "validation data): the novelty column stays empty")
         return None
     if unknown and UNKNOWN in model.classes:
         raise GenomixError(f"--unknown: the model has a class named '{UNKNOWN}'")
