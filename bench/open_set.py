@@ -50,7 +50,7 @@ def scored(model, records) -> tuple[dict[str, np.ndarray], np.ndarray]:
     scorer = Scorer.of(model, "cpu")
     tokens = [encode(r.seq) for r in records]
     log_probs, _, features = scorer.records_with_features(tokens)
-    inputs = Inputs(log_probs.numpy(), features.numpy(), tokens)
+    inputs = Inputs(log_probs.numpy(), features.numpy(), tokens, scorer.rc)
     return novelty_of(model).scores(model.network, inputs), inputs.log_probs.argmax(1)
 
 

@@ -31,6 +31,7 @@ import torch
 from genomix.errors import GenomixError
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
+from genomix.sequences.tokens import reverse_complement
 
 METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
 DEFAULT_METHOD = "combined"
@@ -43,8 +44,12 @@ SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagona
 DIGITS = 6  # significant digits of the numbers kept in the card
 
 
-def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K) -> np.ndarray:
-    """(n, 4^k) frequencies of each array's k-mers of A, C, G and T (a row of zeros where it has none)."""
+def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_strands: bool = False) -> np.ndarray:
+    """(n, 4^k) frequencies of each array's k-mers of A, C, G and T (a row of zeros where it has none); with
+    `both_strands`, averaged with its reverse complement's, so that a record and its reverse complement score alike
+    where the model scores both strands."""
+    if both_strands:
+        return (kmer_profiles(token_arrays, k) + kmer_profiles([reverse_complement(t) for t in token_arrays], k)) / 2
     rows = np.zeros((len(token_arrays), 4**k))
     for i, tokens in enumerate(token_arrays):
         bases = tokens.astype(np.int64) - 1  # A, C, G, T → 0 … 3
@@ -97,11 +102,15 @@ class Gaussian:
 @dataclass(frozen=True)
 class Inputs:
     """What the scores of a batch of records are computed from: calibrated log-probabilities, pooled features
-    (averaged over windows and strands as scores are) and the token arrays."""
+    (averaged over windows and strands as scores are), the token arrays and whether both strands are scored."""
 
     log_probs: np.ndarray
     features: np.ndarray
     tokens: Sequence[np.ndarray]
+    both_strands: bool = False
+
+    def profiles(self, k: int) -> np.ndarray:
+        return kmer_profiles(self.tokens, k, self.both_strands)
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ class Novelty:
     def fit(cls, network: Model, train: Inputs, y: np.ndarray) -> Novelty:
         """The class Gaussians of the training records (no thresholds yet: `calibrate`)."""
         wide = train.features.shape[1] > MAX_FEATURE_DIM
-        profiles = kmer_profiles(train.tokens, MARKOV_K)
+        profiles = train.profiles(MARKOV_K)
         frequencies = np.stack([profiles[y == c].sum(0) for c in range(network.num_classes)])
         frequencies = frequencies.reshape(len(frequencies), -1, 4) / np.maximum(1, np.bincount(y))[:, None, None]
         frequencies += PSEUDOCOUNT / 4**MARKOV_K
@@ -133,7 +142,7 @@ class Novelty:
         own = (profiles @ markov.T)[np.arange(len(y)), y]
         typical = np.array([[own[y == c].mean(), own[y == c].std() or 1.0] if (y == c).any() else [np.nan, 1.0]
                             for c in range(network.num_classes)])
-        return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(kmer_profiles(train.tokens), y,
+        return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(train.profiles(PROFILE_K), y,
                                                                       network.num_classes), markov, typical,
                    None if wide else Gaussian.fit(train.features, y, network.num_classes))
 
@@ -166,9 +175,9 @@ class Novelty:
         return self.scores(network, batch)[self.method]
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
-        likelihoods = kmer_profiles(batch.tokens, MARKOV_K) @ self.markov.T
+        likelihoods = batch.profiles(MARKOV_K) @ self.markov.T
         atypical = np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1]
-        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens)), "markov": np.nanmin(atypical, 1)}
+        result = {"kmer": self.profile.distance(batch.profiles(PROFILE_K)), "markov": np.nanmin(atypical, 1)}
         if self.features is not None:
             result["features"] = self.features.distance(np.nan_to_num(batch.features))
         return result

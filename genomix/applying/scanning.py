@@ -112,7 +112,8 @@ def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int,
                 elif pieces:
                     log_probs, _, features = scorer.records_with_features(pieces)
                     probs[keep] = log_probs.exp().numpy()
-                    unusual[keep] = novelty.score(scorer.network, Inputs(log_probs.numpy(), features.numpy(), pieces))
+                    unusual[keep] = novelty.score(scorer.network, Inputs(log_probs.numpy(), features.numpy(), pieces,
+                                                                                 scorer.rc))
                 lo, hi = layout.owned(ks[part])
                 yield Windows(contig, layout.width, starts[part], lo, hi, probs, unusual)
 

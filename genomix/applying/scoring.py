@@ -195,18 +195,20 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
             unusual = np.full(len(tokens), math.nan)
         else:
             scores, windows, features = scorer.records_with_features(tokens)
-            unusual = novelty.score(scorer.network, Inputs(scores.numpy(), features.numpy(), tokens))
+            unusual = novelty.score(scorer.network, Inputs(scores.numpy(), features.numpy(), tokens, scorer.rc))
         for record, t, s, w, u in zip(chunk, tokens, scores.numpy(), windows.tolist(), unusual.tolist()):
             yield Prediction(record.id, len(t), s, w, record, u)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
-    """One prediction for a read pair: the mates' log-probabilities averaged and renormalised (an empty mate
-    leaves the other's)."""
-    mates = [p.log_probs for p in (first, second) if p.length]
-    scores = np.mean(mates, 0) if mates else first.log_probs
+    """One prediction for a read pair: the mates' log-probabilities averaged and renormalised, and their novelty
+    scores averaged (an empty mate leaves the other's)."""
+    mates = [p for p in (first, second) if p.length]
+    scores = np.mean([p.log_probs for p in mates], 0) if mates else first.log_probs
     scores = scores - np.logaddexp.reduce(scores) if mates else scores
-    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record)
+    novelty = float(np.mean([p.novelty for p in mates])) if mates else math.nan
+    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record,
+                      novelty)
 
 
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:

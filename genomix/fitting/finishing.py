@@ -86,7 +86,7 @@ def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len:
 def novelty_inputs(scorer: Scorer, tokens: list[np.ndarray]) -> Inputs:
     """What the novelty scores of sequences are computed from, scored as the model will be applied."""
     log_probs, _, features = scorer.records_with_features(tokens)
-    return Inputs(log_probs.numpy(), features.numpy(), tokens)
+    return Inputs(log_probs.numpy(), features.numpy(), tokens, scorer.rc)
 
 
 def fit_novelty(scorer: Scorer, train: LabelledSet, val: LabelledSet, seed: int, known_recall: float) -> dict:
