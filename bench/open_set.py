@@ -69,6 +69,11 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
     unknown_scores, _ = scored(model, unknown)
     correct = calls == np.array([model.classes.index(r.label) for r in known])
     thresholds = model.card.novelty["thresholds"]
+    if args.scores:  # every record's scores, for trying combinations of methods without training again
+        Path(args.scores).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(args.scores) / f"{left_out}_{window}.npz", correct=correct,
+                 **{f"known_{m}": s for m, s in known_scores.items()},
+                 **{f"unknown_{m}": s for m, s in unknown_scores.items()})
     return {"left_out": left_out, "window": window, "train_seconds": round(seconds, 1), "known": len(known),
             "unknown": len(unknown), "methods": {
                 m: open_set_metrics(known_scores[m], unknown_scores[m], thresholds[m], correct)
@@ -107,6 +112,7 @@ def main() -> None:
     parser.add_argument("--known-per-class", type=int, default=100)
     parser.add_argument("--unknown", type=int, default=500)
     parser.add_argument("--only", nargs="*", help="left-out species to run (default: every one)")
+    parser.add_argument("--scores", help="folder for every record's scores (one .npz per fold)")
     parser.add_argument("--cache", default="/tmp/genomix_open_set", help="folder for the decompressed genomes")
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "open_set.json"))
     parser.add_argument("--summarise", nargs="+", metavar="RUN.json", help="merge runs into --output; print a table")
