@@ -255,6 +255,9 @@ def train(
     windows_per_epoch: ClassWindows = TRAINING.windows_per_epoch,
     init: Init = TRAINING.init,
     freeze_backbone: FreezeBackbone = TRAINING.freeze_backbone,
+    known_recall: Annotated[float, typer.Option(
+        "--known-recall", help="Share of validation records the novelty threshold keeps known (`predict "
+        "--unknown`).")] = TRAINING.known_recall,
     threads: Threads = None,
 ) -> None:
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
@@ -262,7 +265,7 @@ def train(
         arch=value_of(arch), options=options, max_len=max_len, epochs=epochs, batch_size=batch_size, lr=lr,
         val_fraction=val_fraction, patience=patience, rc_augment=rc_augment, genome_window=genome_window,
         holdout_fraction=holdout_fraction, windows_per_epoch=windows_per_epoch, positive_class=positive_class,
-        seed=seed, device=device, init=init, freeze_backbone=freeze_backbone,
+        seed=seed, device=device, init=init, freeze_backbone=freeze_backbone, known_recall=known_recall,
     )
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [], val or [])
     training.train(source, output, settings, resume=resume)
@@ -346,13 +349,16 @@ def predict(
     taxonomy: Annotated[str | None, typer.Option(
         help="TSV mapping each class to an NCBI taxid (columns class, taxid; optional name, rank, lineage) for "
         "the Kraken-format outputs. Default: each class a species under the root, with a stable id.")] = None,
+    unknown: Annotated[bool, typer.Option(
+        "--unknown", help="Call a record 'unknown' when its novelty score is past the model's threshold (unlike "
+        "the training data).")] = False,
     threads: Threads = None,
     precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy)
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
-                       shard=shard, min_score=min_score, paired=paired)
+                       shard=shard, min_score=min_score, paired=paired, unknown=unknown)
 
 
 @command()
@@ -391,12 +397,16 @@ def evaluate(
     genome: Annotated[list[str] | None, typer.Option(
         "--genome", help="CLASS=genome.fa: score the test windows of genomes held out at training "
         "(same window and --holdout-fraction as training). Repeatable.")] = None,
+    unknown: Annotated[list[str] | None, typer.Option(
+        "--unknown", help="Sequences of organisms the model was not trained on: adds open-set metrics of the "
+        "novelty score (AUROC, FPR at 95% known recall, unknown records called known). Repeatable.")] = None,
     threads: Threads = None,
     precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
-                                          threshold=threshold, plots=plots, output=output, report=report)
+                                          threshold=threshold, plots=plots, output=output, report=report,
+                                          unknown=RecordSource(unknown) if unknown else None)
     console.print(report_table(result, classes, "evaluation"))
 
 
@@ -426,6 +436,9 @@ def scan(
     device: Device = "auto",
     rc: Strands = None,
     report: ReportFile = None,
+    unknown: Annotated[bool, typer.Option(
+        "--unknown", help="Windows past the model's novelty threshold are 'unknown' in --report and never called "
+        "in --bed-out.")] = False,
     threads: Threads = None,
     precision: Precision = "auto",
 ) -> None:
@@ -438,7 +451,7 @@ def scan(
         raise GenomixError("scan needs --reference genome.fa, the genome to slide along")
     scanning.scan(model, reference, output, window=window, step=step, class_name=class_name,
                   all_classes=all_classes, bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device,
-                  rc=rc, report=report)
+                  rc=rc, report=report, unknown=unknown)
 
 
 @command("variants")

@@ -15,7 +15,7 @@ COMMANDS = {  # each command of genomix.cli and its help, in its order
     "train": "Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file.",
     "pretrain": "Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with\n"
                 "    `genomix train --init`).",
-    "predict": "Score sequences: a row per record (id, length, label, score, p_<class>...) in input order.",
+    "predict": "Score sequences: a row per record (id, length, label, score, p_<class>..., novelty) in input order.",
     "embed": "Write the pooled features of each record (windows averaged, as in predict), in input order.",
     "evaluate": "Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC.",
     "scan": "Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out.",

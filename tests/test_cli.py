@@ -22,7 +22,7 @@ from genomix.io.reading import read_records
 from genomix.models.modelfile import METADATA_KEY, read_header
 from genomix.sequences.tokens import ALPHABET
 
-HEADER = ["id", "length", "label", "score", *(f"p_{c}" for c in CLASSES)]
+HEADER = ["id", "length", "label", "score", *(f"p_{c}" for c in CLASSES), "novelty"]
 
 
 def umask() -> int:
@@ -169,7 +169,7 @@ def check_prediction_table(text: str, records) -> np.ndarray:
     assert header == HEADER
     assert [r[0] for r in rows] == [r.id for r in records], "one row per record, in input order"
     assert [int(r[1]) for r in rows] == [len(r.seq) for r in records], "whole sequences, never truncated"
-    probs = np.array([[float(x) for x in r[4:]] for r in rows])
+    probs = np.array([[float(x) for x in r[4:-1]] for r in rows])
     assert np.all(probs >= 0) and np.allclose(probs.sum(1), 1, atol=2e-6)
     for row, p in zip(rows, probs):
         best = int(p.argmax())

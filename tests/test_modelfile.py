@@ -33,6 +33,8 @@ def test_a_model_file_from_before_the_typed_header_predicts_as_it_did(name, tmp_
     predict(path, RecordSource([str(TEST_FA)]), out, device="cpu")
     expected, got = tsv_rows(FIXTURES / f"v0_{name}.predictions.tsv"), tsv_rows(out)
     assert [r[:3] for r in got] == [r[:3] for r in expected]  # ids, lengths, labels
+    assert got[0][-1] == "novelty" and {r[-1] for r in got[1:]} == {""}  # no novelty statistics: an empty column
+    got = [r[:-1] for r in got]
     np.testing.assert_allclose(np.array([r[3:] for r in got[1:]], float),
                                np.array([r[3:] for r in expected[1:]], float), atol=2e-6)
 

@@ -39,7 +39,7 @@ def test_report_and_min_score_count_what_the_rows_say(trained_model, test_fa, tm
     outputs = Outputs(tmp_path / "p.tsv", tmp_path / "r.tsv")
     report = predict(trained_model, RecordSource([str(test_fa)]), outputs, device="cpu", min_score=0.7)
     rows = tsv(tmp_path / "p.tsv")
-    top = np.array([[float(x) for x in r[4:]] for r in rows]).max(1)
+    top = np.array([[float(x) for x in r[4:-1]] for r in rows]).max(1)
     assert sum(r[2] == "unclassified" for r in rows) == int((top < 0.7).sum()) > 0
     table = {r[0]: r for r in tsv(tmp_path / "r.tsv")}
     assert list(table) == [*CLASSES, "unclassified"]
@@ -83,7 +83,8 @@ def test_parquet_predictions_read_back_to_the_tsv_numbers(trained_model, test_fa
     rows = tsv(tmp_path / "p.tsv")
     assert table["id"] == [r[0] for r in rows] and table["label"] == [r[2] for r in rows]
     np.testing.assert_allclose(np.array([table[f"p_{c}"] for c in CLASSES]).T,
-                               np.array([r[4:] for r in rows], float), atol=1e-6)
+                               np.array([r[4:-1] for r in rows], float), atol=1e-6)
+    np.testing.assert_allclose(table["novelty"], np.array([r[-1] for r in rows], float), atol=1e-6)
 
 
 def test_a_read_pair_is_scored_as_the_mean_of_its_mates(trained_model, reads, tmp_path):
@@ -95,10 +96,12 @@ def test_a_read_pair_is_scored_as_the_mean_of_its_mates(trained_model, reads, tm
             device="cpu")
     pairs, mates = tsv(tmp_path / "pairs.tsv"), tsv(tmp_path / "mates.tsv")
     assert [r[0] for r in pairs] == [n for n, _ in reads[:6]]
-    one, two = (np.log(np.array([r[4:] for r in part], float)) for part in (mates[:6], mates[6:]))
+    one, two = (np.log(np.array([r[4:-1] for r in part], float)) for part in (mates[:6], mates[6:]))
     mean = (one + two) / 2
     expected = np.exp(mean - np.logaddexp.reduce(mean, axis=1, keepdims=True))
-    np.testing.assert_allclose(np.array([r[4:] for r in pairs], float), expected, atol=2e-5)
+    np.testing.assert_allclose(np.array([r[4:-1] for r in pairs], float), expected, atol=2e-5)
+    halves = np.array([r[-1] for r in mates], float)
+    np.testing.assert_allclose(np.array([r[-1] for r in pairs], float), (halves[:6] + halves[6:]) / 2, atol=2e-6)
     write_fastq(tmp_path / "R3.fq", [(f"{n}/2", s) for n, s in reads[1:6]])
     with pytest.raises(GenomixError, match="pair 1 has ids"):
         predict(trained_model, RecordSource(), tmp_path / "x.tsv", paired=(str(tmp_path / "R1.fq"),

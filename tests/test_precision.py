@@ -38,7 +38,8 @@ def test_bf16_predict_runs_end_to_end_and_calls_as_fp32(genomix_main):
     assert "precision fp32 (auto)" in again.stderr.decode() and again.stdout == fp32.stdout
     exact, low = rows(fp32.stdout.decode()), rows(bf16.stdout.decode())
     assert [r[:2] for r in low] == [r[:2] for r in exact]  # ids and lengths, in input order
-    low_p, exact_p = (np.array([r[4:] for r in t[1:]], float) for t in (low, exact))
+    columns = [i for i, name in enumerate(exact[0]) if name.startswith("p_")]  # the class probabilities
+    low_p, exact_p = (np.array([[r[i] for i in columns] for r in t[1:]], float) for t in (low, exact))
     np.testing.assert_allclose(low_p, exact_p, atol=0.01)
     assert not np.array_equal(low_p, exact_p)  # bf16 did run
     # This barely trained model puts many records near 0.5: a call may flip only where fp32's margin is

@@ -97,7 +97,8 @@ def test_jsonl_predictions_carry_the_numbers_of_the_tsv(trained_model, test_fa, 
     lines = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert [(d["id"], d["length"], d["label"]) for d in lines] == [(r[0], int(r[1]), r[2]) for r in rows]
     np.testing.assert_allclose([[d["probs"][c] for c in CLASSES] for d in lines],
-                               np.array([r[4:] for r in rows], float), atol=1e-6)
+                               np.array([r[4:-1] for r in rows], float), atol=1e-6)
+    np.testing.assert_allclose([d["novelty"] for d in lines], np.array([r[-1] for r in rows], float), atol=1e-6)
     assert all(d["windows"] >= 1 for d in lines)
     with pytest.raises(GenomixError, match="unknown output format '.csv'"):
         predict(trained_model, source, tmp_path / "p.csv", device="cpu")

@@ -9,6 +9,8 @@ import numpy as np
 
 from genomix.applying.calibration import calibrate, expected_calibration_error
 from genomix.applying.metrics import classification_metrics
+from genomix.applying.novelty import novelty_of, open_set_metrics
+from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
@@ -30,6 +32,7 @@ def evaluate(
     plots: str | Path | None = None,
     output: str | Path | None = None,
     report: str | Path | None = None,
+    unknown: RecordSource | None = None,
 ) -> tuple[dict, list[str]]:
     """Metrics of the model on the labelled records of `source`, and the model's class names.
 
@@ -38,9 +41,10 @@ def evaluate(
     metrics use calibrated probabilities, and `ece_uncalibrated` and `ece` give the expected calibration error
     before and after the model's temperature. `plots` names a folder for PNG figures, `output` a JSON file of
     the metrics and `report` predict's summary TSV of the calls (`genomix.io.writers.Report`); '-' is stdout.
+    With records of organisms the model was not trained on (`unknown`), `open_set` holds `novelty.open_set_metrics`.
     """
     source.require("evaluate")
-    inputs = [*source.files, str(model_path)]
+    inputs = [*source.files, *(unknown.files if unknown else ()), str(model_path)]
     outputs = [path for path in (output, report) if path is not None]
     if sum(map(is_stdout, outputs)) > 1:
         raise GenomixError("-o and --report both write to stdout: give one of them a file")
@@ -48,41 +52,62 @@ def evaluate(
         check_writable(path, inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
-    y, raw_scores, lengths = _scored(model, _records(source, model, model_path), batch_size, device, rc)
+    if unknown is not None:
+        unknown_threshold(model, True)  # a model file without novelty statistics cannot take --unknown
+    y, raw_scores, lengths, novelty = _scored(model, _records(source, model, model_path), batch_size, device, rc)
     probs = np.exp(calibrate(raw_scores, model.temperature))
     calls = decide(probs, threshold, model.positive_index)
     result = classification_metrics(y, probs, len(model.classes), calls, model.positive_index)
     result["ece_uncalibrated"] = expected_calibration_error(y, np.exp(raw_scores))
     result["ece"] = expected_calibration_error(y, probs)
+    if unknown is not None:
+        result["open_set"] = _open_set(model, unknown, novelty, calls == y, batch_size, device, rc)
     if plots is not None:
         from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
 
         result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
     if report is not None:
-        summary = Report(model.classes)
-        caller = Caller(model.classes, threshold, model.positive_index)
-        for row, length in zip(probs, lengths):
-            summary.add(*caller(row), length)
-        with output_stream(report, inputs) as out:
-            write_summary(summary, report, out, "evaluate")
+        _write_report(report, inputs, Caller(model.classes, threshold, model.positive_index), probs, lengths)
     if output is not None:
         with output_stream(output, inputs) as out:
             write_metrics(result | {"classes": model.classes}, output, out)
     return result, model.classes
 
 
+def _write_report(report: str | Path, inputs: list[str], caller: Caller, probs: np.ndarray, lengths: list[int]
+                  ) -> None:
+    """predict's summary of the calls (TSV, or MultiQC's content by its name)."""
+    summary = Report(caller.classes)
+    for row, length in zip(probs, lengths):
+        summary.add(*caller(row), length)
+    with output_stream(report, inputs) as out:
+        write_summary(summary, report, out, "evaluate")
+
+
+def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, correct: np.ndarray, batch_size: int,
+              device: str, rc: bool | None) -> dict:
+    """Open-set metrics of the novelty scores of the labelled records (`known`) and of the `unknown` records."""
+    others = [p.novelty for p in predict_records(model, unknown.records(), batch_size, device, rc)]
+    if not others:
+        raise GenomixError("--unknown: no records")
+    novelty = novelty_of(model)
+    return {"method": novelty.method, "unknown_records": len(others)} | open_set_metrics(
+        known, np.array(others), novelty.threshold, correct)
+
+
 def _scored(model: TrainedModel, records: Iterable[Record], batch_size: int, device: str,
-            rc: bool | None) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """The records' class indices, uncalibrated log-probabilities and lengths."""
+            rc: bool | None) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+    """The records' class indices, uncalibrated log-probabilities, lengths and novelty scores."""
     index = {c: i for i, c in enumerate(model.classes)}
-    truth, raw, lengths = [], [], []
+    truth, raw, lengths, novelty = [], [], [], []
     for p in predict_records(model, records, batch_size, device, rc, calibrated=False):
         truth.append(class_index(p.id, p.label, index, "evaluation"))
         raw.append(p.log_probs)
         lengths.append(p.length)
+        novelty.append(p.novelty)
     if not raw:
         raise GenomixError("no records to evaluate")
-    return np.array(truth), np.stack(raw), lengths
+    return np.array(truth), np.stack(raw), lengths, np.array(novelty)
 
 
 def _records(source: RecordSource, model: TrainedModel, model_path: str | Path):

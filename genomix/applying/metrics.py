@@ -61,4 +61,6 @@ def report_table(result: dict, classes: Sequence[str], title: str) -> Table:
         table.add_row(name, "n/a" if value is None else f"{value:.4f}")
     for cls, row in zip(classes, result["confusion"]):
         table.add_row(f"true {cls}", " ".join(f"{c:>6d}" for c in row))
+    for name, value in (result.get("open_set") or {}).items():
+        table.add_row(f"open set {name}", value if isinstance(value, str) else f"{value:.4f}")
     return table

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
 
+from genomix.applying.novelty import novelty_of
 from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
 from genomix.console import console, precision_name
 from genomix.errors import GenomixError
@@ -21,7 +22,7 @@ from genomix.io.kraken import Taxonomy
 from genomix.io.multiqc import write_summary
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
-from genomix.io.writers import KrakenWriter, RecordsByClass, Report, is_stdout, output_stream, writer_for
+from genomix.io.writers import UNKNOWN, KrakenWriter, RecordsByClass, Report, is_stdout, output_stream, writer_for
 from genomix.models.modelfile import TrainedModel, load_model
 
 
@@ -81,13 +82,16 @@ def predict(
     shard: str | None = None,
     min_score: float | None = None,
     paired: tuple[str, str] | None = None,
+    unknown: bool = False,
 ) -> Report:
     """Score every record of `source` (or every read pair of `paired`, its mates' log-probabilities averaged)
     into `output` ('-' or None: stdout as TSV; else by suffix, see `genomix.io.writers`); return the report.
 
     With `threshold` (binary models), a record is called positive when p_positive ≥ threshold; with `min_score`,
     a record whose top probability is below it is `unclassified`. With `shard` "I/N", only records (pairs)
-    I, I+N, I+2N... are scored, so N jobs together score every record once.
+    I, I+N, I+2N... are scored, so N jobs together score every record once. Every record gets a novelty score
+    (`genomix.applying.novelty`) where the model file keeps the statistics; with `unknown`, a record past the
+    model's threshold is called `unknown`.
     """
     outputs = output if isinstance(output, Outputs) else Outputs(output)
     if paired is None:
@@ -105,7 +109,7 @@ def predict(
     taxonomy = Taxonomy.read(outputs.taxonomy, model.classes)
     if writer_class is KrakenWriter:
         writer_class = KrakenWriter.of(taxonomy)
-    caller = Caller(model.classes, threshold, model.positive_index, min_score)
+    caller = Caller(model.classes, threshold, model.positive_index, min_score, unknown_threshold(model, unknown))
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged; "
                 f"precision {precision_name(device)}")
@@ -126,6 +130,22 @@ def report_format(outputs: Outputs) -> str:
     return outputs.report_format or ("kraken" if format_of(outputs.report) == "kreport" else "tsv")
 
 
+def unknown_threshold(model: TrainedModel, unknown: bool) -> float | None:
+    """The novelty threshold past which `--unknown` calls a record unknown (None without `unknown`); a model file
+    without novelty statistics gets a notice (its novelty column stays empty), or an error with `unknown`."""
+    novelty = novelty_of(model)
+    if novelty is None:
+        if unknown:
+            raise GenomixError("--unknown needs a model file with novelty statistics; this one has none (written "
+                               "by an older genomix, or trained without validation data): train it again")
+        console.log("this model file has no novelty statistics (written by an older genomix, or trained without "
+                    "validation data): the novelty column stays empty")
+        return None
+    if unknown and UNKNOWN in model.classes:
+        raise GenomixError(f"--unknown: the model has a class named '{UNKNOWN}'")
+    return novelty.threshold if unknown else None
+
+
 def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, str] | None, first: int, step: int,
                  batch_size: int, device: str, rc: bool | None) -> Iterator[Prediction]:
     if paired is None:
@@ -137,7 +157,7 @@ def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, s
 def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Caller, outputs: Outputs,
            writer_class: type, inputs: list[str]) -> Report:
     """Stream the predictions into the writer, the report and the class files; all or nothing is written."""
-    report = Report(model.classes)
+    report = Report(model.classes, unknown=caller.novelty_threshold is not None)
     with ExitStack() as stack:
         out = stack.enter_context(output_stream(outputs.predictions, inputs, binary=writer_class.binary))
         writer = writer_class(out, model.classes)
@@ -145,7 +165,7 @@ def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Calle
             if outputs.classified_out else None
         writer.begin()
         for prediction in predictions:
-            label, score = caller(prediction.probs)
+            label, score = caller(prediction.probs, prediction.novelty)
             writer.write(prediction, label, score)
             report.add(label, score, prediction.length)
             if by_class is not None:

@@ -19,6 +19,8 @@ from typing import TextIO
 import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from genomix.applying.novelty import Inputs, Novelty, novelty_of
+from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
@@ -62,8 +64,8 @@ class Layout:
 
 @dataclass(frozen=True)
 class Windows:
-    """Consecutive windows of one contig: their starts, the intervals they own, and class probabilities
-    (rows of NaN for mostly-N windows, which were not scored)."""
+    """Consecutive windows of one contig: their starts, the intervals they own, class probabilities (rows of NaN
+    for mostly-N windows, which were not scored), and whether each is unknown (`scan --unknown`)."""
 
     contig: str
     width: int
@@ -71,14 +73,17 @@ class Windows:
     lo: np.ndarray
     hi: np.ndarray
     probs: np.ndarray
+    novelty: np.ndarray | None = None
 
     @property
     def scored(self) -> np.ndarray:
         return ~np.isnan(self.probs[:, 0])
 
 
-def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int) -> Iterator[Windows]:
-    """Score every window of every contig, a batch at a time, in genome order.
+def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int,
+                 novelty: Novelty | None = None) -> Iterator[Windows]:
+    """Score every window of every contig, a batch at a time, in genome order, with its novelty score where
+    `novelty` is given.
 
     Windows longer than the model's max_len are scored as `genomix predict` scores a long record (its tiles'
     log-probabilities averaged), with the scorer's strands and temperature.
@@ -102,10 +107,16 @@ def scan_windows(scorer: Scorer, genome: Genome, window: int, step: int) -> Iter
                 keep = n_counts[part] <= MAX_N_FRACTION * layout.width
                 pieces = [tokens[s - offset : s - offset + layout.width] for s in starts[part][keep].tolist()]
                 probs = np.full((len(keep), scorer.network.num_classes), np.nan)
-                if pieces:
+                unusual = None if novelty is None else np.full(len(keep), np.nan)
+                if pieces and novelty is None:
                     probs[keep] = scorer.log_probs(pieces).exp().numpy()
+                elif pieces:
+                    log_probs, _, features = scorer.records_with_features(pieces)
+                    probs[keep] = log_probs.exp().numpy()
+                    unusual[keep] = novelty.score(scorer.network, Inputs(log_probs.numpy(), features.numpy(), pieces,
+                                                                                 scorer.rc))
                 lo, hi = layout.owned(ks[part])
-                yield Windows(contig, layout.width, starts[part], lo, hi, probs)
+                yield Windows(contig, layout.width, starts[part], lo, hi, probs, unusual)
 
 
 class RegionMerger:
@@ -113,8 +124,10 @@ class RegionMerger:
     its probability reaches the threshold): the full extents of those windows, merged where they overlap or
     touch, scored 1000 × the highest probability within."""
 
-    def __init__(self, out: TextIO, column: int, name: str, threshold: float | None) -> None:
+    def __init__(self, out: TextIO, column: int, name: str, threshold: float | None,
+                 novelty_threshold: float | None = None) -> None:
         self.out, self.column, self.name, self.threshold = out, column, name, threshold
+        self.novelty_threshold = novelty_threshold  # windows past it are unknown: never called
         self.open: list | None = None  # [contig, start, end, max probability] of the region being extended
         self.regions = 0
 
@@ -122,6 +135,8 @@ class RegionMerger:
         probs = windows.probs[:, self.column]
         scored = windows.scored  # skipped windows break regions
         above = scored & (decide(np.nan_to_num(windows.probs), self.threshold, self.column) == self.column)
+        if self.novelty_threshold is not None:
+            above &= ~(windows.novelty > self.novelty_threshold)
         for start, p in zip(windows.starts[above].tolist(), probs[above].tolist()):
             region = self.open
             if region is not None and region[0] == windows.contig and start <= region[2]:
@@ -201,8 +216,9 @@ def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger
             if merger is not None:
                 merger.add(windows)
             if report is not None:
-                for probs, lo, hi in zip(windows.probs, windows.lo.tolist(), windows.hi.tolist()):
-                    report[0].add(*report[1](probs), hi - lo)
+                novelty = np.full(len(windows.probs), np.nan) if windows.novelty is None else windows.novelty
+                for probs, u, lo, hi in zip(windows.probs, novelty.tolist(), windows.lo.tolist(), windows.hi.tolist()):
+                    report[0].add(*report[1](probs, u), hi - lo)
             kept = int(windows.scored.sum())
             scored, skipped = scored + kept, skipped + len(windows.starts) - kept
             done += int(windows.hi[-1] - windows.lo[0])
@@ -227,12 +243,12 @@ def scan(
     device: str = "auto",
     rc: bool | None = None,
     report: str | Path | None = None,
+    unknown: bool = False,
 ) -> dict:
-    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes`
-    one per class (see `class_output`), and with `bed_out` the BED regions where the class is called: the most
-    probable class, or, with `threshold`, p(class) ≥ `threshold`. `report` is a summary TSV of the windows'
-    calls (`genomix.io.writers.Report`; mostly-N windows count as unclassified). Returns a summary: bases, windows
-    (scored), skipped (mostly N), seconds, bases_per_s, regions."""
+    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes` one
+    per class (`class_output`); with `bed_out` the BED regions where the class is called (the most probable, or with
+    `threshold` p(class) ≥ it; with `unknown` never a window past the novelty threshold); with `report` a summary of
+    the calls (mostly-N windows: unclassified). Returns bases, windows, skipped, seconds, bases_per_s, regions."""
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, report, inputs)
     torch_device = resolve_device(device)
@@ -242,6 +258,7 @@ def scan(
     column = model.classes.index(chosen) if chosen else None  # the class of --bed-out, --threshold and the report
     check_threshold(threshold, model, target=column)
     tracks = _track_paths(model.classes, output, chosen, all_classes)
+    novelty, limit = (novelty_of(model), unknown_threshold(model, True)) if unknown else (None, None)
     genome = Genome(genome_path)
     total = sum(genome.contigs.values())
     console.log(f"scanning {len(genome.contigs)} contigs ({total:,} bp) of {genome.path.name} with "
@@ -251,9 +268,9 @@ def scan(
         outs = {model.classes.index(name): open_track(path, f"genomix p({name})", f"p({name}) of {about}",
                                                       genome.contigs, inputs, stack) for name, path in tracks.items()}
         merger = None if bed_out is None else \
-            RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold)
-        calls = (Report(model.classes, "windows"), Caller(model.classes, threshold, column)) if report else None
-        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step)
+            RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold, limit)
+        calls = _calls(model, report, threshold, column, limit)
+        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step, novelty)
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:
             write_summary(calls[0], report, stack.enter_context(output_stream(report, inputs)), "scan")
@@ -262,6 +279,16 @@ def scan(
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     _log_written(summary, [p for p in tracks.values() if not is_stdout(p)], merger, bed_out, threshold)
     return summary
+
+
+def _calls(model: TrainedModel, report: str | Path | None, threshold: float | None, column: int | None,
+           novelty_threshold: float | None) -> tuple[Report, Caller] | None:
+    """Where a report is asked for: the report of the windows' calls (with `unknown` where windows may be called
+    so), and how they are called."""
+    if report is None:
+        return None
+    return (Report(model.classes, "windows", novelty_threshold is not None),
+            Caller(model.classes, threshold, column, None, novelty_threshold))
 
 
 def _track_paths(classes: list[str], output: str | Path, chosen: str | None, all_classes: bool) -> dict:

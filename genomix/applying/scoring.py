@@ -20,10 +20,11 @@ import torch
 from torch import Tensor
 
 from genomix.applying.calibration import calibrated
+from genomix.applying.novelty import Inputs, novelty_of
 from genomix.console import autocast, compute_dtype, resolve_device, scoring_precision
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
-from genomix.io.writers import UNCLASSIFIED
+from genomix.io.writers import UNCLASSIFIED, UNKNOWN
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
 from genomix.sequences.batching import bucket_batches, pad, window_starts
@@ -44,6 +45,7 @@ class Prediction:
     log_probs: np.ndarray
     windows: int
     record: Record | None = field(default=None, repr=False, compare=False)
+    novelty: float = math.nan  # how unlike the training data the record is (`genomix.applying.novelty`)
 
     @property
     def label(self) -> str | None:
@@ -131,12 +133,28 @@ class Scorer:
         """Calibrated log-probabilities of records from the sums of their windows' rows (`window_rows`)."""
         return calibrated(window_sums / windows, self.temperature)
 
+    def records_with_features(self, token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray, Tensor]:
+        """`records`, and each array's pooled features (what the head reads, `features`) from the same pass."""
+        classes = self.network.num_classes
+        means, pieces = self._means(self._log_softmax_and_features, classes + self.network.embed_dim, token_arrays)
+        return calibrated(means[:, :classes], self.temperature), pieces // self.pieces_per_window, means[:, classes:]
+
     def features(self, token_arrays: Sequence[np.ndarray]) -> Tensor:
         """(n, F) pooled features (`Model.embed`), averaged over windows and strands as scores are."""
         return self._means(self.network.embed, self.network.embed_dim, token_arrays)[0]
 
     def _log_softmax(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return torch.log_softmax(self.network(tokens, lengths).float(), -1)
+
+    def _log_softmax_and_features(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        """`_log_softmax` beside the head's input, caught on its way in (every model ends in `head(embed(...))`)."""
+        seen: list[Tensor] = []
+        hook = self.network.head.register_forward_hook(lambda _, inputs, __: seen.append(inputs[0]))
+        try:
+            log_probs = self._log_softmax(tokens, lengths)
+        finally:
+            hook.remove()
+        return torch.cat([log_probs, seen[0].float()], 1)
 
     @torch.no_grad()
     def _means(self, fn: Callable[[Tensor, Tensor], Tensor], width: int,
@@ -176,19 +194,27 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
     left as it is); `rc` averages both strands, None leaves it to the model card.
     """
     scorer = Scorer.of(model, device, batch_size, rc, calibrated)
+    novelty = novelty_of(model)
     for chunk, tokens in _encoded(records, scorer):
-        scores, windows = scorer.records(tokens)
-        for record, t, s, w in zip(chunk, tokens, scores.numpy(), windows.tolist()):
-            yield Prediction(record.id, len(t), s, w, record)
+        if novelty is None:
+            scores, windows = scorer.records(tokens)
+            unusual = np.full(len(tokens), math.nan)
+        else:
+            scores, windows, features = scorer.records_with_features(tokens)
+            unusual = novelty.score(scorer.network, Inputs(scores.numpy(), features.numpy(), tokens, scorer.rc))
+        for record, t, s, w, u in zip(chunk, tokens, scores.numpy(), windows.tolist(), unusual.tolist()):
+            yield Prediction(record.id, len(t), s, w, record, u)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
-    """One prediction for a read pair: the mates' log-probabilities averaged and renormalised (an empty mate
-    leaves the other's)."""
-    mates = [p.log_probs for p in (first, second) if p.length]
-    scores = np.mean(mates, 0) if mates else first.log_probs
+    """One prediction for a read pair: the mates' log-probabilities averaged and renormalised, and their novelty
+    scores averaged (an empty mate leaves the other's)."""
+    mates = [p for p in (first, second) if p.length]
+    scores = np.mean([p.log_probs for p in mates], 0) if mates else first.log_probs
     scores = scores - np.logaddexp.reduce(scores) if mates else scores
-    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record)
+    novelty = float(np.mean([p.novelty for p in mates])) if mates else math.nan
+    return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record,
+                      novelty)
 
 
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:
@@ -225,23 +251,27 @@ def check_threshold(threshold: float | None, model: TrainedModel, target: int | 
 @dataclass(frozen=True)
 class Caller:
     """The call for one record: its label and that label's probability. `decide` picks the class; a record whose
-    top probability is below `min_score`, or that is empty, is `unclassified`."""
+    top probability is below `min_score`, or that is empty, is `unclassified`; one whose novelty score is past
+    `novelty_threshold` is `unknown`."""
 
     classes: Sequence[str]
     threshold: float | None = None
     positive: int | None = None
     min_score: float | None = None
+    novelty_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.min_score is not None and not 0 < self.min_score <= 1:
             raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
 
-    def __call__(self, probs: np.ndarray) -> tuple[str, float]:
+    def __call__(self, probs: np.ndarray, novelty: float = math.nan) -> tuple[str, float]:
         if math.isnan(probs[0]):  # an empty record: a row of NaN
             return UNCLASSIFIED, math.nan
         best = decide(probs, self.threshold, self.positive)
         if self.min_score is not None and probs.max() < self.min_score:
             return UNCLASSIFIED, float(probs[best])
+        if self.novelty_threshold is not None and novelty > self.novelty_threshold:
+            return UNKNOWN, float(probs[best])
         return self.classes[best], float(probs[best])
 
 

@@ -10,6 +10,7 @@ import torch
 
 from genomix.applying.calibration import apply_temperature, expected_calibration_error, fit_temperature
 from genomix.applying.metrics import classification_metrics
+from genomix.applying.novelty import DEFAULT_KNOWN_RECALL, Inputs, Novelty
 from genomix.applying.scoring import Scorer
 from genomix.console import console
 from genomix.fitting import distributed
@@ -19,6 +20,7 @@ from genomix.sequences.dataset import LabelledSet
 from genomix.sequences.tokens import reverse_complement
 
 COMPOSITION_WEIGHTS = np.linspace(0, 1, 21)  # blend weights a of the k-mer term tried on validation
+NOVELTY_RECORDS = 20_000  # training records (at most) the novelty statistics are fitted on
 
 
 def every_rank(scorer: Scorer, tokens: list[np.ndarray]) -> np.ndarray:
@@ -53,10 +55,11 @@ class Finish:
     composition_weight: float | None = None
     temperature: float | None = None
     validation: dict | None = None
+    novelty: dict | None = None
 
 
 def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len: int, seed: int, scorer: Scorer,
-           best_metrics: dict | None) -> Finish:
+           best_metrics: dict | None, known_recall: float = DEFAULT_KNOWN_RECALL) -> Finish:
     """Blend in the k-mer term (where the model has one), then report on validation and fit the temperature."""
     done = Finish()
     if network.composition is not None:
@@ -76,7 +79,25 @@ def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len:
                         "ece": expected_calibration_error(val.y, apply_temperature(scores, done.temperature))}
     console.log(f"temperature {done.temperature:.3f} fitted on validation: expected calibration error "
                 f"{done.validation['ece_uncalibrated']:.4f} → {done.validation['ece']:.4f}")
+    done.novelty = fit_novelty(replace(scorer, temperature=done.temperature), train, val, seed, known_recall)
     return done
+
+
+def novelty_inputs(scorer: Scorer, tokens: list[np.ndarray]) -> Inputs:
+    """What the novelty scores of sequences are computed from, scored as the model will be applied."""
+    log_probs, _, features = scorer.records_with_features(tokens)
+    return Inputs(log_probs.numpy(), features.numpy(), tokens, scorer.rc)
+
+
+def fit_novelty(scorer: Scorer, train: LabelledSet, val: LabelledSet, seed: int, known_recall: float) -> dict:
+    """The novelty statistics of (up to `NOVELTY_RECORDS` of) the training records, with thresholds that keep
+    `known_recall` of the validation records known: the card's `novelty` block."""
+    rows = np.random.default_rng(seed).permutation(len(train))[:NOVELTY_RECORDS]
+    fitted = Novelty.fit(scorer.network, novelty_inputs(scorer, [train.tokens[i] for i in rows]), train.y[rows])
+    novelty = fitted.calibrate(scorer.network, novelty_inputs(scorer, val.tokens), known_recall)
+    console.log(f"novelty: {novelty.method} score, threshold {novelty.threshold:.4g} keeps {known_recall:.1%} of "
+                "validation records known")
+    return novelty.as_card()
 
 
 def _add_composition(network: Model, train: LabelledSet, val: LabelledSet, max_len: int, seed: int,

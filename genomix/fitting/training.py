@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from genomix.applying.metrics import report_table
+from genomix.applying.novelty import DEFAULT_KNOWN_RECALL, check_known_recall
 from genomix.applying.scoring import Scorer
 from genomix.console import console
 from genomix.errors import GenomixError
@@ -49,8 +50,10 @@ class TrainSettings(FitSettings):
     positive_class: str | None = None  # binary models: None chooses by the class names (`dataset.positive_class`)
     init: str | None = None  # a backbone file (`genomix pretrain`) to fine-tune
     freeze_backbone: bool = False  # with `init`: train the head only (the k-mer term is fitted as usual)
+    known_recall: float = DEFAULT_KNOWN_RECALL  # share of validation records the novelty threshold keeps known
 
     def __post_init__(self) -> None:
+        check_known_recall(self.known_recall)
         backbone = self._backbone() if self.init is not None else None
         if backbone is None and self.freeze_backbone:
             raise GenomixError("--freeze-backbone needs --init backbone.gmx")
@@ -162,9 +165,10 @@ class Classifying:
 
     def card(self, network: Model, train: LabelledSet, val: LabelledSet | None, plan: Plan,
              state: TrainState) -> tuple[ModelCard, dict[str, Any]]:
-        done = finish(network, train, val, plan.max_len, self.settings.seed, self.score, state.best_metrics)
+        done = finish(network, train, val, plan.max_len, self.settings.seed, self.score, state.best_metrics,
+                      self.settings.known_recall)
         card = ModelCard(network.name, network.config, train.classes, self.positive, plan.rc_augment,
-                         done.temperature, validation=done.validation)
+                         done.temperature, validation=done.validation, novelty=done.novelty)
         return card, {"class_counts": dict(zip(train.classes, train.counts.tolist())),
                       "composition_weight": done.composition_weight, "initialised_from": self.start}
 

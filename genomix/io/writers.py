@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of t
     from genomix.applying.scoring import Prediction
 
 UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read, or below --min-score)
+UNKNOWN = "unknown"  # `predict --unknown`: a record unlike the training data (novelty past the model's threshold)
 PARQUET_ROWS = 65536  # rows per parquet row group: bounded memory, few groups
 
 
@@ -59,15 +60,18 @@ class PredictionWriter:
 
 
 class TsvWriter(PredictionWriter):
-    """id, length, label, score (the called class's probability), p_<class>... to 6 decimals."""
+    """id, length, label, score (the called class's probability), p_<class>... to 6 decimals, and novelty (empty
+    for a model file without novelty statistics)."""
 
     format = "tsv"
 
     def begin(self) -> None:
-        self.out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in self.classes)]) + "\n")
+        self.out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in self.classes), "novelty"])
+                       + "\n")
 
     def write(self, prediction: Prediction, label: str, score: float) -> None:
-        fields = [prediction.id, str(prediction.length), label, f"{score:.6f}", *(f"{x:.6f}" for x in prediction.probs)]
+        fields = [prediction.id, str(prediction.length), label, f"{score:.6f}", *(f"{x:.6f}" for x in prediction.probs),
+                  "" if math.isnan(prediction.novelty) else f"{prediction.novelty:.6f}"]
         self.out.write("\t".join(fields) + "\n")
         self.rows += 1
 
@@ -83,7 +87,8 @@ class JsonLinesWriter(PredictionWriter):
 
     def write(self, prediction: Prediction, label: str, score: float) -> None:
         row = {"id": prediction.id, "length": prediction.length, "windows": prediction.windows, "label": label,
-               "score": _number(score), "probs": {c: _number(p) for c, p in zip(self.classes, prediction.probs)}}
+               "score": _number(score), "probs": {c: _number(p) for c, p in zip(self.classes, prediction.probs)},
+               "novelty": _number(prediction.novelty)}
         self.out.write(json.dumps(row) + "\n")
         self.rows += 1
 
@@ -128,11 +133,12 @@ class ParquetWriter(PredictionWriter):
 
     def begin(self) -> None:
         fields = [("id", "string"), ("length", "int64"), ("windows", "int64"), ("label", "string"),
-                  ("score", "float64"), *((f"p_{c}", "float64") for c in self.classes)]
+                  ("score", "float64"), *((f"p_{c}", "float64") for c in self.classes), ("novelty", "float64")]
         self.table = ParquetRows(self.out, fields)
 
     def write(self, prediction: Prediction, label: str, score: float) -> None:
-        self.table.add((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs))
+        self.table.add((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs,
+                        _number(prediction.novelty)))
         self.rows += 1
 
     def end(self) -> None:
@@ -173,12 +179,13 @@ def writer_for(path: str | Path | None) -> type[PredictionWriter]:
 
 
 class Report:
-    """Per called class (and `unclassified`): records and bases, their shares, and the mean score, as Kraken2's
-    report gives them, so a person and MultiQC-style tools can read a run at a glance. `unit` names what is
-    counted (records, or a scan's windows) in the summary line; the table's columns stay the same."""
+    """Per called class (and `unclassified`, and `unknown` where records may be called so): records and bases,
+    their shares, and the mean score, as Kraken2's report gives them, so a person and MultiQC-style tools can read
+    a run at a glance. `unit` names what is counted (records, or a scan's windows) in the summary line; the
+    table's columns stay the same."""
 
-    def __init__(self, classes: Sequence[str], unit: str = "records") -> None:
-        self.labels, self.unit = [*classes, UNCLASSIFIED], unit
+    def __init__(self, classes: Sequence[str], unit: str = "records", unknown: bool = False) -> None:
+        self.labels, self.unit = [*classes, *[UNKNOWN] * unknown, UNCLASSIFIED], unit
         self.records = dict.fromkeys(self.labels, 0)
         self.bases = dict.fromkeys(self.labels, 0)
         self.scores = dict.fromkeys(self.labels, 0.0)
@@ -199,10 +206,12 @@ class Report:
 
     def summary(self) -> str:
         total, unclassified = sum(self.records.values()), self.records[UNCLASSIFIED]
-        called = ", ".join(f"{label} {self.records[label]:,}" for label in self.labels[:-1])
-        share = 100 * (total - unclassified) / max(1, total)
-        return (f"{total - unclassified:,} of {total:,} {self.unit} classified ({share:.1f}%): {called}; "
-                f"{UNCLASSIFIED} {unclassified:,}")
+        unknown = self.records.get(UNKNOWN, 0)
+        called = ", ".join(f"{label} {self.records[label]:,}" for label in self.labels if label not in
+                           (UNKNOWN, UNCLASSIFIED))
+        share = 100 * (total - unclassified - unknown) / max(1, total)
+        return (f"{total - unclassified - unknown:,} of {total:,} {self.unit} classified ({share:.1f}%): {called}; "
+                + f"{UNKNOWN} {unknown:,}; " * (UNKNOWN in self.records) + f"{UNCLASSIFIED} {unclassified:,}")
 
 
 class RecordsByClass:

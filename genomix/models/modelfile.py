@@ -80,6 +80,7 @@ class ModelCard:
     validation: dict[str, Any] | None = None
     genomix_version: str = __version__
     kind: str = "classifier"  # or "backbone" (see the module docstring)
+    novelty: dict[str, Any] | None = None  # out-of-distribution statistics and thresholds (`applying.novelty`)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -184,7 +185,8 @@ def upgrade_header(header: dict[str, Any]) -> dict[str, Any]:
 
 _CARD_TYPES = {"model": str, "config": dict, "classes": list, "positive_class": (str, type(None)),
                "both_strands": bool, "temperature": (int, float, type(None)), "training": (dict, type(None)),
-               "validation": (dict, type(None)), "genomix_version": str, "kind": str}
+               "validation": (dict, type(None)), "genomix_version": str, "kind": str,
+               "novelty": (dict, type(None))}
 
 
 def read_card(path: str | Path) -> ModelCard:
@@ -275,7 +277,16 @@ def describe(card: ModelCard) -> str:
     elif card.validation and not backbone:
         lines.append("validation " + ", ".join(f"{k} {card.validation[k]:.4f}" for k in ("accuracy", "mcc", "auroc")
                                                if card.validation.get(k) is not None))
+    if card.novelty is not None:
+        lines.append(_describe_novelty(card.novelty))
     return "\n".join(lines)
+
+
+def _describe_novelty(block: dict[str, Any]) -> str:
+    method = block.get("method")
+    threshold = (block.get("thresholds") or {}).get(method, math.nan)
+    return (f"novelty    {method} score, threshold {threshold:.4g}: `predict --unknown` calls a record past it "
+            f"unknown (keeps {block.get('known_recall', math.nan):.1%} of validation records known)")
 
 
 def _describe_training(training: TrainingRecord) -> list[str]:

@@ -1,0 +1,132 @@
+"""Open-set benchmark: leave one species out, train on the training regions of the others, then score the
+held-out (test) regions of the trained species (known) and windows of the left-out species (unknown) with every
+novelty method (`genomix.applying.novelty`). Rotates over the species; writes docs/open_set.json.
+
+    PYTHONPATH=. python bench/open_set.py --windows 150 1000 --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from genomix.applying.novelty import METHODS, Inputs, novelty_of, open_set_metrics
+from genomix.applying.scoring import Scorer
+from genomix.fitting.training import TrainSettings, fit
+from genomix.io.genomes import Genome, GenomeSet
+from genomix.sequences.tokens import encode
+
+ROOT = Path(__file__).resolve().parents[1]
+GENOMES = ROOT.parent / "shared" / "data" / "genomes"
+SAME_SPECIES = {"escherichia_coli_MIIJ01000039_contig": "escherichia_coli"}  # both E. coli files: one class
+
+
+def species(cache: Path) -> dict[str, list[Path]]:
+    """Class → its genome files, decompressed into `cache` (plain gzip cannot be read by position), the two
+    E. coli files together."""
+    classes: dict[str, list[Path]] = {}
+    cache.mkdir(parents=True, exist_ok=True)
+    for path in sorted(GENOMES.glob("*.fna.gz")):
+        stem = path.name.removesuffix(".fna.gz")
+        plain = cache / f"{stem}.fna"
+        if not plain.exists():
+            plain.write_bytes(gzip.decompress(path.read_bytes()))
+        label = SAME_SPECIES.get(stem, "_".join(stem.split("_")[:2]))
+        classes.setdefault(label, []).append(plain)
+    return classes
+
+
+def genome_set(classes: dict[str, list[Path]], window: int) -> GenomeSet:
+    return GenomeSet(tuple((label, Genome(p)) for label, paths in classes.items() for p in paths), window)
+
+
+def scored(model, records) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Every method's novelty score of the records, and the called class index of each."""
+    scorer = Scorer.of(model, "cpu")
+    tokens = [encode(r.seq) for r in records]
+    log_probs, _, features = scorer.records_with_features(tokens)
+    inputs = Inputs(log_probs.numpy(), features.numpy(), tokens, scorer.rc)
+    return novelty_of(model).scores(model.network, inputs), inputs.log_probs.argmax(1)
+
+
+def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argparse.Namespace) -> dict:
+    known_classes = {c: p for c, p in classes.items() if c != left_out}
+    settings = TrainSettings(arch=args.arch, genome_window=window, windows_per_epoch=args.windows_per_epoch,
+                             epochs=args.epochs, lr=3e-3, batch_size=32, device="cpu", seed=1,
+                             options={"dim": 32, "hidden": 32, "layers": 2, "composition": args.composition}
+                             if args.arch != "kmer" else {})
+    started = time.perf_counter()
+    model = fit(genome_set(known_classes, window), settings)
+    seconds = time.perf_counter() - started
+    known = genome_set(known_classes, window).tiles("test", args.known_per_class)
+    unknown = genome_set({left_out: classes[left_out]}, window).tiles("test", args.unknown)
+    known_scores, calls = scored(model, known)
+    unknown_scores, _ = scored(model, unknown)
+    correct = calls == np.array([model.classes.index(r.label) for r in known])
+    thresholds = model.card.novelty["thresholds"]
+    if args.scores:  # every record's scores, for trying combinations of methods without training again
+        Path(args.scores).mkdir(parents=True, exist_ok=True)
+        np.savez(Path(args.scores) / f"{left_out}_{window}.npz", correct=correct,
+                 **{f"known_{m}": s for m, s in known_scores.items()},
+                 **{f"unknown_{m}": s for m, s in unknown_scores.items()})
+    return {"left_out": left_out, "window": window, "train_seconds": round(seconds, 1), "known": len(known),
+            "unknown": len(unknown), "methods": {
+                m: open_set_metrics(known_scores[m], unknown_scores[m], thresholds[m], correct)
+                for m in METHODS if m in known_scores}}
+
+
+def table(folds: list[dict]) -> str:
+    """Markdown: per window and method, the mean over left-out species of each open-set figure."""
+    names = ["auroc", "fpr_at_95", "unknown_called_known", "known_kept", "known_accuracy", "known_accuracy_kept"]
+    lines = ["| window | method | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for window in sorted({f["window"] for f in folds}):
+        mine = [f for f in folds if f["window"] == window]
+        for method in METHODS:
+            if all(method in f["methods"] for f in mine):
+                means = [np.mean([f["methods"][method][n] for f in mine]) for n in names]
+                lines.append(f"| {window} | {method} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def summarise(paths: list[str], output: str) -> None:
+    """Merge the folds of several runs into `output` and print the table."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    folds = [f for run in runs for f in run["folds"]]
+    Path(output).write_text(json.dumps({"settings": [r["settings"] for r in runs], "folds": folds}, indent=1) + "\n")
+    print(table(folds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--windows", type=int, nargs="+", default=[150, 1000])
+    parser.add_argument("--arch", default="cnn")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--composition", action=argparse.BooleanOptionalAction, default=True,
+                        help="blend in the k-mer term (the default model's)")
+    parser.add_argument("--windows-per-epoch", type=int, default=2000)
+    parser.add_argument("--known-per-class", type=int, default=100)
+    parser.add_argument("--unknown", type=int, default=500)
+    parser.add_argument("--only", nargs="*", help="left-out species to run (default: every one)")
+    parser.add_argument("--scores", help="folder for every record's scores (one .npz per fold)")
+    parser.add_argument("--cache", default="/tmp/genomix_open_set", help="folder for the decompressed genomes")
+    parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "open_set.json"))
+    parser.add_argument("--summarise", nargs="+", metavar="RUN.json", help="merge runs into --output; print a table")
+    args = parser.parse_args()
+    if args.summarise:
+        return summarise(args.summarise, args.output)
+    classes = species(Path(args.cache))
+    results = []
+    for window in args.windows:
+        for left_out in args.only or classes:
+            results.append(fold(classes, left_out, window, args))
+            print(json.dumps(results[-1]), flush=True)
+            Path(args.output).write_text(json.dumps({"settings": vars(args), "folds": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Out-of-distribution ("novelty") scores: how unlike the training data a record is, so that a read of an
+organism the model never saw can be called `unknown` instead of being forced into one of the known classes.
+
+Every score is higher for a more unusual record, and needs only what the model file keeps (no training data):
+
+- `msp`: one minus the top calibrated probability (the baseline: a confident wrong call scores low);
+- `energy`: minus the log-sum-exp of the head's logits on the pooled features;
+- `features`: the squared Mahalanobis distance of the pooled features (`Model.embed`, what the head reads) to the
+  nearest class mean, under one covariance shared by the classes;
+- `kmer`: the same distance for the record's normalised 3-mer profile;
+- `markov`: how far from the typical per-base log-likelihood of a class's training records the record's lies
+  under that class's third-order Markov chain (the chance of each base given the three before it), in standard
+  deviations, for the class where it is least far: a two-sided typicality test, since a likelihood higher than
+  typical marks a lower-complexity (more GC- or AT-rich) organism as surely as a lower one marks another;
+- `combined`: the mean of the `features`, `kmer` and `markov` scores, each standardised by its validation mean
+  and spread (`features` left out where the pooled features are too wide to keep a covariance of).
+
+The class means and whitening matrices are fitted on the training records in the finishing step; the threshold
+of each score keeps `known_recall` of the validation records known. All of it is the card's `novelty` block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from genomix.errors import GenomixError
+from genomix.models.base import Model
+from genomix.models.modelfile import TrainedModel
+from genomix.sequences.tokens import reverse_complement
+
+METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
+DEFAULT_METHOD = "combined"
+DEFAULT_KNOWN_RECALL = 0.99
+PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and a covariance of 4,096 numbers in the card
+MARKOV_K = 4  # the Markov chains' k-mers: a base and the three before it (256 numbers per class)
+PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that an unseen k-mer is not impossible
+MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
+SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagonal: keeps it invertible
+DIGITS = 6  # significant digits of the numbers kept in the card
+
+
+def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_strands: bool = False) -> np.ndarray:
+    """(n, 4^k) frequencies of each array's k-mers of A, C, G and T (a row of zeros where it has none); with
+    `both_strands`, averaged with its reverse complement's, so that a record and its reverse complement score alike
+    where the model scores both strands."""
+    if both_strands:
+        return (kmer_profiles(token_arrays, k) + kmer_profiles([reverse_complement(t) for t in token_arrays], k)) / 2
+    rows = np.zeros((len(token_arrays), 4**k))
+    for i, tokens in enumerate(token_arrays):
+        bases = tokens.astype(np.int64) - 1  # A, C, G, T → 0 … 3
+        if len(bases) < k:
+            continue
+        windows = np.lib.stride_tricks.sliding_window_view(bases, k)
+        valid = ((windows >= 0) & (windows < 4)).all(1)
+        counts = np.bincount(windows[valid] @ (4 ** np.arange(k - 1, -1, -1)), minlength=4**k)
+        rows[i] = counts / max(1, counts.sum())
+    return rows
+
+
+@dataclass(frozen=True)
+class Gaussian:
+    """Class-conditional Gaussians with one shared covariance, kept whitened: distances are Euclidean after
+    `whiten` (W with W Σ Wᵀ = I), and the class means are stored whitened."""
+
+    whiten: np.ndarray  # (d, d)
+    means: np.ndarray  # (classes, d)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, num_classes: int) -> Gaussian:
+        means = np.stack([x[y == c].mean(0) if (y == c).any() else np.full(x.shape[1], np.nan)
+                          for c in range(num_classes)])
+        centred = x - means[y]
+        covariance = centred.T @ centred / max(1, len(x) - num_classes)
+        covariance += (SHRINKAGE * np.trace(covariance) / len(covariance) + 1e-12) * np.eye(len(covariance))
+        values, vectors = np.linalg.eigh(covariance)
+        whiten = (vectors / np.sqrt(values)).T
+        return cls(whiten, means @ whiten.T)
+
+    def distance(self, x: np.ndarray) -> np.ndarray:
+        """(n,) squared distance to the nearest class mean, per dimension (about 1 for a typical record)."""
+        z = x @ self.whiten.T
+        squared = (z**2).sum(1)[:, None] - 2 * z @ self.means.T + (self.means**2).sum(1)[None]
+        return np.nanmin(squared, 1) / z.shape[1]
+
+    def as_card(self) -> dict[str, list]:
+        return {"whiten": _rounded(self.whiten), "means": _rounded(self.means)}
+
+    @classmethod
+    def from_card(cls, block: dict[str, Any]) -> Gaussian:
+        whiten, means = np.asarray(block["whiten"], dtype=np.float64), np.asarray(block["means"], dtype=np.float64)
+        if whiten.ndim != 2 or whiten.shape[0] != whiten.shape[1] or means.ndim != 2 or \
+                means.shape[1] != whiten.shape[0]:
+            raise ValueError("a Gaussian needs a square whitening matrix and means of its width")
+        return cls(whiten, means)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the scores of a batch of records are computed from: calibrated log-probabilities, pooled features
+    (averaged over windows and strands as scores are), the token arrays and whether both strands are scored."""
+
+    log_probs: np.ndarray
+    features: np.ndarray
+    tokens: Sequence[np.ndarray]
+    both_strands: bool = False
+
+    def profiles(self, k: int) -> np.ndarray:
+        return kmer_profiles(self.tokens, k, self.both_strands)
+
+
+@dataclass(frozen=True)
+class Novelty:
+    """The statistics of a model's training data that its novelty scores need, and the threshold of each."""
+
+    method: str
+    known_recall: float
+    profile: Gaussian
+    markov: np.ndarray  # (classes, 4^MARKOV_K): log chance of a k-mer's last base given the bases before it
+    typical: np.ndarray  # (classes, 2): mean and standard deviation of the class's training records' likelihoods
+    features: Gaussian | None = None
+    spread: dict[str, list[float]] | None = None  # per distance: validation mean and standard deviation
+    thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
+
+    @property
+    def threshold(self) -> float:
+        return self.thresholds[self.method]
+
+    @classmethod
+    def fit(cls, network: Model, train: Inputs, y: np.ndarray) -> Novelty:
+        """The class Gaussians of the training records (no thresholds yet: `calibrate`)."""
+        wide = train.features.shape[1] > MAX_FEATURE_DIM
+        profiles = train.profiles(MARKOV_K)
+        frequencies = np.stack([profiles[y == c].sum(0) for c in range(network.num_classes)])
+        frequencies = frequencies.reshape(len(frequencies), -1, 4) / np.maximum(1, np.bincount(y))[:, None, None]
+        frequencies += PSEUDOCOUNT / 4**MARKOV_K
+        markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(network.num_classes, -1)
+        own = (profiles @ markov.T)[np.arange(len(y)), y]
+        typical = np.array([[own[y == c].mean(), own[y == c].std() or 1.0] if (y == c).any() else [np.nan, 1.0]
+                            for c in range(network.num_classes)])
+        return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(train.profiles(PROFILE_K), y,
+                                                                      network.num_classes), markov, typical,
+                   None if wide else Gaussian.fit(train.features, y, network.num_classes))
+
+    def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
+        """Thresholds that keep `known_recall` of the (in-distribution) validation records known."""
+        check_known_recall(known_recall)
+        distances = self._distances(val)
+        spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in distances.items()}
+        scored = Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread)
+        scores = scored.scores(network, val)
+        if method not in scores:
+            raise GenomixError(f"novelty method {method!r} is not available for this model ({', '.join(scores)} are)")
+        thresholds = {name: float(np.quantile(s[np.isfinite(s)], known_recall)) for name, s in scores.items()}
+        return Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread,
+                       thresholds)
+
+    def scores(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
+        """Every method's score of each record (NaN for an empty one)."""
+        with torch.no_grad():
+            logits = network.head(torch.from_numpy(batch.features).to(network.head.weight)).double().cpu().numpy()
+        result = {"msp": 1 - np.exp(batch.log_probs).max(1), "energy": -np.logaddexp.reduce(logits, 1)}
+        distances = self._distances(batch)
+        result |= distances
+        standard = [(distances[n] - self.spread[n][0]) / self.spread[n][1] for n in distances]
+        result["combined"] = np.mean(standard, 0)
+        empty = np.array([len(t) == 0 for t in batch.tokens], dtype=bool)
+        return {name: np.where(empty, np.nan, s) for name, s in result.items()}
+
+    def score(self, network: Model, batch: Inputs) -> np.ndarray:
+        return self.scores(network, batch)[self.method]
+
+    def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
+        likelihoods = batch.profiles(MARKOV_K) @ self.markov.T
+        atypical = np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1]
+        result = {"kmer": self.profile.distance(batch.profiles(PROFILE_K)), "markov": np.nanmin(atypical, 1)}
+        if self.features is not None:
+            result["features"] = self.features.distance(np.nan_to_num(batch.features))
+        return result
+
+    def as_card(self) -> dict[str, Any]:
+        return {"method": self.method, "known_recall": self.known_recall, "profile_k": PROFILE_K,
+                "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
+                "profile": self.profile.as_card(), "markov": _rounded(self.markov),
+                "markov_typical": _rounded(self.typical),
+                "features": None if self.features is None else self.features.as_card()}
+
+    @classmethod
+    def from_card(cls, block: dict[str, Any]) -> Novelty:
+        """The card's block, checked (a malformed one is a corrupt model file)."""
+        try:
+            if block["method"] not in METHODS or block["profile_k"] != PROFILE_K or block["markov_k"] != MARKOV_K:
+                raise ValueError(f"method {block['method']!r}, k {block['profile_k']!r}, {block['markov_k']!r}")
+            features, markov = block["features"], np.asarray(block["markov"], dtype=np.float64)
+            typical = np.asarray(block["markov_typical"], dtype=np.float64)
+            if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K or typical.shape != (len(markov), 2):
+                raise ValueError(f"Markov chains of shape {markov.shape}, typical likelihoods {typical.shape}")
+            return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]), markov,
+                       typical,
+                       None if features is None else Gaussian.from_card(features),
+                       {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
+                       {k: float(v) for k, v in block["thresholds"].items()})
+        except (KeyError, TypeError, ValueError) as err:
+            raise GenomixError(f"corrupt novelty block in the model file ({err})") from None
+
+
+def novelty_of(model: TrainedModel) -> Novelty | None:
+    """The model's novelty statistics, or None for a model file written before genomix kept them."""
+    return None if model.card.novelty is None else Novelty.from_card(model.card.novelty)
+
+
+def check_known_recall(known_recall: float) -> None:
+    if not 0 < known_recall < 1:
+        raise GenomixError(f"--known-recall must be between 0 and 1, got {known_recall}")
+
+
+def _rounded(array: np.ndarray) -> list:
+    return np.vectorize(lambda v: float(f"{v:.{DIGITS}g}"))(array).tolist()
+
+
+def open_set_metrics(known: np.ndarray, unknown: np.ndarray, threshold: float, known_correct: np.ndarray
+                     ) -> dict[str, float]:
+    """How well novelty scores of in-distribution (`known`) and out-of-distribution (`unknown`) records part
+    them: AUROC; the share of unknown records kept at the threshold that keeps 95% of known ones (FPR@95); at
+    `threshold`, the share of known records kept, of unknown ones called as a known class, and the accuracy
+    on the known records kept (`known_correct`: whether each known record's call is right)."""
+    from sklearn.metrics import roc_auc_score  # scikit-learn loads only where open-set metrics are asked for
+
+    known, unknown = np.nan_to_num(known, nan=-np.inf), np.nan_to_num(unknown, nan=-np.inf)
+    kept = known <= threshold
+    return {
+        "auroc": float(roc_auc_score(np.r_[np.zeros(len(known)), np.ones(len(unknown))], np.r_[known, unknown])),
+        "fpr_at_95": float((unknown <= np.quantile(known, 0.95)).mean()),
+        "known_kept": float(kept.mean()),
+        "unknown_called_known": float((unknown <= threshold).mean()),
+        "known_accuracy": float(known_correct.mean()),
+        "known_accuracy_kept": float(known_correct[kept].mean()) if kept.any() else float("nan"),
+    }

@@ -1,0 +1,134 @@
+"""Open-set calls: novelty scores fitted at training flag records unlike the training data, the stored threshold
+keeps the chosen share of validation records known, and `predict`, `scan` and `evaluate` use them; model files
+from before the novelty statistics predict as they did."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import ROOT, TEST_FA, motif_records
+
+from genomix.applying.novelty import METHODS, Novelty, novelty_of, open_set_metrics
+from genomix.applying.scoring import predict_records
+from genomix.errors import GenomixError
+from genomix.fitting.training import TrainSettings, fit
+from genomix.io.reading import Record
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def shifted(n: int, seed: int, length: int = 64, gc: float = 0.9) -> list[Record]:
+    """Random DNA of another composition than `motif_records` (GC-rich instead of uniform)."""
+    rng = np.random.default_rng(seed)
+    weights = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
+    return [Record(f"x{i}", "".join(rng.choice(list("ACGT"), length, p=weights))) for i in range(n)]
+
+
+def novelty(model, records) -> np.ndarray:
+    return np.array([p.novelty for p in predict_records(model, records, device="cpu")])
+
+
+def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
+    return open_set_metrics(known, unknown, np.inf, np.ones(len(known), bool))["auroc"]
+
+
+@pytest.mark.parametrize("fixture", ["motif_paramixer", "motif_kmer"])
+def test_records_of_a_shifted_composition_score_as_novel(fixture, request):
+    model = request.getfixturevalue(fixture)
+    known, unknown = novelty(model, motif_records(200, seed=7)), novelty(model, shifted(200, seed=7))
+    assert auroc(known, unknown) > 0.97
+    limit = novelty_of(model).threshold
+    assert (unknown > limit).mean() > 0.9 and (known > limit).mean() < 0.1
+
+
+def test_every_method_scores_and_the_card_block_round_trips(motif_paramixer):
+    stored = novelty_of(motif_paramixer)
+    again = Novelty.from_card(json.loads(json.dumps(stored.as_card())))
+    assert set(stored.thresholds) == set(METHODS)
+    assert again.threshold == pytest.approx(stored.threshold, rel=1e-5)
+    with pytest.raises(GenomixError, match="corrupt novelty block"):
+        Novelty.from_card(stored.as_card() | {"markov": [[0.0, 1.0]]})
+
+
+@pytest.mark.parametrize("known_recall", [0.8, 0.95])
+def test_the_stored_threshold_keeps_the_chosen_share_of_validation_records_known(known_recall):
+    val = motif_records(200, seed=3)
+    model = fit(motif_records(300, seed=2), TrainSettings(arch="kmer", seed=1, device="cpu",
+                                                           known_recall=known_recall), val_records=val)
+    kept = (novelty(model, val) <= novelty_of(model).threshold).mean()
+    assert model.card.novelty["known_recall"] == known_recall
+    assert abs(kept - known_recall) <= 0.01
+
+
+def test_known_recall_outside_zero_to_one_is_a_user_error():
+    with pytest.raises(GenomixError, match="--known-recall"):
+        TrainSettings(known_recall=1.0)
+
+
+@pytest.fixture
+def odd_fa(tmp_path: Path) -> Path:
+    path = tmp_path / "odd.fa"
+    path.write_text("".join(f">{r.id}\n{r.seq * 3}\n" for r in shifted(30, seed=1, gc=0.95)))
+    return path
+
+
+def test_predict_unknown_calls_labels_reports_and_splits_unknown_records(genomix_main, trained_model, odd_fa,
+                                                                         tmp_path):
+    out, report = tmp_path / "p.tsv", tmp_path / "report.tsv"
+    result = genomix_main("predict", trained_model, TEST_FA, odd_fa, "-o", out, "--report", report, "--unknown",
+                          "--classified-out", tmp_path / "by_#.fa", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    header, *rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert header[-1] == "novelty" and all(r[-1] for r in rows)
+    odd = [r for r in rows if r[0].startswith("x")]
+    known = [r for r in rows if not r[0].startswith("x")]
+    assert sum(r[2] == "unknown" for r in odd) >= 0.9 * len(odd)
+    assert sum(r[2] == "unknown" for r in known) <= 0.2 * len(known)
+    counts = {line.split("\t")[0]: int(line.split("\t")[1]) for line in report.read_text().splitlines()[1:]}
+    assert counts["unknown"] == sum(r[2] == "unknown" for r in rows) and "unclassified" in counts
+    assert (tmp_path / "by_unknown.fa").read_text().count(">") == counts["unknown"]
+
+
+def test_without_unknown_labels_stay_classes_and_info_shows_the_threshold(genomix_main, trained_model, odd_fa):
+    result = genomix_main("predict", trained_model, odd_fa, "--device", "cpu")
+    assert "unknown" not in {line.split("\t")[2] for line in result.stdout.decode().splitlines()[1:]}
+    info = genomix_main("info", trained_model).stdout.decode() + genomix_main("info", trained_model).stderr.decode()
+    assert "novelty    combined score, threshold" in info
+
+
+def test_evaluate_unknown_gives_open_set_metrics(genomix_main, trained_model, odd_fa, tmp_path):
+    out = tmp_path / "m.json"
+    result = genomix_main("evaluate", trained_model, TEST_FA, "--unknown", odd_fa, "-o", out, "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    open_set = json.loads(out.read_text())["open_set"]
+    assert open_set["unknown_records"] == 30 and open_set["auroc"] > 0.9
+    assert {"fpr_at_95", "unknown_called_known", "known_accuracy_kept"} <= set(open_set)
+
+
+@pytest.mark.parametrize("name", ["paramixer", "kmer"])
+def test_an_old_model_file_predicts_with_an_empty_novelty_column_and_a_notice(name, genomix_main, tmp_path):
+    out = tmp_path / "p.tsv"
+    result = genomix_main("predict", FIXTURES / f"v0_{name}.gmx", TEST_FA, "-o", out, "--device", "cpu")
+    assert result.returncode == 0
+    assert "no novelty statistics" in " ".join(result.stderr.decode().split())
+    rows = [line.split("\t") for line in out.read_text().splitlines()]
+    assert rows[0][-1] == "novelty" and {r[-1] for r in rows[1:]} == {""}
+    refused = genomix_main("predict", FIXTURES / f"v0_{name}.gmx", TEST_FA, "--unknown", "--device", "cpu")
+    assert refused.returncode == 2 and "novelty statistics" in refused.stderr.decode()
+
+
+def test_scan_unknown_counts_unknown_windows_and_calls_none_of_them(genomix_main, trained_model, tmp_path):
+    known = "".join(r.seq for r in motif_records(40, seed=4))  # uniform composition, like the species sample
+    odd = "".join(r.seq for r in shifted(40, seed=4, gc=0.97))
+    genome = tmp_path / "g.fa"
+    genome.write_text(f">known\n{known}\n>odd\n{odd}\n")
+    report, bed = tmp_path / "r.tsv", tmp_path / "calls.bed"
+    result = genomix_main("scan", trained_model, "--reference", genome, "-o", tmp_path / "t.bedgraph", "--step",
+                          "64", "--report", report, "--bed-out", bed, "--unknown", "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    counts = {line.split("\t")[0]: int(line.split("\t")[1]) for line in report.read_text().splitlines()[1:]}
+    assert counts["unknown"] >= 36  # of the 40 windows of `odd`
+    assert not [line for line in bed.read_text().splitlines() if line.startswith("odd")]
