@@ -9,10 +9,11 @@ combines with the same `tiles`, `calibrated` and `log_odds`.
 
 from __future__ import annotations
 
-import math
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from queue import Full, Queue
 from typing import TypeVar
 
 import numpy as np
@@ -27,11 +28,40 @@ from genomix.io.writers import UNCLASSIFIED
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
 from genomix.sequences.batching import bucket_batches, pad, window_starts
-from genomix.sequences.tokens import encode, reverse_complement
+from genomix.sequences.tokens import encode_all, reverse_complement
 
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
 T = TypeVar("T", np.ndarray, Tensor)
+T_item = TypeVar("T_item")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A chunk of records scored: their lengths, (n, classes) log-probabilities (NaN rows for empty records) and
+    window counts, as arrays, so that calls and output rows are made a chunk at a time."""
+
+    records: list[Record]
+    lengths: np.ndarray
+    log_probs: np.ndarray
+    windows: np.ndarray
+
+    @classmethod
+    def of(cls, predictions: Sequence[Prediction]) -> Scored:
+        return cls([p.record for p in predictions], np.array([p.length for p in predictions], np.int64),
+                   np.array([p.log_probs for p in predictions]), np.array([p.windows for p in predictions]))
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return np.exp(self.log_probs)
+
+    def predictions(self) -> Iterator[Prediction]:
+        for record, n, s, w in zip(self.records, self.lengths.tolist(), self.log_probs, self.windows.tolist()):
+            yield Prediction(record.id, n, s, w, record)
 
 
 @dataclass(frozen=True)
@@ -164,7 +194,15 @@ def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int =
 
 def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
                     device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Prediction]:
-    """Stream predictions for records, in input order, a chunk of records at a time.
+    """Stream predictions for records, in input order, a chunk of records at a time (`predict_chunks`)."""
+    for chunk in predict_chunks(model, records, batch_size, device, rc, calibrated):
+        yield from chunk.predictions()
+
+
+def predict_chunks(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
+                   device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Scored]:
+    """Stream the records' scores, in input order, a chunk of records at a time: what writers turn into rows a
+    chunk at a time. The next chunk is read and tokenised while this one is scored (`_encoded`).
 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
@@ -172,8 +210,7 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
     scorer = Scorer.of(model, device, batch_size, rc, calibrated)
     for chunk, tokens in _encoded(records, scorer):
         scores, windows = scorer.records(tokens)
-        for record, t, s, w in zip(chunk, tokens, scores.numpy(), windows.tolist()):
-            yield Prediction(record.id, len(t), s, w, record)
+        yield Scored(chunk, np.fromiter(map(len, tokens), np.int64, len(tokens)), scores.numpy(), windows)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
@@ -186,9 +223,54 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
 
 
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:
-    """The records a chunk at a time (`_chunks`), with their tokens."""
-    for chunk in _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len):
-        yield chunk, [encode(r.seq) for r in chunk]
+    """The records a chunk at a time (`_chunks`), with their tokens, read ahead in a thread (`read_ahead`)."""
+    chunks = _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len)
+    return read_ahead((chunk, encode_all([r.seq for r in chunk])) for chunk in chunks)
+
+
+def read_ahead(items: Iterator[T_item], depth: int = 2) -> Iterator[T_item]:
+    """`items` as they are, produced by a thread up to `depth` ahead of the consumer: parsing and tokenising the
+    next chunk overlaps with scoring this one, as torch releases the GIL while it computes. An error in the thread
+    is raised here, as it was raised there; a consumer that stops early (an error, Ctrl-C) stops the thread."""
+    queue: Queue = Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not _put(queue, (item, None), stop):
+                    return
+        except BaseException as err:  # handed to the consumer, which raises it
+            _put(queue, (None, err), stop)
+            return
+        _put(queue, (_DONE, None), stop)
+
+    thread = threading.Thread(target=produce, name="genomix-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, err = queue.get()
+            if err is not None:
+                raise err
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+
+
+_DONE = object()
+
+
+def _put(queue: Queue, item: tuple, stop: threading.Event) -> bool:
+    """Put `item` once there is room, unless the consumer has stopped (then False)."""
+    while not stop.is_set():
+        try:
+            queue.put(item, timeout=0.1)
+            return True
+        except Full:
+            continue
+    return False
 
 
 def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:
@@ -231,12 +313,17 @@ class Caller:
             raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
 
     def __call__(self, probs: np.ndarray) -> tuple[str, float]:
-        if math.isnan(probs[0]):  # an empty record: a row of NaN
-            return UNCLASSIFIED, math.nan
+        codes, scores = self.calls(np.asarray(probs)[None])
+        return [*self.classes, UNCLASSIFIED][codes[0]], float(scores[0])
+
+    def calls(self, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For rows of probabilities: the index of each row's call in [*classes, unclassified], and its score."""
         best = decide(probs, self.threshold, self.positive)
-        if self.min_score is not None and probs.max() < self.min_score:
-            return UNCLASSIFIED, float(probs[best])
-        return self.classes[best], float(probs[best])
+        scores = probs[np.arange(len(probs)), best]
+        unclassified = np.isnan(probs[:, 0])  # empty records: rows of NaN
+        if self.min_score is not None:
+            unclassified |= probs.max(1) < self.min_score
+        return np.where(unclassified, len(self.classes), best), scores
 
 
 def decide(probs: np.ndarray, threshold: float | None, positive: int | None = 1) -> np.ndarray | int:
