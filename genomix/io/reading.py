@@ -178,9 +178,10 @@ def _sniff(stream: BinaryIO, source: str) -> str:
 
 def _header(title: str) -> tuple[str, str | None]:
     """(id, label) from a FASTA/FASTQ header line: id is the first word, label a `label=CLASS` token."""
+    if "label=" not in title:  # most headers: only the id is needed
+        words = title.split(None, 1)
+        return (words[0], None) if words else ("", None)
     words = title.split()
-    if not words:
-        return "", None
     label = next((w[6:] for w in words[1:] if w.startswith("label=") and len(w) > 6), None)
     return words[0], label
 
@@ -272,10 +273,12 @@ class _FastqBlocks:
 
 
 def _after_lines(data: bytes, lines: int) -> int:
-    """The offset just after the first `lines` lines of `data`."""
-    cut = -1
-    for _ in range(lines):
-        cut = data.index(b"\n", cut + 1)
+    """The offset just after the first `lines` lines of `data` (which has at least that many line ends)."""
+    if not lines:
+        return 0
+    cut = len(data)
+    for _ in range(data.count(b"\n") - lines + 1):
+        cut = data.rindex(b"\n", 0, cut)
     return cut + 1
 
 

@@ -1,0 +1,130 @@
+"""Prediction rows a chunk at a time: the same bytes as one row per record, calls and reports of whole chunks,
+parquet row groups, and the reader thread's errors arriving as the one-line errors they were."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from helpers import check_user_error
+
+from genomix.applying.scoring import Caller, read_ahead
+from genomix.errors import GenomixError
+from genomix.io.writers import UNCLASSIFIED, JsonLinesWriter, ParquetRows, Report, Rows, TsvWriter
+from genomix.models import create_model
+from genomix.models.modelfile import TrainedModel, save_model
+
+CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture
+def rows() -> Rows:
+    """Rows of random probabilities, one of them an empty record (NaN), with calls from a Caller."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(3), 50)
+    probs[7] = np.nan
+    calls, scores = Caller(CLASSES, min_score=0.5).calls(probs)
+    labels = [[*CLASSES, UNCLASSIFIED][c] for c in calls]
+    ids = [f"r{i}" if i % 5 else f'odd "id" é{i}' for i in range(50)]
+    return Rows(ids, rng.integers(0, 1000, 50), rng.integers(0, 9, 50), labels, scores, probs)
+
+
+def per_record_tsv(rows: Rows) -> str:
+    """The rows as they were written one record at a time."""
+    return "".join("\t".join([i, str(n), label, f"{s:.6f}", *(f"{x:.6f}" for x in p)]) + "\n"
+                   for i, n, label, s, p in zip(rows.ids, rows.lengths, rows.labels, rows.scores, rows.probs))
+
+
+def per_record_jsonl(rows: Rows) -> str:
+    def number(x: float) -> float | None:
+        return None if np.isnan(x) else float(x)
+
+    return "".join(json.dumps({"id": i, "length": int(n), "windows": int(w), "label": label, "score": number(s),
+                               "probs": {c: number(x) for c, x in zip(CLASSES, p)}}) + "\n"
+                   for i, n, w, label, s, p in zip(rows.ids, rows.lengths, rows.windows, rows.labels, rows.scores,
+                                                   rows.probs))
+
+
+@pytest.mark.parametrize(("writer", "expected"), [(TsvWriter, per_record_tsv), (JsonLinesWriter, per_record_jsonl)])
+def test_chunked_rows_are_the_per_record_rows(rows, writer, expected):
+    out = io.StringIO()
+    w = writer(out, CLASSES)
+    w.write(rows)
+    w.write(Rows([], np.zeros(0, int), np.zeros(0, int), [], np.zeros(0), np.zeros((0, 3))))
+    assert out.getvalue() == expected(rows)
+    assert "nan" in out.getvalue() or "null" in out.getvalue()  # the empty record is among them
+    assert w.rows == len(rows)
+
+
+def test_caller_calls_a_chunk_as_it_calls_each_row():
+    probs = np.array([[0.2, 0.8], [0.6, 0.4], [np.nan, np.nan], [0.45, 0.55], [0.7, 0.3]])
+    calls, scores = Caller(["x", "y"], threshold=0.5, positive=1, min_score=0.56).calls(probs)
+    assert calls.tolist() == [1, 0, 2, 2, 0]
+    np.testing.assert_array_equal(scores, [0.8, 0.6, np.nan, 0.55, 0.7])
+    caller = Caller(["x", "y"], threshold=0.5, positive=1, min_score=0.56)
+    assert [caller(p)[0] for p in probs] == ["y", "x", UNCLASSIFIED, UNCLASSIFIED, "x"]
+
+
+def test_report_of_chunks_is_the_report_of_records_to_the_bit(rows):
+    one_at_a_time, chunked = Report(CLASSES), Report(CLASSES)
+    for label, score, n in zip(rows.labels, rows.scores, rows.lengths):
+        one_at_a_time.add(label, score, int(n))
+    calls = np.array([one_at_a_time.labels.index(label) for label in rows.labels])
+    for part in np.array_split(np.arange(len(calls)), 4):
+        chunked.add_all(calls[part], rows.scores[part], rows.lengths[part])
+    assert (chunked.records, chunked.bases, chunked.scores) == \
+        (one_at_a_time.records, one_at_a_time.bases, one_at_a_time.scores)
+
+
+def test_parquet_rows_one_at_a_time_and_as_columns_keep_order_and_group_size(tmp_path, monkeypatch):
+    monkeypatch.setattr("genomix.io.writers.PARQUET_ROWS", 4)
+    path = tmp_path / "t.parquet"
+    with open(path, "wb") as out:
+        table = ParquetRows(out, [("id", "string"), ("n", "int64")])
+        for i in range(3):
+            table.add((f"r{i}", i))
+        table.extend([[f"r{i}" for i in range(3, 9)], np.arange(3, 9)])
+        table.add(("r9", 9))
+        table.close()
+    file = pq.ParquetFile(path)
+    assert [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)] == [4, 4, 2]
+    assert file.read().to_pydict() == {"id": [f"r{i}" for i in range(10)], "n": list(range(10))}
+
+
+def test_read_ahead_keeps_order_and_raises_the_threads_error_here():
+    def items():
+        yield from range(5)
+        raise GenomixError("in.fa: record 'r6': invalid character 'X' at position 3")
+
+    seen = []
+    with pytest.raises(GenomixError, match=r"^in\.fa: record 'r6': invalid character 'X' at position 3$"):
+        seen.extend(read_ahead(items()))
+    assert seen == list(range(5))
+
+
+def test_read_ahead_stops_its_thread_when_the_consumer_stops():
+    before = threading.active_count()
+    items = read_ahead(iter(range(10**9)), depth=2)
+    assert next(items) == 0
+    items.close()  # as on an error or Ctrl-C in the consumer
+    for thread in threading.enumerate():
+        if thread.name == "genomix-read-ahead":
+            thread.join(5)
+    assert threading.active_count() == before
+
+
+def test_bad_record_in_a_later_chunk_is_a_one_line_error(tmp_path, genomix_main):
+    torch.manual_seed(0)
+    save_model(TrainedModel.of(create_model("kmer", 2, max_len=64), ["a", "b"]), tmp_path / "m.gmx")
+    good = "".join(f">r{i}\n{'ACGT' * 16}\n" for i in range(2000))  # chunks of 8 x 32 x 64 bases: 256 records
+    (tmp_path / "in.fa").write_text(good + ">bad\nACXT\n")
+    proc = genomix_main("predict", tmp_path / "m.gmx", tmp_path / "in.fa", "-o", tmp_path / "p.tsv",
+                        "--batch-size", "8", "--device", "cpu")
+    message = check_user_error(proc, "in.fa: record 'bad': invalid character 'X' at position 3", one_line=False)
+    assert message.endswith("position 3")  # the last stderr line, after predict's log line: no traceback
+    assert not (tmp_path / "p.tsv").exists()
