@@ -108,14 +108,12 @@ def test_read_ahead_keeps_order_and_raises_the_threads_error_here():
 
 
 def test_read_ahead_stops_its_thread_when_the_consumer_stops():
-    before = threading.active_count()
     items = read_ahead(iter(range(10**9)), depth=2)
     assert next(items) == 0
+    (thread,) = [t for t in threading.enumerate() if t.name == "genomix-read-ahead"]
     items.close()  # as on an error or Ctrl-C in the consumer
-    for thread in threading.enumerate():
-        if thread.name == "genomix-read-ahead":
-            thread.join(5)
-    assert threading.active_count() == before
+    thread.join(5)
+    assert not thread.is_alive()
 
 
 def test_bad_record_in_a_later_chunk_is_a_one_line_error(tmp_path, genomix_main):

@@ -41,6 +41,7 @@ class Scored:
     """A chunk of records scored: their lengths, (n, classes) log-probabilities (NaN rows for empty records) and
     window counts, as arrays, so that calls and output rows are made a chunk at a time."""
 
+    ids: list[str]
     records: list[Record]
     lengths: np.ndarray
     log_probs: np.ndarray
@@ -48,20 +49,18 @@ class Scored:
 
     @classmethod
     def of(cls, predictions: Sequence[Prediction]) -> Scored:
-        return cls([p.record for p in predictions], np.array([p.length for p in predictions], np.int64),
-                   np.array([p.log_probs for p in predictions]), np.array([p.windows for p in predictions]))
-
-    @property
-    def ids(self) -> list[str]:
-        return [r.id for r in self.records]
+        return cls([p.id for p in predictions], [p.record for p in predictions],
+                   np.array([p.length for p in predictions], np.int64), np.array([p.log_probs for p in predictions]),
+                   np.array([p.windows for p in predictions]))
 
     @cached_property
     def probs(self) -> np.ndarray:
         return np.exp(self.log_probs)
 
     def predictions(self) -> Iterator[Prediction]:
-        for record, n, s, w in zip(self.records, self.lengths.tolist(), self.log_probs, self.windows.tolist()):
-            yield Prediction(record.id, n, s, w, record)
+        for i, record, n, s, w in zip(self.ids, self.records, self.lengths.tolist(), self.log_probs,
+                                      self.windows.tolist()):
+            yield Prediction(i, n, s, w, record)
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,8 @@ def predict_chunks(model: TrainedModel, records: Iterable[Record], batch_size: i
     scorer = Scorer.of(model, device, batch_size, rc, calibrated)
     for chunk, tokens in _encoded(records, scorer):
         scores, windows = scorer.records(tokens)
-        yield Scored(chunk, np.fromiter(map(len, tokens), np.int64, len(tokens)), scores.numpy(), windows)
+        yield Scored([r.id for r in chunk], chunk, np.fromiter(map(len, tokens), np.int64, len(tokens)),
+                     scores.numpy(), windows)
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
