@@ -1,11 +1,10 @@
 """Prediction rows a chunk at a time: the same bytes as one row per record, calls and reports of whole chunks,
-parquet row groups, and the reader thread's errors arriving as the one-line errors they were."""
+parquet row groups, and an input error in a later chunk still one line with nothing written."""
 
 from __future__ import annotations
 
 import io
 import json
-import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,8 +12,7 @@ import pytest
 import torch
 from helpers import check_user_error
 
-from genomix.applying.scoring import Caller, read_ahead
-from genomix.errors import GenomixError
+from genomix.applying.scoring import Caller
 from genomix.io.writers import UNCLASSIFIED, JsonLinesWriter, ParquetRows, Report, Rows, TsvWriter
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, save_model
@@ -94,26 +92,6 @@ def test_parquet_rows_one_at_a_time_and_as_columns_keep_order_and_group_size(tmp
     file = pq.ParquetFile(path)
     assert [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)] == [4, 4, 2]
     assert file.read().to_pydict() == {"id": [f"r{i}" for i in range(10)], "n": list(range(10))}
-
-
-def test_read_ahead_keeps_order_and_raises_the_threads_error_here():
-    def items():
-        yield from range(5)
-        raise GenomixError("in.fa: record 'r6': invalid character 'X' at position 3")
-
-    seen = []
-    with pytest.raises(GenomixError, match=r"^in\.fa: record 'r6': invalid character 'X' at position 3$"):
-        seen.extend(read_ahead(items()))
-    assert seen == list(range(5))
-
-
-def test_read_ahead_stops_its_thread_when_the_consumer_stops():
-    items = read_ahead(iter(range(10**9)), depth=2)
-    assert next(items) == 0
-    (thread,) = [t for t in threading.enumerate() if t.name == "genomix-read-ahead"]
-    items.close()  # as on an error or Ctrl-C in the consumer
-    thread.join(5)
-    assert not thread.is_alive()
 
 
 def test_bad_record_in_a_later_chunk_is_a_one_line_error(tmp_path, genomix_main):

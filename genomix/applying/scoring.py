@@ -9,11 +9,9 @@ combines with the same `tiles`, `calibrated` and `log_odds`.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from queue import Full, Queue
 from typing import TypeVar
 
 import numpy as np
@@ -33,7 +31,6 @@ from genomix.sequences.tokens import encode_all, reverse_complement
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
 T = TypeVar("T", np.ndarray, Tensor)
-T_item = TypeVar("T_item")
 
 
 @dataclass(frozen=True)
@@ -201,7 +198,7 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
 def predict_chunks(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
                    device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Scored]:
     """Stream the records' scores, in input order, a chunk of records at a time: what writers turn into rows a
-    chunk at a time. The next chunk is read and tokenised while this one is scored (`_encoded`).
+    chunk at a time.
 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
@@ -223,54 +220,9 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
 
 
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:
-    """The records a chunk at a time (`_chunks`), with their tokens, read ahead in a thread (`read_ahead`)."""
-    chunks = _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len)
-    return read_ahead((chunk, encode_all([r.seq for r in chunk])) for chunk in chunks)
-
-
-def read_ahead(items: Iterator[T_item], depth: int = 2) -> Iterator[T_item]:
-    """`items` as they are, produced by a thread up to `depth` ahead of the consumer: parsing and tokenising the
-    next chunk overlaps with scoring this one, as torch releases the GIL while it computes. An error in the thread
-    is raised here, as it was raised there; a consumer that stops early (an error, Ctrl-C) stops the thread."""
-    queue: Queue = Queue(depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not _put(queue, (item, None), stop):
-                    return
-        except BaseException as err:  # handed to the consumer, which raises it
-            _put(queue, (None, err), stop)
-            return
-        _put(queue, (_DONE, None), stop)
-
-    thread = threading.Thread(target=produce, name="genomix-read-ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, err = queue.get()
-            if err is not None:
-                raise err
-            if item is _DONE:
-                return
-            yield item
-    finally:
-        stop.set()
-
-
-_DONE = object()
-
-
-def _put(queue: Queue, item: tuple, stop: threading.Event) -> bool:
-    """Put `item` once there is room, unless the consumer has stopped (then False)."""
-    while not stop.is_set():
-        try:
-            queue.put(item, timeout=0.1)
-            return True
-        except Full:
-            continue
-    return False
+    """The records a chunk at a time (`_chunks`), with their tokens."""
+    for chunk in _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len):
+        yield chunk, encode_all([r.seq for r in chunk])
 
 
 def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:
