@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from genomix.errors import GenomixError
-from genomix.io.reading import Record, normalise, read_inputs, read_label_table, read_records, split_input
+from genomix.io.reading import BOM, Record, normalise, read_inputs, read_label_table, read_records, split_input
 
 FASTA = b">r1 label=alpha src=x:1-9\nACGTA\nCCGGT\nAA\n>r2 some description\nTTTT\n\n>r3 label=beta\nG\n"
 FASTA_RECORDS = [Record("r1", "ACGTACCGGTAA", "alpha"), Record("r2", "TTTT", None), Record("r3", "G", "beta")]
@@ -312,3 +312,38 @@ def test_inputs_are_streamed_in_order(tmp_path):
     a = write(tmp_path, "a.fa", ">a1\nA\n>a2\nC\n")
     b = write(tmp_path, "b.fq", "@b1\nG\n+\nI\n")
     assert [r.id for r in read_inputs([b, a, b])] == ["b1", "a1", "a2", "b1"]
+
+
+# --- FASTQ in blocks (dnaio), Biopython from the first block dnaio rejects ---------------------------------
+
+
+def fastq(names: range, wrap: bool = False) -> bytes:
+    """Four-line FASTQ records (or, with `wrap`, records whose sequence and quality take two lines each)."""
+    if wrap:
+        return b"".join(f"@q{i}\nAC\nGT\n+\nII\nII\n".encode() for i in names)
+    return b"".join(f"@q{i} label=x\nACGT\n+\nIIII\n".encode() for i in names)
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_fastq_blocks_then_wrapped_records_read_alike(tmp_path, monkeypatch, fake_stdin, from_stdin):
+    monkeypatch.setattr("genomix.io.reading.FASTQ_BLOCK", 64)  # several blocks before the wrapped records
+    data = BOM + b"\r\n\n" + fastq(range(20)) + fastq(range(20, 23), wrap=True) + fastq(range(23, 30))
+    if from_stdin:
+        fake_stdin(gzip.compress(data))
+    path = "-" if from_stdin else write(tmp_path, "w.fq", data)
+    assert [(r.id, r.seq, r.label) for r in records(path)] == \
+        [(f"q{i}", "ACGT", None if 20 <= i < 23 else "x") for i in range(30)]
+
+
+@pytest.mark.parametrize("from_stdin", [False, True], ids=["file", "stdin"])
+def test_fastq_error_after_many_blocks_names_its_record_and_line(tmp_path, monkeypatch, fake_stdin, from_stdin):
+    monkeypatch.setattr("genomix.io.reading.FASTQ_BLOCK", 64)
+    data = b"\n" + fastq(range(30)) + b"@q30\nACGT\n+\nII\n" + fastq(range(31, 40))
+    if from_stdin:
+        fake_stdin(data)
+    path = "-" if from_stdin else write(tmp_path, "cut.fq", data)
+    with pytest.raises(GenomixError) as err:
+        records(path)
+    # Biopython's message, as when it read the whole file: the next record's header was taken for more quality
+    assert str(err.value) == f"{path}: record 31 'q30' at line 122: Lengths of sequence and quality values differs " \
+        "for q30 (4 and 23)."

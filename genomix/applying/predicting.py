@@ -12,8 +12,19 @@ from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
 
+import numpy as np
+
 from genomix.applying.novelty import novelty_of
-from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, mean_pair, predict_records
+from genomix.applying.scoring import (
+    BATCH_SIZE,
+    Caller,
+    Prediction,
+    Scored,
+    check_threshold,
+    mean_pair,
+    predict_chunks,
+    predict_records,
+)
 from genomix.console import console, precision_name
 from genomix.errors import GenomixError
 from genomix.io.files import check_writable
@@ -22,8 +33,10 @@ from genomix.io.kraken import Taxonomy
 from genomix.io.multiqc import write_summary
 from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
-from genomix.io.writers import UNKNOWN, KrakenWriter, RecordsByClass, Report, is_stdout, output_stream, writer_for
+from genomix.io.writers import UNKNOWN, KrakenWriter, RecordsByClass, Report, Rows, is_stdout, output_stream, writer_for
 from genomix.models.modelfile import TrainedModel, load_model
+
+PAIRS_PER_CHUNK = 4096  # read pairs written at a time
 
 
 def parse_shard(shard: str) -> tuple[int, int]:
@@ -147,29 +160,34 @@ def unknown_threshold(model: TrainedModel, unknown: bool) -> float | None:
 
 
 def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, str] | None, first: int, step: int,
-                 batch_size: int, device: str, rc: bool | None) -> Iterator[Prediction]:
+                 batch_size: int, device: str, rc: bool | None) -> Iterator[Scored]:
     if paired is None:
-        return predict_records(model, islice(source.records(), first, None, step), batch_size, device, rc)
+        return predict_chunks(model, islice(source.records(), first, None, step), batch_size, device, rc)
     mates = predict_records(model, read_pairs(*paired), batch_size, device, rc)
-    return islice(_paired(mates), first, None, step)
+    pairs = islice(_paired(mates), first, None, step)
+    return (Scored.of(chunk) for chunk in iter(lambda: list(islice(pairs, PAIRS_PER_CHUNK)), []))
 
 
-def _write(predictions: Iterable[Prediction], model: TrainedModel, caller: Caller, outputs: Outputs,
+def _write(predictions: Iterable[Scored], model: TrainedModel, caller: Caller, outputs: Outputs,
            writer_class: type, inputs: list[str]) -> Report:
-    """Stream the predictions into the writer, the report and the class files; all or nothing is written."""
+    """Stream the predictions into the writer, the report and the class files, a chunk of records at a time;
+    all or nothing is written."""
     report = Report(model.classes, unknown=caller.novelty_threshold is not None)
+    labels = np.array(caller.labels, dtype=object)
     with ExitStack() as stack:
         out = stack.enter_context(output_stream(outputs.predictions, inputs, binary=writer_class.binary))
         writer = writer_class(out, model.classes)
         by_class = RecordsByClass(outputs.classified_out, model.classes, inputs, stack) \
             if outputs.classified_out else None
         writer.begin()
-        for prediction in predictions:
-            label, score = caller(prediction.probs, prediction.novelty)
-            writer.write(prediction, label, score)
-            report.add(label, score, prediction.length)
+        for chunk in predictions:
+            calls, scores = caller.calls(chunk.probs, chunk.novelty)
+            called = labels[calls].tolist()
+            writer.write(Rows(chunk.ids, chunk.lengths, chunk.windows, called, scores, chunk.probs, chunk.novelty))
+            report.add_all(calls, scores, chunk.lengths)
             if by_class is not None:
-                by_class.write(prediction.record, label)
+                for record, label in zip(chunk.records, called):
+                    by_class.write(record, label)
         writer.end()
     return report
 

@@ -28,11 +28,39 @@ from genomix.io.writers import UNCLASSIFIED, UNKNOWN
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
 from genomix.sequences.batching import bucket_batches, pad, window_starts
-from genomix.sequences.tokens import encode, reverse_complement
+from genomix.sequences.tokens import encode_all, reverse_complement
 
 BATCH_SIZE = 64  # sequences (or windows) per batch when scoring
 CHUNK_BATCHES = 32  # windows read ahead per batch size: enough for good length buckets, bounded memory
 T = TypeVar("T", np.ndarray, Tensor)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A chunk of records scored: their lengths, (n, classes) log-probabilities (NaN rows for empty records) and
+    window counts, as arrays, so that calls and output rows are made a chunk at a time."""
+
+    ids: list[str]
+    records: list[Record]
+    lengths: np.ndarray
+    log_probs: np.ndarray
+    windows: np.ndarray
+    novelty: np.ndarray  # the records' novelty scores (`genomix.applying.novelty`; NaN where the model has none)
+
+    @classmethod
+    def of(cls, predictions: Sequence[Prediction]) -> Scored:
+        return cls([p.id for p in predictions], [p.record for p in predictions],
+                   np.array([p.length for p in predictions], np.int64), np.array([p.log_probs for p in predictions]),
+                   np.array([p.windows for p in predictions]), np.array([p.novelty for p in predictions]))
+
+    @cached_property
+    def probs(self) -> np.ndarray:
+        return np.exp(self.log_probs)
+
+    def predictions(self) -> Iterator[Prediction]:
+        for i, record, n, s, w, u in zip(self.ids, self.records, self.lengths.tolist(), self.log_probs,
+                                         self.windows.tolist(), self.novelty.tolist()):
+            yield Prediction(i, n, s, w, record, u)
 
 
 @dataclass(frozen=True)
@@ -188,7 +216,15 @@ def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int =
 
 def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
                     device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Prediction]:
-    """Stream predictions for records, in input order, a chunk of records at a time.
+    """Stream predictions for records, in input order, a chunk of records at a time (`predict_chunks`)."""
+    for chunk in predict_chunks(model, records, batch_size, device, rc, calibrated):
+        yield from chunk.predictions()
+
+
+def predict_chunks(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
+                   device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Scored]:
+    """Stream the records' scores, in input order, a chunk of records at a time: what writers turn into rows a
+    chunk at a time.
 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
@@ -202,8 +238,8 @@ def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: 
         else:
             scores, windows, features = scorer.records_with_features(tokens)
             unusual = novelty.score(scorer.network, Inputs(scores.numpy(), features.numpy(), tokens, scorer.rc))
-        for record, t, s, w, u in zip(chunk, tokens, scores.numpy(), windows.tolist(), unusual.tolist()):
-            yield Prediction(record.id, len(t), s, w, record, u)
+        yield Scored([r.id for r in chunk], chunk, np.fromiter(map(len, tokens), np.int64, len(tokens)),
+                     scores.numpy(), windows, np.asarray(unusual, dtype=np.float64))
 
 
 def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction:
@@ -220,7 +256,7 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:
     """The records a chunk at a time (`_chunks`), with their tokens."""
     for chunk in _chunks(records, scorer.batch_size * CHUNK_BATCHES * scorer.max_len):
-        yield chunk, [encode(r.seq) for r in chunk]
+        yield chunk, encode_all([r.seq for r in chunk])
 
 
 def _chunks(records: Iterable[Record], max_bases: int) -> Iterator[list[Record]]:
@@ -264,15 +300,30 @@ class Caller:
         if self.min_score is not None and not 0 < self.min_score <= 1:
             raise GenomixError(f"--min-score must be in (0, 1], got {self.min_score}")
 
+    @property
+    def labels(self) -> list[str]:
+        """What a record may be called, in the order of `Report.labels`: the classes, `unknown` where novel records
+        are called so, and `unclassified`."""
+        return [*self.classes, *[UNKNOWN] * (self.novelty_threshold is not None), UNCLASSIFIED]
+
     def __call__(self, probs: np.ndarray, novelty: float = math.nan) -> tuple[str, float]:
-        if math.isnan(probs[0]):  # an empty record: a row of NaN
-            return UNCLASSIFIED, math.nan
+        codes, scores = self.calls(np.asarray(probs)[None], np.array([novelty]))
+        return self.labels[codes[0]], float(scores[0])
+
+    def calls(self, probs: np.ndarray, novelty: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """For rows of probabilities (and the records' novelty scores): the index of each row's call in
+        `labels`, and its score. Empty records (rows of NaN) and records below `min_score` are unclassified, which
+        takes precedence over unknown."""
         best = decide(probs, self.threshold, self.positive)
-        if self.min_score is not None and probs.max() < self.min_score:
-            return UNCLASSIFIED, float(probs[best])
-        if self.novelty_threshold is not None and novelty > self.novelty_threshold:
-            return UNKNOWN, float(probs[best])
-        return self.classes[best], float(probs[best])
+        scores = probs[np.arange(len(probs)), best]
+        if self.novelty_threshold is not None and novelty is not None:
+            with np.errstate(invalid="ignore"):
+                best = np.where(novelty > self.novelty_threshold, len(self.classes), best)
+        unclassified = np.isnan(probs[:, 0])
+        if self.min_score is not None:
+            with np.errstate(invalid="ignore"):
+                unclassified |= probs.max(1) < self.min_score
+        return np.where(unclassified, len(self.labels) - 1, best), scores
 
 
 def decide(probs: np.ndarray, threshold: float | None, positive: int | None = 1) -> np.ndarray | int:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
+import dnaio
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 from Bio.SeqIO.QualityIO import FastqGeneralIterator
 
@@ -43,6 +44,7 @@ _BREAKS_TSV = ("\t", "\n", "\r")
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)  # I/O errors, corrupt compressed data, closed streams
 _INVALID = ord("!")
 _GAPS = b"-. \t\r\n\v\f"
+FASTQ_BLOCK = 1 << 20  # bytes of FASTQ parsed at a time by dnaio
 _NORMALISE = bytearray([_INVALID]) * 256
 for _base in b"ACGTN":
     _NORMALISE[_base] = _NORMALISE[_base + 32] = _base
@@ -176,9 +178,10 @@ def _sniff(stream: BinaryIO, source: str) -> str:
 
 def _header(title: str) -> tuple[str, str | None]:
     """(id, label) from a FASTA/FASTQ header line: id is the first word, label a `label=CLASS` token."""
+    if "label=" not in title:  # most headers: only the id is needed
+        words = title.split(None, 1)
+        return (words[0], None) if words else ("", None)
     words = title.split()
-    if not words:
-        return "", None
     label = next((w[6:] for w in words[1:] if w.startswith("label=") and len(w) > 6), None)
     return words[0], label
 
@@ -215,24 +218,111 @@ class _CountedLines:
         return line
 
 
-def _fastq_entries(text: TextIO, source: str) -> Iterator[tuple[str, str]]:
-    """(title, seq) of each FASTQ record; a malformed one is an error naming its number, line and id."""
+def _fastq_entries(stream: BinaryIO, source: str) -> Iterator[tuple[str, str, str]]:
+    """(title, seq, quality) of each FASTQ record. dnaio parses blocks of four-line records (the usual layout, and
+    most of the reading time); from the first block it rejects on (a malformed record, or a layout only Biopython
+    reads: wrapped lines, blank lines, whitespace in a sequence), Biopython's parser reads the rest, and its errors
+    name the record and the line."""
+    blocks = _FastqBlocks(stream)
+    done = 0
+    for block in blocks:
+        entries = _dnaio_entries(block)
+        if entries is None:
+            text = io.TextIOWrapper(blocks.rest_from(block), encoding="utf-8", errors="replace", newline="")
+            yield from _biopython_fastq(text, source, done, blocks.lines)
+            return
+        yield from entries
+        done += len(entries)
+        blocks.lines += block.count(b"\n")
+
+
+def _dnaio_entries(block: bytes) -> list[tuple[str, str, str]] | None:
+    """The records of a block as dnaio reads them, or None where it (or Biopython) would not take them as they are."""
+    try:
+        with dnaio.open(io.BytesIO(block), fileformat="fastq") as reader:
+            entries = [(r.name, r.sequence, r.qualities) for r in reader]
+    except dnaio.FastqFormatError:
+        return None
+    return None if any(" " in seq or "\t" in seq for _, seq, _ in entries) else entries
+
+
+class _FastqBlocks:
+    """The bytes of a FASTQ stream in blocks of about FASTQ_BLOCK bytes that each end after a multiple of four
+    lines, so that each starts a record while the layout is the usual one. A byte-order mark and blank lines at the
+    start are skipped, and counted in `lines`: the lines before the current block, which the caller keeps."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        head = stream.peek(65536)
+        skipped = stream.read(len(head) - len(head.removeprefix(BOM).lstrip()))
+        self.stream, self.lines, self.rest = stream, skipped.count(b"\n"), b""
+
+    def __iter__(self) -> Iterator[bytes]:
+        while data := self.stream.read(FASTQ_BLOCK):
+            block = self.rest + data
+            cut = _after_lines(block, block.count(b"\n") // 4 * 4)
+            block, self.rest = block[:cut], block[cut:]
+            if block:
+                yield block
+        if self.rest:
+            block, self.rest = self.rest, b""
+            yield block
+
+    def rest_from(self, block: bytes) -> BinaryIO:
+        """The stream from the start of `block` (the one just yielded) on."""
+        return io.BufferedReader(_Joined(block + self.rest, self.stream))
+
+
+def _after_lines(data: bytes, lines: int) -> int:
+    """The offset just after the first `lines` lines of `data` (which has at least that many line ends)."""
+    if not lines:
+        return 0
+    cut = len(data)
+    for _ in range(data.count(b"\n") - lines + 1):
+        cut = data.rindex(b"\n", 0, cut)
+    return cut + 1
+
+
+class _Joined(io.RawIOBase):
+    """Bytes already read, followed by the rest of the stream they came from."""
+
+    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+        self.head, self.stream = memoryview(head), stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        if not self.head:
+            return self.stream.readinto(buffer)
+        n = min(len(buffer), len(self.head))
+        buffer[:n], self.head = self.head[:n], self.head[n:]
+        return n
+
+
+def _biopython_fastq(text: TextIO, source: str, before: int, lines_before: int) -> Iterator[tuple[str, str, str]]:
+    """(title, seq, quality) of each FASTQ record through Biopython, which reads any layout; `before` records and
+    `lines_before` lines came before `text`. A malformed record is an error naming its number, line and id."""
     lines = _CountedLines(text)
-    done, start = 0, None
+    lines.number = lines_before
+    done, start = before, None
     try:
         for title, seq, quality in FastqGeneralIterator(lines):
             yield title, seq, quality
             done += 1
             start = (lines.number, lines.last)  # the parser has already read the next record's '@' line
     except ValueError as err:
-        line_number, line = start or lines.first or (1, "")
+        line_number, line = start or lines.first or (lines_before + 1, "")
         record_id = _header(line[1:])[0] if line.startswith("@") else ""
         named = f" '{record_id}'" if record_id else ""
         raise GenomixError(f"{source}: record {done + 1}{named} at line {line_number}: {err}") from None
 
 
-def _parse_sequences(text: TextIO, fmt: str, source: str) -> Iterator[Record]:
-    entries = ((*e, None) for e in SimpleFastaParser(text)) if fmt == "fasta" else _fastq_entries(text, source)
+def _parse_sequences(stream: BinaryIO, fmt: str, source: str) -> Iterator[Record]:
+    if fmt == "fasta":
+        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
+        entries = ((*e, None) for e in SimpleFastaParser(text))
+    else:
+        entries = _fastq_entries(stream, source)
     for number, (title, seq, quality) in enumerate(entries, 1):
         record_id, label = _header(title)
         if not record_id:
@@ -269,12 +359,12 @@ def read_records(path: str) -> Iterator[Record]:
     stream = open_binary(path)
     try:
         fmt = _sniff(stream, path)
-        text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline="")
         try:
             if fmt == "table":
-                yield from _parse_table(text, path)
+                yield from _parse_table(io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace", newline=""),
+                                        path)
             else:
-                yield from _parse_sequences(text, fmt, path)
+                yield from _parse_sequences(stream, fmt, path)
         except csv.Error as err:  # e.g. a NUL byte, an unterminated quote at the end of the file
             raise GenomixError(f"{path}: not a readable CSV/TSV table ({err})") from None
         except _READ_ERRORS as err:

@@ -12,17 +12,17 @@ import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, ClassVar
+from typing import IO, ClassVar
+
+import numpy as np
 
 from genomix.errors import GenomixError
 from genomix.io.files import open_output, safe_name
 from genomix.io.formats import is_stdout, output_format
 from genomix.io.kraken import Taxonomy
 from genomix.io.reading import Record
-
-if TYPE_CHECKING:  # the writers read a prediction's fields; they need none of the scoring code
-    from genomix.applying.scoring import Prediction
 
 UNCLASSIFIED = "unclassified"  # the label of a record that gets no class (an empty read, or below --min-score)
 UNKNOWN = "unknown"  # `predict --unknown`: a record unlike the training data (novelty past the model's threshold)
@@ -40,6 +40,35 @@ def output_stream(path: str | Path | None, inputs: Sequence[str | Path] = (), bi
         yield out
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Prediction rows as columns, a chunk of records at a time: ids, lengths, window counts, called labels,
+    their probabilities (the scores) and (n, classes) probabilities. Writers format a chunk at once."""
+
+    ids: list[str]
+    lengths: np.ndarray
+    windows: np.ndarray
+    labels: list[str]
+    scores: np.ndarray
+    probs: np.ndarray
+    novelty: np.ndarray  # NaN where the model has no novelty statistics
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def table(self, *columns: Sequence, after: Sequence[Sequence] = ()) -> np.ndarray:
+        """(n, columns + classes + after) Python objects: the columns given, the probabilities, then the columns
+        `after`, for formatting every row of the chunk with one `%`."""
+        width = self.probs.shape[1]
+        table = np.empty((len(self), len(columns) + width + len(after)), dtype=object)
+        for i, column in enumerate(columns):
+            table[:, i] = column
+        table[:, len(columns) : len(columns) + width] = self.probs
+        for i, column in enumerate(after, len(columns) + width):
+            table[:, i] = column
+        return table
+
+
 class PredictionWriter:
     """Writes one row per record: the prediction, its called label and that label's probability."""
 
@@ -52,7 +81,7 @@ class PredictionWriter:
     def begin(self) -> None:
         """Anything that precedes the rows (a header line)."""
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
+    def write(self, rows: Rows) -> None:
         raise NotImplementedError
 
     def end(self) -> None:
@@ -69,15 +98,17 @@ class TsvWriter(PredictionWriter):
         self.out.write("\t".join(["id", "length", "label", "score", *(f"p_{c}" for c in self.classes), "novelty"])
                        + "\n")
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
-        fields = [prediction.id, str(prediction.length), label, f"{score:.6f}", *(f"{x:.6f}" for x in prediction.probs),
-                  "" if math.isnan(prediction.novelty) else f"{prediction.novelty:.6f}"]
-        self.out.write("\t".join(fields) + "\n")
-        self.rows += 1
+    def write(self, rows: Rows) -> None:
+        line = "\t".join(["%s", "%d", "%s", *["%.6f"] * (1 + len(self.classes)), "%s"]) + "\n"
+        novelty = ["" if math.isnan(x) else f"{x:.6f}" for x in rows.novelty.tolist()]
+        table = rows.table(rows.ids, rows.lengths, rows.labels, rows.scores, after=[novelty])
+        self.out.write(line * len(rows) % tuple(table.flat))
+        self.rows += len(rows)
 
 
-def _number(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)
+def _number(x: float) -> str:
+    """A probability as JSON writes it: null for NaN."""
+    return "null" if math.isnan(x) else repr(float(x))
 
 
 class JsonLinesWriter(PredictionWriter):
@@ -85,17 +116,20 @@ class JsonLinesWriter(PredictionWriter):
 
     format = "jsonl"
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
-        row = {"id": prediction.id, "length": prediction.length, "windows": prediction.windows, "label": label,
-               "score": _number(score), "probs": {c: _number(p) for c, p in zip(self.classes, prediction.probs)},
-               "novelty": _number(prediction.novelty)}
-        self.out.write(json.dumps(row) + "\n")
-        self.rows += 1
+    def write(self, rows: Rows) -> None:
+        probs = ", ".join(f"{json.dumps(c)}: %s" for c in self.classes)
+        line = f'{{"id": %s, "length": %d, "windows": %d, "label": %s, "score": %s, "probs": {{{probs}}}, ' \
+               '"novelty": %s}\n'
+        table = rows.table(list(map(json.dumps, rows.ids)), rows.lengths, rows.windows,
+                           list(map(json.dumps, rows.labels)), rows.scores, after=[rows.novelty])
+        table[:, 4:] = np.vectorize(_number, otypes=[object])(table[:, 4:])
+        self.out.write(line * len(rows) % tuple(table.flat))
+        self.rows += len(rows)
 
 
 class ParquetRows:
     """Rows streamed into a parquet file (through pyarrow) in row groups of PARQUET_ROWS, so memory stays bounded.
-    `fields` are (column name, pyarrow type name) pairs."""
+    `fields` are (column name, pyarrow type name) pairs; rows come one at a time (`add`) or as columns (`extend`)."""
 
     def __init__(self, out: IO, fields: Sequence[tuple[str, str]]) -> None:
         import pyarrow as pa  # imported here: only parquet outputs need it
@@ -105,23 +139,42 @@ class ParquetRows:
         self.schema = pa.schema([(name, pa.type_for_alias(kind)) for name, kind in fields])
         self.file = pq.ParquetWriter(out, self.schema)
         self.buffer: list[tuple] = []
+        self.batches: list = []  # pyarrow record batches not yet written
+        self.buffered = 0  # their rows
         self.groups = 0
 
     def add(self, row: tuple) -> None:
         self.buffer.append(row)
         if len(self.buffer) >= PARQUET_ROWS:
-            self._flush()
+            self._batch_rows()
 
-    def _flush(self) -> None:
-        columns = list(zip(*self.buffer)) if self.buffer else [[] for _ in self.schema]
-        self.file.write_table(self.pa.Table.from_arrays([self.pa.array(c, f.type) for c, f in
-                                                         zip(columns, self.schema)], schema=self.schema))
-        self.buffer, self.groups = [], self.groups + 1
+    def extend(self, columns: Sequence[Sequence]) -> None:
+        """Rows given as columns, in the schema's order."""
+        self._batch_rows()
+        batch = self.pa.record_batch([self.pa.array(c, f.type) for c, f in zip(columns, self.schema)], self.schema)
+        self.batches.append(batch)
+        self.buffered += batch.num_rows
+        while self.buffered >= PARQUET_ROWS:
+            self._flush(PARQUET_ROWS)
+
+    def _batch_rows(self) -> None:
+        """The rows added one at a time, as one batch."""
+        if self.buffer:
+            rows, self.buffer = self.buffer, []
+            self.extend(list(zip(*rows)))
+
+    def _flush(self, rows: int) -> None:
+        """Write the first `rows` buffered rows as one row group."""
+        table = self.pa.Table.from_batches(self.batches, self.schema)
+        self.file.write_table(table.slice(0, rows), row_group_size=max(1, rows))
+        rest = table.slice(rows)
+        self.batches, self.buffered, self.groups = rest.to_batches(), rest.num_rows, self.groups + 1
 
     def close(self) -> None:
         """Write what is buffered (an empty row group for a file of no rows, so it still reads as a table)."""
-        if self.buffer or not self.groups:
-            self._flush()
+        self._batch_rows()
+        if self.buffered or not self.groups:
+            self._flush(self.buffered)
         self.file.close()
 
 
@@ -136,10 +189,10 @@ class ParquetWriter(PredictionWriter):
                   ("score", "float64"), *((f"p_{c}", "float64") for c in self.classes), ("novelty", "float64")]
         self.table = ParquetRows(self.out, fields)
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
-        self.table.add((prediction.id, prediction.length, prediction.windows, label, score, *prediction.probs,
-                        _number(prediction.novelty)))
-        self.rows += 1
+    def write(self, rows: Rows) -> None:
+        self.table.extend([rows.ids, rows.lengths, rows.windows, rows.labels, rows.scores, *rows.probs.T,
+                           rows.novelty])
+        self.rows += len(rows)
 
     def end(self) -> None:
         self.table.close()
@@ -162,11 +215,12 @@ class KrakenWriter(PredictionWriter):
         self.ids = [taxonomy.taxid(c) for c in self.classes]
         self.taxid = taxonomy.taxid
 
-    def write(self, prediction: Prediction, label: str, score: float) -> None:
-        taxid = self.taxid(label)
-        hits = " ".join(f"{i}:{p:.6f}" for i, p in zip(self.ids, prediction.probs))
-        self.out.write(f"{'C' if taxid else 'U'}\t{prediction.id}\t{taxid}\t{prediction.length}\t{hits}\n")
-        self.rows += 1
+    def write(self, rows: Rows) -> None:
+        for record_id, length, label, probs in zip(rows.ids, rows.lengths.tolist(), rows.labels, rows.probs):
+            taxid = self.taxid(label)
+            hits = " ".join(f"{i}:{p:.6f}" for i, p in zip(self.ids, probs))
+            self.out.write(f"{'C' if taxid else 'U'}\t{record_id}\t{taxid}\t{length}\t{hits}\n")
+        self.rows += len(rows)
 
 
 WRITERS: dict[str, type[PredictionWriter]] = {
@@ -194,6 +248,19 @@ class Report:
         self.records[label] += 1
         self.bases[label] += bases
         self.scores[label] += 0.0 if math.isnan(score) else score
+
+    def add_all(self, calls: np.ndarray, scores: np.ndarray, bases: np.ndarray) -> None:
+        """`add` for a chunk of records: `calls` index the labels (the classes, then unclassified). Each label's
+        scores are summed in order, as `add` one at a time would, so the means come out the same to the bit."""
+        width = len(self.labels)
+        records = np.bincount(calls, minlength=width)
+        totals = np.array([self.scores[label] for label in self.labels])
+        np.add.at(totals, calls, np.nan_to_num(scores, nan=0.0))
+        bases_by_label = np.bincount(calls, weights=bases, minlength=width)
+        for i, label in enumerate(self.labels):
+            self.records[label] += int(records[i])
+            self.bases[label] += int(bases_by_label[i])
+            self.scores[label] = float(totals[i])
 
     def write(self, out: IO) -> None:
         records, bases = max(1, sum(self.records.values())), max(1, sum(self.bases.values()))

@@ -1,12 +1,14 @@
 """Token ids for DNA: PAD=0, A=1, C=2, G=3, T=4, N=5, through a 256-entry byte lookup table.
 
 Sequences reaching this module are already normalised by the reader (upper-case A, C, G, T, N only),
-so encoding is one vectorised table look-up per sequence, not a Python loop per base. Models read
+so encoding is one vectorised table look-up (per sequence or per chunk), not a Python loop per base. Models read
 batches of these ids as tensors, and turn them into k-mer codes here; `genomix.applying.explaining` differentiates
 models through base weights instead (`one_hot`, `kmer_weights`), which give the same results at one-hot input.
 """
 
 from __future__ import annotations
+
+from itertools import accumulate
 
 import numpy as np
 import torch
@@ -28,6 +30,14 @@ _COMPLEMENT = np.array([PAD, *BASE_TOKENS[::-1], N_TOKEN], dtype=np.uint8)  # PA
 def encode(seq: str) -> np.ndarray:
     """Token ids (uint8) of a normalised sequence."""
     return _LOOKUP[np.frombuffer(seq.encode("ascii"), dtype=np.uint8)]
+
+
+def encode_all(seqs: list[str]) -> list[np.ndarray]:
+    """Token ids of many normalised sequences in one look-up over their concatenation: per-sequence numpy calls
+    would cost more than the look-ups themselves on short reads. The arrays are views of one buffer."""
+    tokens = encode("".join(seqs))
+    ends = list(accumulate(map(len, seqs)))
+    return [tokens[start:end] for start, end in zip([0, *ends], ends)]
 
 
 def reverse_complement(tokens: np.ndarray) -> np.ndarray:
