@@ -43,7 +43,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared/data"
 DEFAULT_GENOMES = SHARED / "genomes"
 PROMOTER_SET = "mouse_tata_promoters"
 PROMOTER_PREFIX = "mouse_tata"
-PROMOTER_COUNTS: dict[str, int] = {"train": 400, "test": 150}
+PROMOTER_COUNTS: dict[str, int] = {"train": 600, "test": 150}
 PROMOTER_LABELS = ("promoter", "non_promoter")
 
 
