@@ -1,8 +1,8 @@
-"""Cut the small species-of-origin FASTA sample in ``data_samples/``.
+"""Cut the small FASTA samples in ``data_samples/``: species of origin and mouse TATA promoters.
 
-The README demo and the end-to-end test need a tiny, real, labelled data set that ships with the
-repository. This script cuts it from two public NCBI genome records that are distributed as test data
-in the PyPI ``pyrodigal`` 3.7.1 wheel:
+The README demo and the end-to-end test need tiny, real, labelled data sets that ship with the
+repository. The species sample is cut from two public NCBI genome records that are distributed as test
+data in the PyPI ``pyrodigal`` 3.7.1 wheel:
 
 * ``corynebacterium_diphtheriae_NCTC11397.fna.gz``: NZ_LN831026.1, *C. diphtheriae* NCTC11397 chromosome.
 * ``escherichia_coli_MIIJ01000039_contig.fna.gz``: *E. coli* WGS contig 562.SAMN05730656.MIIJ01000039.
@@ -10,6 +10,12 @@ in the PyPI ``pyrodigal`` 3.7.1 wheel:
 Windows of 200..400 bp are drawn at random positions and strands, never overlap, and never contain a
 non-ACGT character. Each genome is split into two disjoint regions first (the first 80% of its ACGT
 positions feed train, the rest feed test), so no train window shares sequence with a test window.
+
+The promoter sample (the README's first command) draws equal numbers of promoters and non-promoters
+from the train and the test split of ``../shared/data/mouse_tata_promoters`` (never mixing the two):
+a task where the label lies in a position-bound motif (the TATA box), which the network reads and a
+k-mer profile does not.
+
 The output is deterministic for a given ``--seed``.
 """
 
@@ -33,7 +39,12 @@ MIN_LEN, MAX_LEN = 200, 400
 WRAP = 80
 MAX_TRIES = 1_000_000
 COMPLEMENT = str.maketrans("ACGT", "TGCA")
-DEFAULT_GENOMES = Path(__file__).resolve().parents[1].parent / "shared/data/genomes"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared/data"
+DEFAULT_GENOMES = SHARED / "genomes"
+PROMOTER_SET = "mouse_tata_promoters"
+PROMOTER_PREFIX = "mouse_tata"
+PROMOTER_COUNTS: dict[str, int] = {"train": 600, "test": 150}
+PROMOTER_LABELS = ("promoter", "non_promoter")
 
 
 @dataclass(frozen=True)
@@ -106,14 +117,105 @@ def write_fasta(path: Path, split: str, windows: list[Window]) -> None:
                 handle.write(w.seq[j : j + WRAP] + "\n")
 
 
+def read_records(path: Path) -> list[tuple[str, str]]:
+    """(header without ``>``, sequence) pairs of a gzipped FASTA file."""
+    records: list[tuple[str, list[str]]] = []
+    with gzip.open(path, "rt", encoding="ascii") as handle:
+        for line in handle:
+            line = line.strip()
+            if line.startswith(">"):
+                records.append((line[1:], []))
+            elif line:
+                records[-1][1].append(line)
+    return [(header, "".join(parts).upper()) for header, parts in records]
+
+
+def label_of(header: str) -> str:
+    """The ``label=`` field of a FASTA header."""
+    return next(field[len("label=") :] for field in header.split() if field.startswith("label="))
+
+
+def sample_promoters(rng: np.random.Generator, folder: Path, split: str) -> list[tuple[str, str]]:
+    """``PROMOTER_COUNTS[split]`` records per class from one split, shuffled so the classes interleave."""
+    records = read_records(folder / f"{split}.fa.gz")
+    chosen: list[tuple[str, str]] = []
+    for label in PROMOTER_LABELS:
+        pool = [record for record in records if label_of(record[0]) == label]
+        chosen += [pool[i] for i in sorted(rng.choice(len(pool), PROMOTER_COUNTS[split], replace=False))]
+    return [chosen[i] for i in rng.permutation(len(chosen))]
+
+
+def write_records(path: Path, records: list[tuple[str, str]]) -> None:
+    """Write records as FASTA wrapped at ``WRAP`` columns, headers kept as in the source."""
+    with path.open("w", encoding="ascii", newline="\n") as handle:
+        for header, seq in records:
+            handle.write(f">{header}\n")
+            for j in range(0, len(seq), WRAP):
+                handle.write(seq[j : j + WRAP] + "\n")
+
+
 def gc_content(windows: list[Window]) -> float:
     """Fraction of G and C over all bases of the windows."""
     bases = "".join(w.seq for w in windows)
     return (bases.count("G") + bases.count("C")) / len(bases)
 
 
+def promoter_section(promoters: dict[str, list[tuple[str, str]]]) -> str:
+    """The ``SOURCE.md`` section on the promoter sample, with its per-split counts."""
+    rows = []
+    for split, records in promoters.items():
+        for label in PROMOTER_LABELS:
+            seqs = [seq for header, seq in records if label_of(header) == label]
+            bases = "".join(seqs)
+            gc = (bases.count("G") + bases.count("C")) / len(bases)
+            rows.append(
+                f"| `{PROMOTER_PREFIX}_{split}.fa` | `{label}` | {len(seqs)} | "
+                f"{min(map(len, seqs))}..{max(map(len, seqs))} | {gc:.3f} | `{split}.fa.gz` |"
+            )
+    return f"""## Mouse TATA promoters: `{PROMOTER_PREFIX}_train.fa`, `{PROMOTER_PREFIX}_test.fa`
+
+Is a 251 nt mouse sequence a TATA-box promoter (EPDnew, -200..+50 around the transcription start
+site) or a fragment of a gene after its first exon? Two classes, `promoter` and `non_promoter`. The
+README's first command trains on it: the TATA box sits at a fixed place, which the network reads and
+a k-mer profile does not, so the network carries the prediction.
+
+- `{PROMOTER_PREFIX}_train.fa`: {PROMOTER_COUNTS["train"]} sequences per class; \
+`{PROMOTER_PREFIX}_test.fa`: {PROMOTER_COUNTS["test"]} per class.
+- Plain FASTA, upper-case ACGT only, sequence lines wrapped at {WRAP} columns, records shuffled so the
+  classes are interleaved. Headers are those of the source files
+  (`>mouse_tata_train_00000 label=non_promoter src=ORIGINAL_ID`).
+
+### Source
+
+`../shared/data/{PROMOTER_SET}` (its `SOURCE.md` has the details), itself from GitHub
+`solovictor/CNNPromoterData` (commit b4d2949e9bc5206f3049b35a488b036125ccc653), files `Mouse_tata.fa`
+and `Mouse_nonprom.fa`: the data of Umarov & Solovyev, "Recognition of prokaryotic and eukaryotic
+promoters using convolutional deep learning neural networks", PLOS ONE 12(2):e0171410 (2017).
+Promoters come from EPDnew; non-promoters are random 251 nt fragments of genes located after their
+first exon. License: the repository carries no license file; it is the data release of an open-access
+PLOS ONE paper (CC BY 4.0 article); EPDnew has its own academic terms. Research/benchmark use with
+citation.
+
+### Sampling
+
+- The shared folder splits the source 80/20 per class (seed 42). Train records are drawn only from its
+  `train.fa.gz`, test records only from its `test.fa.gz`.
+- Equal numbers per class, drawn without replacement (the source has about 2.8 non-promoters per
+  promoter), so that so small a sample still holds enough promoters to learn from.
+
+| file | label | sequences | length (nt) | GC | drawn from |
+|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+"""
+
+
 def write_source(
-    path: Path, command: str, splits: dict[str, list[Window]], regions: dict[str, dict[str, str]]
+    path: Path,
+    command: str,
+    splits: dict[str, list[Window]],
+    regions: dict[str, dict[str, str]],
+    promoters: dict[str, list[tuple[str, str]]],
 ) -> None:
     """Write the provenance note ``SOURCE.md`` next to the FASTA files."""
     rows = []
@@ -126,14 +228,17 @@ def write_source(
                 f"| {gc_content(chosen):.3f} | {regions[label][split]} |"
             )
     digests = []
-    for split in splits:
-        name = f"species_{split}.fa"
+    for name in [f"{PROMOTER_PREFIX}_{split}.fa" for split in promoters] + [f"species_{split}.fa" for split in splits]:
         digests.append(f"| `{name}` | `{hashlib.sha256((path.parent / name).read_bytes()).hexdigest()}` |")
     path.write_text(
         f"""# data_samples
 
-Small, real, labelled DNA sample for the README demo and the end-to-end test: which species does a
-200..400 bp fragment come from? Two classes, `corynebacterium_diphtheriae` and `escherichia_coli`.
+Two small, real, labelled DNA samples for the README demo and the tests.
+
+{promoter_section(promoters)}## Species of origin: `species_train.fa`, `species_test.fa`
+
+Which species does a 200..400 bp fragment come from? Two classes, `corynebacterium_diphtheriae` and
+`escherichia_coli`. The end-to-end tests train on it.
 
 - `species_train.fa`: {COUNTS["train"]} windows per class; `species_test.fa`: {COUNTS["test"]} per class.
 - Plain FASTA, upper-case ACGT only, sequence lines wrapped at {WRAP} columns, records shuffled so the
@@ -142,7 +247,7 @@ Small, real, labelled DNA sample for the README demo and the end-to-end test: wh
   inclusive coordinates on the forward strand of the source record; for strand `-` the sequence is
   the reverse complement of that range.
 
-## Sources
+### Sources
 
 Both genomes are public NCBI records shipped as test data in the PyPI `pyrodigal` 3.7.1 wheel
 (the package is GPL-3.0-or-later; the sequences themselves are public NCBI records).
@@ -157,7 +262,7 @@ assembly GCF_001457455.1), complete chromosome | *Corynebacterium diphtheriae* N
 In the wheel they are `pyrodigal/tests/data/GCF_001457455.1_NCTC11397_genomic.fna.gz` and
 `pyrodigal/tests/data/MIIJ01000039.fna.gz`.
 
-## Sampling
+### Sampling
 
 - Window length uniform in {MIN_LEN}..{MAX_LEN} bp, position uniform, strand `+` or `-` with equal chance.
 - Windows never overlap and never contain `N` or any other non-ACGT character.
@@ -171,7 +276,8 @@ In the wheel they are `pyrodigal/tests/data/GCF_001457455.1_NCTC11397_genomic.fn
 
 ## Regenerate
 
-From the repository root, with the genomes in `../shared/data/genomes`:
+From the repository root, with the genomes in `../shared/data/genomes` and the promoter set in
+`../shared/data/{PROMOTER_SET}`:
 
 ```
 {command}
@@ -190,6 +296,9 @@ The output is byte-identical for the same seed. SHA-256:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--genomes", type=Path, default=DEFAULT_GENOMES, help="folder with the .fna.gz files")
+    parser.add_argument(
+        "--promoters", type=Path, default=SHARED / PROMOTER_SET, help="folder with the promoter train/test .fa.gz"
+    )
     parser.add_argument("--out", type=Path, default=Path("data_samples"), help="output folder")
     parser.add_argument("--seed", type=int, default=7, help="random seed")
     args = parser.parse_args()
@@ -215,8 +324,13 @@ def main() -> None:
         for label in GENOMES:
             chosen = [w for w in windows if w.label == label]
             print(f"{split:5s} {label:28s} n={len(chosen)} GC={gc_content(chosen):.3f}")
+    promoter_rng = np.random.default_rng([args.seed, 1])
+    promoters = {split: sample_promoters(promoter_rng, args.promoters, split) for split in PROMOTER_COUNTS}
+    for split, records in promoters.items():
+        write_records(args.out / f"{PROMOTER_PREFIX}_{split}.fa", records)
+        print(f"{split:5s} {PROMOTER_PREFIX:28s} n={len(records)}")
     command = f"python scripts/make_data_samples.py --out {args.out.as_posix()} --seed {args.seed}"
-    write_source(args.out / "SOURCE.md", command, splits, regions)
+    write_source(args.out / "SOURCE.md", command, splits, regions, promoters)
 
 
 if __name__ == "__main__":
