@@ -163,7 +163,8 @@ class Novelty:
         """Every method's score of each record (NaN for an empty one)."""
         with torch.no_grad():
             logits = network.head(torch.from_numpy(batch.features).to(network.head.weight)).double().cpu().numpy()
-        result = {"msp": 1 - np.exp(batch.log_probs).max(1), "energy": -np.logaddexp.reduce(logits, 1)}
+        with np.errstate(invalid="ignore"):  # an empty record's row of NaN stays NaN
+            result = {"msp": 1 - np.exp(batch.log_probs).max(1), "energy": -np.logaddexp.reduce(logits, 1)}
         distances = self._distances(batch)
         result |= distances
         standard = [(distances[n] - self.spread[n][0]) / self.spread[n][1] for n in distances]
