@@ -197,3 +197,27 @@ def test_report_format_is_checked():
     assert report_format(Outputs(report="r.kreport")) == "kraken" and report_format(Outputs(report="r.txt")) == "tsv"
     with pytest.raises(GenomixError, match="choose tsv or kraken"):
         report_format(Outputs(report="r.txt", report_format="biom"))
+
+
+def krona_text(report: Path) -> str:
+    """The report as Krona's text input, one line per taxon with reads of its own: its direct count, then the names
+    from the top of the tree down to it (what KrakenTools' kreport2krona.py writes, without rank prefixes)."""
+    lines, path = [], []
+    for row in kreport(report).itertuples():
+        depth = (len(row.name) - len(row.name.lstrip(" "))) // 2
+        path[depth:] = [row.name.strip()]
+        if row.direct and row.rank != "U":
+            lines.append("\t".join([str(row.direct), *path[1:]]))  # below the root
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("ktImportText") is None, reason="Krona is not installed (Debian package radiant)")
+def test_krona_draws_the_report_with_its_counts(outputs, tmp_path):
+    (tmp_path / "sample.krona.txt").write_text(krona_text(outputs / "sample.kreport"))
+    run_tool("ktImportText", "sample.krona.txt", "-o", "sample.krona.html", cwd=tmp_path)
+    page = (tmp_path / "sample.krona.html").read_text()
+    expected = counts(outputs)
+    for name, cls in (("Escherichia coli", "alpha"), ("Escherichia fergusonii", "beta"),
+                      ("Corynebacterium diphtheriae", "gamma")):
+        node = page[page.index(f'<node name="{name}">'):]
+        assert node.split("<val>")[1].split("</val>")[0] == str(expected[cls])
