@@ -1,7 +1,12 @@
-"""The one exception type for mistakes a user can fix (bad input, bad option, bad model file).
+"""The one exception type for mistakes a user can fix (bad input, bad option, bad model file, a missing extra).
 
 The CLI turns it into a one-line message and exit code 2; any other exception is a bug in genomix.
 """
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib.util import find_spec
 
 
 class GenomixError(Exception):
@@ -18,3 +23,12 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(signum)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def require(modules: Sequence[str], extra: str, what: str) -> None:
+    """Stop before any work, in one line that names the extra to install, where `what` needs a library that a
+    plain `pip install genomix` leaves out."""
+    missing = [m for m in modules if find_spec(m) is None]
+    if missing:
+        raise GenomixError(f"{what} needs {', '.join(missing)}, which a plain install leaves out: "
+                           f"pip install 'genomix[{extra}]'")

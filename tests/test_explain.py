@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import PLANTED
+from helpers import PLANTED, check_user_error
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -216,3 +216,16 @@ def test_motifs_of_the_attributions_are_the_planted_one(planted_model, tmp_path)
     assert np.allclose(written["pos_1"], found[0].ppm, atol=1e-6)
     assert (tmp_path / "found" / "pos_1.png").stat().st_size > 0
     assert f"pos_1\t{found[0].seqlets}\t" in (tmp_path / "found" / "motifs.tsv").read_text()
+
+
+def test_a_missing_extra_is_named_before_any_work(monkeypatch, genomix_main, trained_model, test_fa, tmp_path):
+    """explain's logos, motifs and ig references come with `pip install 'genomix[explain]'`; without them the
+    request stops in one line that names the extra, and nothing is written."""
+    import genomix.errors
+
+    real = genomix.errors.find_spec
+    monkeypatch.setattr(genomix.errors, "find_spec", lambda name: None if name == "modiscolite" else real(name))
+    done = genomix_main("explain", trained_model, test_fa, "-o", tmp_path / "a.npz", "--motifs", tmp_path / "m",
+                        "--device", "cpu")
+    message = check_user_error(done, "--motifs needs modiscolite", "pip install 'genomix[explain]'")
+    assert message and list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ from genomix.applying.calibration import calibrated
 from genomix.applying.effects import substitution_effects
 from genomix.applying.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.console import console
-from genomix.errors import GenomixError
+from genomix.errors import GenomixError, require
 from genomix.io.files import atomic_path, check_writable
 from genomix.io.formats import output_format
 from genomix.io.genomes import Genome, parse_region_id
@@ -342,7 +342,7 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     Every record's attributions are held in memory (the NPZ and motifs need them all): give a genome as --bed
     regions, not as one record."""
     extras = extras or Extras()
-    kind = _check_request(source, output, extras)
+    kind = _check_request(source, output, extras, method)
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
     if not is_stdout(output):
         check_writable(output, inputs)
@@ -367,9 +367,15 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     return explanations
 
 
-def _check_request(source: RecordSource, output: str | Path, extras: Extras) -> str:
-    """The output's format, once the inputs, the output and the extras' folders make sense together."""
+def _check_request(source: RecordSource, output: str | Path, extras: Extras, method: str) -> str:
+    """The output's format, once the inputs, the output, the extras' folders and the libraries they need make
+    sense together."""
     source.require("explain", genomes=False)
+    for wanted, modules, what in ((method == "ig", ["tangermeme"], "--method ig"),
+                                  (extras.plots is not None, ["logomaker"], "--plots"),
+                                  (extras.motifs is not None, ["modiscolite", "memelite", "logomaker"], "--motifs")):
+        if wanted:
+            require(modules, "explain", what)
     if extras.known is not None and extras.motifs is None:
         raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
     kind = output_format(output, OUTPUTS, "tsv")
