@@ -25,52 +25,6 @@ static inline int64_t back_row(int64_t j, int64_t t, int64_t L) {
     return i < 0 ? i + L : i;
 }
 
-/* out[0:D] = (base ? base : 0) + sum_k c[k] * src[k][0:D]. Eight accumulators per 64 floats: the K
-   multiply-adds into one accumulator form a dependency chain, and eight chains keep both FMA units busy. */
-static void axpy_f32(float* out, const float* base, const float* const* src, const float* c, int64_t K,
-                     int64_t D) {
-    int64_t d0 = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-    for (; d0 + 64 <= D; d0 += 64) {
-        __m256 a[8];
-        for (int u = 0; u < 8; u++) a[u] = base ? _mm256_loadu_ps(base + d0 + 8 * u) : _mm256_setzero_ps();
-        for (int64_t k = 0; k < K; k++) {
-            const __m256 ck = _mm256_set1_ps(c[k]);
-            const float* s = src[k] + d0;
-            for (int u = 0; u < 8; u++) a[u] = _mm256_fmadd_ps(ck, _mm256_loadu_ps(s + 8 * u), a[u]);
-        }
-        for (int u = 0; u < 8; u++) _mm256_storeu_ps(out + d0 + 8 * u, a[u]);
-    }
-    for (; d0 + 8 <= D; d0 += 8) {
-        __m256 a = base ? _mm256_loadu_ps(base + d0) : _mm256_setzero_ps();
-        for (int64_t k = 0; k < K; k++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[k]), _mm256_loadu_ps(src[k] + d0), a);
-        _mm256_storeu_ps(out + d0, a);
-    }
-#endif
-    for (; d0 < D; d0++) {
-        float a = base ? base[d0] : 0.0f;
-        for (int64_t k = 0; k < K; k++) a += c[k] * src[k][d0];
-        out[d0] = a;
-    }
-}
-
-static float dot_f32(const float* x, const float* y, int64_t D) {
-    int64_t d0 = 0;
-    float total = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; d0 + 16 <= D; d0 += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d0), _mm256_loadu_ps(y + d0), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + d0 + 8), _mm256_loadu_ps(y + d0 + 8), a1);
-    }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
-    for (int q = 0; q < 8; q++) total += lanes[q];
-#endif
-    for (; d0 < D; d0++) total += x[d0] * y[d0];
-    return total;
-}
-
 static void axpy_f64(double* out, const double* base, const double* const* src, const double* c, int64_t K,
                      int64_t D) {
     for (int64_t d = 0; d < D; d++) {
@@ -116,52 +70,66 @@ static inline void store8_bf16(bf16* p, __m256 x) {
 }
 #endif
 
-/* axpy_f32 with bf16 rows: the sums stay fp32 and are rounded once. */
-static void axpy_bf16(bf16* out, const bf16* base, const bf16* const* src, const float* c, int64_t K, int64_t D) {
-    int64_t d0 = 0;
+/* out[0:D] = (base ? base : 0) + sum_k c[k] * src[k][0:D], and the dot product of two rows, for rows of T (float,
+   or bf16: read as fp32, summed in fp32 and rounded once on store). Eight accumulators per 64 values: the K
+   multiply-adds into one accumulator form a dependency chain, and eight chains keep both FMA units busy. The
+   SIMD loops need AVX2 and FMA; the scalar loops finish the rows (or do all of them without). */
 #if defined(__AVX2__) && defined(__FMA__)
-    for (; d0 + 64 <= D; d0 += 64) {
-        __m256 a[8];
-        for (int u = 0; u < 8; u++) a[u] = base ? load8_bf16(base + d0 + 8 * u) : _mm256_setzero_ps();
-        for (int64_t k = 0; k < K; k++) {
-            const __m256 ck = _mm256_set1_ps(c[k]);
-            const bf16* s = src[k] + d0;
-            for (int u = 0; u < 8; u++) a[u] = _mm256_fmadd_ps(ck, load8_bf16(s + 8 * u), a[u]);
-        }
-        for (int u = 0; u < 8; u++) store8_bf16(out + d0 + 8 * u, a[u]);
+#define SIMD_AXPY(T, LOAD8, STORE8)                                                                            \
+    for (; d0 + 64 <= D; d0 += 64) {                                                                           \
+        __m256 a[8];                                                                                           \
+        for (int u = 0; u < 8; u++) a[u] = base ? LOAD8(base + d0 + 8 * u) : _mm256_setzero_ps();              \
+        for (int64_t k = 0; k < K; k++) {                                                                      \
+            const __m256 ck = _mm256_set1_ps(c[k]);                                                            \
+            const T* s = src[k] + d0;                                                                          \
+            for (int u = 0; u < 8; u++) a[u] = _mm256_fmadd_ps(ck, LOAD8(s + 8 * u), a[u]);                    \
+        }                                                                                                      \
+        for (int u = 0; u < 8; u++) STORE8(out + d0 + 8 * u, a[u]);                                            \
+    }                                                                                                          \
+    for (; d0 + 8 <= D; d0 += 8) {                                                                             \
+        __m256 a = base ? LOAD8(base + d0) : _mm256_setzero_ps();                                              \
+        for (int64_t k = 0; k < K; k++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[k]), LOAD8(src[k] + d0), a);     \
+        STORE8(out + d0, a);                                                                                   \
     }
-    for (; d0 + 8 <= D; d0 += 8) {
-        __m256 a = base ? load8_bf16(base + d0) : _mm256_setzero_ps();
-        for (int64_t k = 0; k < K; k++) a = _mm256_fmadd_ps(_mm256_set1_ps(c[k]), load8_bf16(src[k] + d0), a);
-        store8_bf16(out + d0, a);
-    }
-#endif
-    for (; d0 < D; d0++) {
-        float a = base ? bf16_f32(base[d0]) : 0.0f;
-        for (int64_t k = 0; k < K; k++) a += c[k] * bf16_f32(src[k][d0]);
-        out[d0] = f32_bf16(a);
-    }
-}
-
-static float dot_bf16(const bf16* x, const bf16* y, int64_t D) {
-    int64_t d0 = 0;
-    float total = 0.0f;
-#if defined(__AVX2__) && defined(__FMA__)
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    for (; d0 + 16 <= D; d0 += 16) {
-        a0 = _mm256_fmadd_ps(load8_bf16(x + d0), load8_bf16(y + d0), a0);
-        a1 = _mm256_fmadd_ps(load8_bf16(x + d0 + 8), load8_bf16(y + d0 + 8), a1);
-    }
-    float lanes[8];
-    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));
+#define SIMD_DOT(LOAD8)                                                                                        \
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();                                                 \
+    for (; d0 + 16 <= D; d0 += 16) {                                                                           \
+        a0 = _mm256_fmadd_ps(LOAD8(x + d0), LOAD8(y + d0), a0);                                                \
+        a1 = _mm256_fmadd_ps(LOAD8(x + d0 + 8), LOAD8(y + d0 + 8), a1);                                        \
+    }                                                                                                          \
+    float lanes[8];                                                                                            \
+    _mm256_storeu_ps(lanes, _mm256_add_ps(a0, a1));                                                            \
     for (int q = 0; q < 8; q++) total += lanes[q];
+#else
+#define SIMD_AXPY(T, LOAD8, STORE8)
+#define SIMD_DOT(LOAD8)
 #endif
-    for (; d0 < D; d0++) total += bf16_f32(x[d0]) * bf16_f32(y[d0]);
-    return total;
+
+#define AXPY_DOT(T, SUF, LOAD8, STORE8, TO_F32, FROM_F32)                                                      \
+static void axpy_##SUF(T* out, const T* base, const T* const* src, const float* c, int64_t K, int64_t D) {    \
+    int64_t d0 = 0;                                                                                            \
+    SIMD_AXPY(T, LOAD8, STORE8)                                                                                \
+    for (; d0 < D; d0++) {                                                                                     \
+        float a = base ? TO_F32(base[d0]) : 0.0f;                                                              \
+        for (int64_t k = 0; k < K; k++) a += c[k] * TO_F32(src[k][d0]);                                        \
+        out[d0] = FROM_F32(a);                                                                                 \
+    }                                                                                                          \
+}                                                                                                              \
+                                                                                                               \
+static float dot_##SUF(const T* x, const T* y, int64_t D) {                                                   \
+    int64_t d0 = 0;                                                                                            \
+    float total = 0.0f;                                                                                        \
+    SIMD_DOT(LOAD8)                                                                                            \
+    for (; d0 < D; d0++) total += TO_F32(x[d0]) * TO_F32(y[d0]);                                               \
+    return total;                                                                                              \
 }
 
 static inline float load_bf16(bf16 x) { return bf16_f32(x); }
 static inline float load_f32(float x) { return x; }
+
+AXPY_DOT(float, f32, _mm256_loadu_ps, _mm256_storeu_ps, load_f32, load_f32)
+AXPY_DOT(bf16, bf16, load8_bf16, store8_bf16, bf16_f32, f32_bf16)
+
 static inline double load_f64(double x) { return x; }
 
 /* Each shift reduced to [0, L), once per sequence, so the row loops need no division. */
