@@ -69,9 +69,12 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
     unknown_scores, _ = scored(model, unknown)
     correct = calls == np.array([model.classes.index(r.label) for r in known])
     thresholds = model.card.novelty["thresholds"]
-    if args.scores:  # every record's scores, for trying combinations of methods without training again
+    if args.scores:  # every record's scores (validation: the records the thresholds were set on, as `fit` tiles
+        # them), for choosing and trying combinations of methods without training again
         Path(args.scores).mkdir(parents=True, exist_ok=True)
+        val = genome_set(known_classes, window).tiles("val", max(8, args.windows_per_epoch // len(known_classes) // 4))
         np.savez(Path(args.scores) / f"{left_out}_{window}.npz", correct=correct,
+                 **{f"val_{m}": s for m, s in scored(model, val)[0].items()},
                  **{f"known_{m}": s for m, s in known_scores.items()},
                  **{f"unknown_{m}": s for m, s in unknown_scores.items()})
     return {"left_out": left_out, "window": window, "train_seconds": round(seconds, 1), "known": len(known),
