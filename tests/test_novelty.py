@@ -11,11 +11,13 @@ import numpy as np
 import pytest
 from helpers import ROOT, TEST_FA, motif_records
 
-from genomix.applying.novelty import METHODS, Novelty, novelty_of, open_set_metrics
-from genomix.applying.scoring import predict_records
+from genomix.applying.novelty import COMBINED, LEGACY_COMBINED, METHODS, Novelty, novelty_of, open_set_metrics
+from genomix.applying.scoring import Scorer, predict_records
 from genomix.errors import GenomixError
+from genomix.fitting.finishing import novelty_inputs
 from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import Record
+from genomix.sequences.tokens import encode
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -39,9 +41,13 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
 def test_records_of_a_shifted_composition_score_as_novel(fixture, request):
     model = request.getfixturevalue(fixture)
     known, unknown = novelty(model, motif_records(200, seed=7)), novelty(model, shifted(200, seed=7))
-    assert auroc(known, unknown) > 0.97
+    assert auroc(known, unknown) > 0.9
     limit = novelty_of(model).threshold
     assert (unknown > limit).mean() > 0.9 and (known > limit).mean() < 0.1
+    batch = novelty_inputs(Scorer.of(model, "cpu"), [encode(r.seq) for r in motif_records(200, seed=7)
+                                                     + shifted(200, seed=7)])
+    composition = novelty_of(model).scores(model.network, batch)["kmer"]  # the part of `combined` that sees it
+    assert auroc(composition[:200], composition[200:]) > 0.97
 
 
 def test_every_method_scores_and_the_card_block_round_trips(motif_paramixer):
@@ -51,6 +57,25 @@ def test_every_method_scores_and_the_card_block_round_trips(motif_paramixer):
     assert again.threshold == pytest.approx(stored.threshold, rel=1e-5)
     with pytest.raises(GenomixError, match="corrupt novelty block"):
         Novelty.from_card(stored.as_card() | {"markov": [[0.0, 1.0]]})
+
+
+def test_combined_averages_the_standardised_scores_its_card_names_and_an_old_card_scores_as_it_did(motif_paramixer):
+    stored = novelty_of(motif_paramixer)
+    batch = novelty_inputs(Scorer.of(motif_paramixer, "cpu"),
+                           [encode(r.seq) for r in motif_records(40, seed=5) + shifted(40, seed=5)])
+    old_card = {k: v for k, v in stored.as_card().items() if k != "combined"}  # as written before it was kept
+    old_card["spread"] = {k: v for k, v in old_card["spread"].items() if k in LEGACY_COMBINED}
+    old = Novelty.from_card(old_card)
+    for novelty, members in [(stored, COMBINED), (old, LEGACY_COMBINED)]:
+        scores = novelty.scores(motif_paramixer.network, batch)
+        spread = novelty.spread
+        by_hand = np.mean([(scores[m] - spread[m][0]) / spread[m][1] for m in members], 0)
+        np.testing.assert_allclose(scores["combined"], by_hand)
+    assert old.combined == LEGACY_COMBINED != COMBINED
+    assert not np.allclose(old.scores(motif_paramixer.network, batch)["combined"],
+                           stored.scores(motif_paramixer.network, batch)["combined"])
+    with pytest.raises(GenomixError, match="corrupt novelty block"):
+        Novelty.from_card(stored.as_card() | {"combined": ["msp", "nearest-neighbour"]})
 
 
 @pytest.mark.parametrize("known_recall", [0.8, 0.95])

@@ -12,8 +12,11 @@ Every score is higher for a more unusual record, and needs only what the model f
   under that class's third-order Markov chain (the chance of each base given the three before it), in standard
   deviations, for the class where it is least far: a two-sided typicality test, since a likelihood higher than
   typical marks a lower-complexity (more GC- or AT-rich) organism as surely as a lower one marks another;
-- `combined`: the mean of the `features`, `kmer` and `markov` scores, each standardised by its validation mean
-  and spread (`features` left out where the pooled features are too wide to keep a covariance of).
+- `combined`: the mean of the `msp` and `kmer` scores, each standardised by its validation mean and spread: the
+  classifier's doubt and the composition distance fail on different unknowns, so together they catch more than
+  either. The card names the scores it averages; a card that does not (written before it did) averaged
+  `features`, `kmer` and `markov`, and still does (`features` left out where the pooled features are too wide to
+  keep a covariance of).
 
 The class means and whitening matrices are fitted on the training records in the finishing step; the threshold
 of each score keeps `known_recall` of the validation records known. All of it is the card's `novelty` block.
@@ -22,7 +25,7 @@ of each score keeps `known_recall` of the validation records known. All of it is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -35,6 +38,8 @@ from genomix.sequences.tokens import reverse_complement
 
 METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
 DEFAULT_METHOD = "combined"
+COMBINED = ("msp", "kmer")  # what `combined` averages: chosen by bench/open_set_combine.py (docs/OPEN_SET.md)
+LEGACY_COMBINED = ("features", "kmer", "markov")  # what it averaged in a card that does not say
 DEFAULT_KNOWN_RECALL = 0.99
 PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and a covariance of 4,096 numbers in the card
 MARKOV_K = 4  # the Markov chains' k-mers: a base and the three before it (256 numbers per class)
@@ -125,6 +130,7 @@ class Novelty:
     features: Gaussian | None = None
     spread: dict[str, list[float]] | None = None  # per distance: validation mean and standard deviation
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
+    combined: tuple[str, ...] = COMBINED  # the scores `combined` averages (those the model has)
 
     @property
     def threshold(self) -> float:
@@ -149,31 +155,32 @@ class Novelty:
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
         """Thresholds that keep `known_recall` of the (in-distribution) validation records known."""
         check_known_recall(known_recall)
-        distances = self._distances(val)
-        spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in distances.items()}
-        scored = Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread)
+        spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in self._single(network, val).items()}
+        scored = replace(self, method=method, known_recall=known_recall, spread=spread)
         scores = scored.scores(network, val)
         if method not in scores:
             raise GenomixError(f"novelty method {method!r} is not available for this model ({', '.join(scores)} are)")
         thresholds = {name: float(np.quantile(s[np.isfinite(s)], known_recall)) for name, s in scores.items()}
-        return Novelty(method, known_recall, self.profile, self.markov, self.typical, self.features, spread,
-                       thresholds)
+        return replace(scored, thresholds=thresholds)
 
     def scores(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
         """Every method's score of each record (NaN for an empty one)."""
-        with torch.no_grad():
-            logits = network.head(torch.from_numpy(batch.features).to(network.head.weight)).double().cpu().numpy()
-        with np.errstate(invalid="ignore"):  # an empty record's row of NaN stays NaN
-            result = {"msp": 1 - np.exp(batch.log_probs).max(1), "energy": -np.logaddexp.reduce(logits, 1)}
-        distances = self._distances(batch)
-        result |= distances
-        standard = [(distances[n] - self.spread[n][0]) / self.spread[n][1] for n in distances]
-        result["combined"] = np.mean(standard, 0)
+        result = self._single(network, batch)
+        result["combined"] = np.mean([(result[n] - self.spread[n][0]) / self.spread[n][1]
+                                      for n in self.combined if n in result], 0)
         empty = np.array([len(t) == 0 for t in batch.tokens], dtype=bool)
         return {name: np.where(empty, np.nan, s) for name, s in result.items()}
 
     def score(self, network: Model, batch: Inputs) -> np.ndarray:
         return self.scores(network, batch)[self.method]
+
+    def _single(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
+        """Every method's score but `combined`."""
+        with torch.no_grad():
+            logits = network.head(torch.from_numpy(batch.features).to(network.head.weight)).double().cpu().numpy()
+        with np.errstate(invalid="ignore"):  # an empty record's row of NaN stays NaN
+            result = {"msp": 1 - np.exp(batch.log_probs).max(1), "energy": -np.logaddexp.reduce(logits, 1)}
+        return result | self._distances(batch)
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
         likelihoods = batch.profiles(MARKOV_K) @ self.markov.T
@@ -184,7 +191,8 @@ class Novelty:
         return result
 
     def as_card(self) -> dict[str, Any]:
-        return {"method": self.method, "known_recall": self.known_recall, "profile_k": PROFILE_K,
+        return {"method": self.method, "known_recall": self.known_recall, "combined": list(self.combined),
+                "profile_k": PROFILE_K,
                 "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
                 "profile": self.profile.as_card(), "markov": _rounded(self.markov),
                 "markov_typical": _rounded(self.typical),
@@ -198,13 +206,17 @@ class Novelty:
                 raise ValueError(f"method {block['method']!r}, k {block['profile_k']!r}, {block['markov_k']!r}")
             features, markov = block["features"], np.asarray(block["markov"], dtype=np.float64)
             typical = np.asarray(block["markov_typical"], dtype=np.float64)
+            combined = tuple(block.get("combined", LEGACY_COMBINED))
+            needed = set(combined) - ({"features"} if features is None else set())
+            if not set(combined) <= set(METHODS[:-1]) or not needed <= set(block["spread"]):
+                raise ValueError(f"combined scores {combined}, spread of {sorted(block['spread'])}")
             if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K or typical.shape != (len(markov), 2):
                 raise ValueError(f"Markov chains of shape {markov.shape}, typical likelihoods {typical.shape}")
             return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]), markov,
                        typical,
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
-                       {k: float(v) for k, v in block["thresholds"].items()})
+                       {k: float(v) for k, v in block["thresholds"].items()}, combined)
         except (KeyError, TypeError, ValueError) as err:
             raise GenomixError(f"corrupt novelty block in the model file ({err})") from None
 
