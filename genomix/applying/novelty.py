@@ -128,7 +128,7 @@ class Novelty:
     markov: np.ndarray  # (classes, 4^MARKOV_K): log chance of a k-mer's last base given the bases before it
     typical: np.ndarray  # (classes, 2): mean and standard deviation of the class's training records' likelihoods
     features: Gaussian | None = None
-    spread: dict[str, list[float]] | None = None  # per distance: validation mean and standard deviation
+    spread: dict[str, list[float]] | None = None  # per score: validation mean and standard deviation
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
     combined: tuple[str, ...] = COMBINED  # the scores `combined` averages (those the model has)
 
@@ -192,8 +192,7 @@ class Novelty:
 
     def as_card(self) -> dict[str, Any]:
         return {"method": self.method, "known_recall": self.known_recall, "combined": list(self.combined),
-                "profile_k": PROFILE_K,
-                "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
+                "profile_k": PROFILE_K, "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
                 "profile": self.profile.as_card(), "markov": _rounded(self.markov),
                 "markov_typical": _rounded(self.typical),
                 "features": None if self.features is None else self.features.as_card()}
