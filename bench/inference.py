@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(report)
     print(text)
     if not args.no_doc:
-        args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+        previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
+        kept = {"int8": previous["int8"]} if "int8" in previous else {}  # written by --int8 runs
+        args.json_out.write_text(json.dumps(report | kept, indent=1) + "\n")
         write_doc(args.doc, text)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
