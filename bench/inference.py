@@ -9,6 +9,10 @@ One run measures, on the CPU, for the default model (`paramixer-cdil`, 150-base 
   and `kmer`), `scan` of a genome prefix, `embed` and `variants`, each beside the bare forward of the same pieces;
 - with --agreement MODEL=FASTA (repeatable): bf16 against fp32 on real data: the share of records whose called
   class agrees and the largest probability move.
+- with --int8 MODEL=FASTA alone: dynamic int8 quantisation of the Linear layers (each quantized engine this
+  torch has) against fp32 and bf16: the bare forward's rate, alternating, 1 thread, and the agreement with fp32
+  on the FASTA's records and on 150-base reads cut from them; it writes only the JSON's `int8` key and its own
+  table in docs/PERFORMANCE.md.
 It prints a table, writes docs/inference_cpu.json and the table into docs/PERFORMANCE.md. Speed does not depend
 on the weights, so the speed rows use untrained models; the agreement rows need trained ones.
 
@@ -16,18 +20,21 @@ on the weights, so the speed rows use untrained models; the agreement rows need 
     python bench/inference.py --reads 500 --no-compile --no-doc   # a quick look
     python bench/inference.py --agreement sigma70.gmx=../shared/data/ecoli_sigma70_promoters/test.fa.gz \\
         --agreement species.gmx=reads:../shared/data/bacteria_species_genome_windows/test.fa.gz
+    python bench/inference.py --int8 mt.gmx=data_samples/mouse_tata_test.fa   # int8 only
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gzip
 import json
 import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -56,6 +63,8 @@ GENOMES = REPO.parent / "shared/data/genomes"
 READ_GENOME = GENOMES / "corynebacterium_diphtheriae_NCTC11397.fna.gz"
 SCAN_GENOME = GENOMES / "escherichia_coli_K12_W3110.fna.gz"
 DOC_START, DOC_END = "<!-- inference_cpu: start -->", "<!-- inference_cpu: end -->"
+INT8_MARKERS = "<!-- inference_cpu_int8: start -->", "<!-- inference_cpu_int8: end -->"
+INT8_ENGINES = [e for e in ("x86", "fbgemm", "onednn") if e in torch.backends.quantized.supported_engines]
 READ_LEN, BATCH = 150, 64
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -268,6 +277,92 @@ def agreement(spec: str, reads: int) -> dict:
             "accuracy_bf16": round(float((probs["bf16"].argmax(-1) == labels).mean()), 4)}
 
 
+def quantized(network: torch.nn.Module, engine: str) -> torch.nn.Module:
+    """A copy of `network` with its Linear layers dynamically quantized to int8 (weights per tensor, activations
+    per batch), packed for `engine`, which must also be the engine when it runs."""
+    torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notices
+        return torch.ao.quantization.quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def int8_agreement(model: TrainedModel, data: str, records: list[Record]) -> list[dict]:
+    """bf16 and int8 (each engine) against fp32 through the scoring service on `records`: the share of calls that
+    agree and the largest probability move."""
+    scorer, tokens = Scorer.of(model, "cpu", precision="fp32"), [encode(r.seq) for r in records]
+    variants = {"bf16": dataclasses.replace(scorer, precision="bf16")}
+    variants |= {f"int8 {e}": dataclasses.replace(scorer, network=quantized(scorer.network, e)) for e in INT8_ENGINES}
+    fp32 = scorer.log_probs(tokens).exp().numpy()
+    labels = np.array([model.classes.index(r.label) if r.label in model.classes else -1 for r in records])
+    rows = []
+    for name, variant in variants.items():
+        torch.backends.quantized.engine = name.removeprefix("int8 ") if name.startswith("int8") else "x86"
+        probs = variant.log_probs(tokens).exp().numpy()
+        same = fp32.argmax(-1) == probs.argmax(-1)
+        rows.append({"precision": name, "data": data, "records": len(records),
+                     "calls_agree": round(float(same.mean()), 5), "calls_differ": int((~same).sum()),
+                     "max_prob_move": round(float(np.abs(fp32 - probs).max()), 5),
+                     "accuracy_fp32": round(float((fp32.argmax(-1) == labels).mean()), 4),
+                     "accuracy": round(float((probs.argmax(-1) == labels).mean()), 4)})
+    return rows
+
+
+@torch.no_grad()
+def int8_rates(model: torch.nn.Module, rounds: int) -> dict:
+    """Bare forward, read-strands/s at 1 thread: fp32, bf16 under autocast (as `Scorer` runs it) and int8 on
+    each engine, in alternating rounds, each keeping its best."""
+    torch.set_num_threads(1)
+    tokens, lengths = torch.randint(0, 4, (BATCH, READ_LEN)), torch.full((BATCH,), READ_LEN)
+    runs: dict[str, tuple[torch.nn.Module, torch.dtype, str]] = {name: (model, dtype, "x86")
+                                                                 for name, dtype in PRECISIONS.items()}
+    runs |= {f"int8 {e}": (quantized(model, e), torch.float32, e) for e in INT8_ENGINES}
+    rates: dict[str, float] = {}
+
+    def forward(network: torch.nn.Module, dtype: torch.dtype) -> None:
+        with cast(dtype):
+            network(tokens, lengths)
+
+    for _ in range(rounds):
+        for name, (network, dtype, engine) in runs.items():
+            torch.backends.quantized.engine = engine
+            rate = best_rate(lambda n=network, d=dtype: forward(n, d), BATCH, seconds=1.0)
+            rates[name] = max(rates.get(name, 0.0), rate)
+    return {name: round(rate, 1) for name, rate in rates.items()}
+
+
+def measure_int8(spec: str, rounds: int) -> dict:
+    """`int8_rates` on the untrained default model (speed does not depend on the weights) and `int8_agreement`
+    of MODEL=FASTA on the FASTA's records and on ten times as many 150-base reads cut at random places of them."""
+    torch.manual_seed(0)
+    model_path, data = spec.split("=", 1)
+    trained = load_model(model_path)
+    records = list(read_inputs([data]))
+    report = {"code": code_version(), "torch": torch.__version__, "engines": INT8_ENGINES,
+              "load_average": os.getloadavg()[0], "model": Path(model_path).name,
+              "rates": int8_rates(create_model(DEFAULT_MODEL, 2, READ_LEN).eval(), rounds)}
+    torch.set_num_threads(1)
+    reads = species_reads(Path(data), 10 * len(records))
+    report["agreement"] = (int8_agreement(trained, data, records)
+                           + int8_agreement(trained, f"reads:{data}", reads))
+    return report
+
+
+def int8_markdown(report: dict) -> str:
+    rates = report["rates"]
+    lines = [f"Measured by `python bench/inference.py --int8 {report['model']}=...` (code {report['code']}, torch "
+             f"{report['torch']}; load average {report['load_average']:.1f}): the bare forward of "
+             f"{DEFAULT_MODEL} at 1 thread, batches of {BATCH} reads of {READ_LEN} bases, alternating; agreement "
+             f"with fp32 through the scoring service on {report['model']}.", "",
+             "| 1 thread, read-strands/s | " + " | ".join(rates) + " |", "|---" * (len(rates) + 1) + "|",
+             "| forward | " + " | ".join(f"{r:,.0f}" for r in rates.values()) + " |", "",
+             "| against fp32 | records | calls agree | differ | largest probability move | accuracy fp32 / this |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {a['precision']} on {data_name(a['data'])} | {a['records']:,} | {a['calls_agree']:.3%} | "
+              f"{a['calls_differ']} | {a['max_prob_move']:.4f} | {a['accuracy_fp32']} / {a['accuracy']} |"
+              for a in report["agreement"]]
+    return "\n".join(lines) + "\n"
+
+
 def measure(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = create_model(DEFAULT_MODEL, 2, READ_LEN).eval()
@@ -337,13 +432,14 @@ def data_name(data: str) -> str:
     return f"{path.parent.name}/{path.name}" + (" (150-base reads)" if data.startswith("reads:") else "")
 
 
-def write_doc(doc: Path, text: str) -> None:
+def write_doc(doc: Path, text: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
     """Replace the text between the markers in `doc` (appending a section with them where they are missing)."""
+    start, end = markers
     current = doc.read_text()
-    if DOC_START not in current:
-        current += f"\n## CPU inference: the forward against the matmul rate\n\n{DOC_START}\n{DOC_END}\n"
-    head, rest = current.split(DOC_START, 1)
-    doc.write_text(f"{head}{DOC_START}\n{text}{DOC_END}{rest.split(DOC_END, 1)[1]}")
+    if start not in current:
+        current += f"\n## CPU inference: the forward against the matmul rate\n\n{start}\n{end}\n"
+    head, rest = current.split(start, 1)
+    doc.write_text(f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -358,18 +454,36 @@ def main(argv: list[str] | None = None) -> None:
                         help="bf16 against fp32 on a trained model and its data; FASTA as reads:FASTA cuts "
                         "--agreement-reads 150-base reads from its records")
     parser.add_argument("--agreement-reads", type=int, default=10_000)
+    parser.add_argument("--int8", metavar="MODEL=FASTA",
+                        help="only int8 against fp32 and bf16 (rates, and agreement on a trained model and its data)")
     parser.add_argument("--json-out", type=Path, default=REPO / "docs" / "inference_cpu.json")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
     parser.add_argument("--no-doc", action="store_true", help="print only: write neither the JSON nor the doc")
     args = parser.parse_args(argv)
     reuse_large_allocations()
     genomix_console.quiet = True
+    if args.int8:
+        return int8_main(args)
     report = measure(args)
     text = markdown(report)
     print(text)
     if not args.no_doc:
-        args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+        previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
+        kept = {"int8": previous["int8"]} if "int8" in previous else {}  # written by --int8 runs
+        args.json_out.write_text(json.dumps(report | kept, indent=1) + "\n")
         write_doc(args.doc, text)
+        print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
+
+
+def int8_main(args: argparse.Namespace) -> None:
+    """--int8: measure, print, and update the JSON's `int8` key and the int8 table of the doc."""
+    report = measure_int8(args.int8, args.rounds)
+    text = int8_markdown(report)
+    print(text)
+    if not args.no_doc:
+        figures = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
+        args.json_out.write_text(json.dumps(figures | {"int8": report}, indent=1) + "\n")
+        write_doc(args.doc, text, INT8_MARKERS)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
 
