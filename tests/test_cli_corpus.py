@@ -10,8 +10,9 @@ from helpers import TINY
 
 T = [a for a in TINY if a != "--device"][:-2]  # tiny settings without the device (added per case)
 CASES = {  # name: (arguments, the fragment its one error line must hold); {model}, {train}, {test}, {out}
-    "lr_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "nan"], "--lr must be positive"),
-    "lr_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "-1"], "--lr must be positive"),
+    "lr_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "nan"], "--lr must be a positive number, got nan"),
+    "lr_inf": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "inf"], "--lr must be a positive number, got inf"),
+    "lr_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "-1"], "--lr must be a positive number"),
     "seed_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--seed", "-1"], "--seed must be between 0"),
     "seed_huge": (["train", "{train}", "-o", "{out}/m.gmx", "--seed", str(2**40)], "--seed must be between 0"),
     "val_fraction_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--val-fraction", "nan"], "--val-fraction"),
