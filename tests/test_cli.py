@@ -678,3 +678,14 @@ def test_two_outputs_that_are_one_file_through_a_hard_link_are_refused(genomix_m
                         tmp_path / "same.tsv", "--device", "cpu")
     check_user_error(done, "would both be one file")
     assert (tmp_path / "calls.tsv").read_text() == "kept\n"
+
+
+@pytest.mark.parametrize("reserved", ["unclassified", "unknown"])
+def test_a_class_named_as_a_no_call_label_is_refused_at_training(genomix_main, tmp_path, reserved):
+    """A class called `unclassified` would merge with the records that get no call (and `unknown` with the novel
+    ones) in every report: training refuses it before any work."""
+    records = [f">r{i} label={reserved if i % 2 else 'x'}\nACGTACGTAC\n" for i in range(20)]
+    (tmp_path / "t.fa").write_text("".join(records))
+    done = genomix_main("train", tmp_path / "t.fa", "-o", tmp_path / "m.gmx", *TINY)
+    check_user_error(done, f"class '{reserved}' is the label genomix gives records it cannot call")
+    assert not (tmp_path / "m.gmx").exists()
