@@ -689,3 +689,9 @@ def test_a_class_named_as_a_no_call_label_is_refused_at_training(genomix_main, t
     done = genomix_main("train", tmp_path / "t.fa", "-o", tmp_path / "m.gmx", *TINY)
     check_user_error(done, f"class '{reserved}' is the label genomix gives records it cannot call")
     assert not (tmp_path / "m.gmx").exists()
+
+
+def test_an_error_naming_a_file_with_a_line_break_stays_one_line(genomix_main, trained_model, tmp_path):
+    done = genomix_main("predict", trained_model, tmp_path / "no\nsuch.fa", "--device", "cpu")
+    message = check_user_error(done, "no\\nsuch.fa", "no such file", one_line=False)  # after the model's log line
+    assert message.startswith("genomix: error: ")
