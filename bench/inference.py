@@ -289,7 +289,8 @@ def kraken2_side_by_side(args: argparse.Namespace, tmp: Path) -> dict | None:
                                      GenomeSet.holdout_fraction)
     if db is None:
         return None
-    report = {"genomes": list(genomes), "build_seconds": round(time.perf_counter() - started, 1), "threads": 1}
+    report = {"code": code_version(), "load_average": os.getloadavg()[0], "genomes": list(genomes),
+              "build_seconds": round(time.perf_counter() - started, 1), "threads": 1}
     torch.set_num_threads(1)
     fastq = tmp / "reads.fq"
     write_fastq(genome_reads(READ_GENOME, args.reads, READ_LEN), fastq)
@@ -372,7 +373,8 @@ def measure_kraken2(args: argparse.Namespace) -> dict | None:
 
 def kraken2_markdown(side: dict) -> str:
     speed = side["speed"]
-    lines = [f"Kraken2 side by side (`python bench/inference.py --kraken2-only`), 1 thread each, on the "
+    lines = [f"Kraken2 side by side (`python bench/inference.py --kraken2-only`; code {side['code']}, load average "
+             f"{side['load_average']:.1f}), 1 thread each, on the "
              f"{speed['reads']:,} reads of the predict FASTQ: Kraken2 {speed['kraken2_reads_per_s']:,.0f} reads/s end "
              f"to end ({speed['kraken2_processing_reads_per_s']:,.0f} by its own timing, without loading the "
              f"database) against {speed['genomix_predict_reads_per_s']:,.0f} for `genomix predict` with the "
