@@ -62,8 +62,9 @@ def _pieces(path: Path, holdout_fraction: float | None) -> list[str]:
 
 def build_database(genomes: dict[str, list[Path]], folder: Path, holdout_fraction: float | None = None,
                    threads: int = 2) -> Path | None:
-    """A Kraken2 database in `folder` of each class's genomes (plain FASTA where `holdout_fraction` is given,
-    since regions are read by position; gzip too otherwise); with `holdout_fraction`, only their training regions."""
+    """A Kraken2 database in `folder` of each class's genomes: whole, or with `holdout_fraction` only the training
+    region of every contig (`Genome.regions`), so that Kraken2 sees what genomix trained on. Regions are read by
+    position, so those genomes must be plain FASTA or bgzip (`decompressed`)."""
     if not available():
         return None
     classes = sorted(genomes)
