@@ -99,7 +99,8 @@ def class_names(db: Path) -> dict[int, str]:
 def classify(db: Path | None, reads: Path, threads: int = 1) -> dict | None:
     """Kraken2's call for every read of a FASTA/FASTQ (plain or gzip): `calls` (read id → class name, "root" for
     a call only to the root, None when unclassified), `reads_per_s` end to end (database loading included, as
-    genomix predict's rate includes loading the model) and `processing_reads_per_s` (Kraken2's own timing)."""
+    genomix predict's rate includes loading the model) and `processing_reads_per_s` (Kraken2's own timing, None
+    when too short for it)."""
     if db is None or not available():
         return None
     output = db / "calls.tsv"
@@ -114,9 +115,10 @@ def classify(db: Path | None, reads: Path, threads: int = 1) -> dict | None:
     for line in output.read_text().splitlines():
         status, read_id, taxid = line.split("\t")[:3]
         calls[read_id] = names[int(taxid)] if status == "C" else None
-    processing = _RATE.search(done.stderr)
+    processing = _RATE.search(done.stderr)  # printed to the millisecond: 0 for a handful of reads
+    processing_seconds = float(processing.group(1)) if processing else 0.0
     return {"calls": calls, "reads_per_s": len(calls) / seconds,
-            "processing_reads_per_s": len(calls) / float(processing.group(1)) if processing else None}
+            "processing_reads_per_s": len(calls) / processing_seconds if processing_seconds else None}
 
 
 def _is_gzip(path: Path) -> bool:
