@@ -1,5 +1,5 @@
 """bench/kraken2_side.py: a Kraken2 database of genomix's classes with a hand-made taxonomy; skipped where
-kraken2 is not installed (Debian package kraken2)."""
+kraken2 is not installed (Debian package kraken2), but for the skip itself."""
 
 import shutil
 import sys
@@ -11,9 +11,16 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import kraken2_side  # noqa: E402
 
-pytestmark = pytest.mark.skipif(shutil.which("kraken2-build") is None, reason="kraken2 is not installed")
+
+def test_without_kraken2_it_says_why_and_returns_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert kraken2_side.build_database({"a": [tmp_path / "a.fa"]}, tmp_path / "db") is None
+    assert kraken2_side.classify(tmp_path / "db", tmp_path / "reads.fa") is None
+    assert "kraken2, kraken2-build not installed" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
 
 
+@pytest.mark.skipif(shutil.which("kraken2-build") is None, reason="kraken2 is not installed")
 def test_database_of_training_regions_calls_them_and_not_the_held_out_ones(tmp_path):
     rng = np.random.default_rng(0)
     genomes = {}
