@@ -373,7 +373,7 @@ def measure_kraken2(args: argparse.Namespace) -> dict | None:
 
 def kraken2_markdown(side: dict) -> str:
     speed = side["speed"]
-    lines = [f"Kraken2 side by side (`python bench/inference.py --kraken2-only`; code {side['code']}, load average "
+    lines = [f"Kraken2 side by side (`python bench/inference.py --kraken2`; code {side['code']}, load average "
              f"{side['load_average']:.1f}), 1 thread each, on the "
              f"{speed['reads']:,} reads of the predict FASTQ: Kraken2 {speed['kraken2_reads_per_s']:,.0f} reads/s end "
              f"to end ({speed['kraken2_processing_reads_per_s']:,.0f} by its own timing, without loading the "
@@ -472,13 +472,20 @@ def main(argv: list[str] | None = None) -> None:
         return kraken2_only(args)
     report = measure(args)
     text = markdown(report)
-    print(text)
+    side = kraken2_markdown(report["kraken2"]) if report.get("kraken2") else None
+    print(text + (f"\n{side}" if side else ""))
     if not args.no_doc:
-        args.json_out.write_text(json.dumps(report, indent=1) + "\n")
+        # a run without --kraken2 keeps the last side by side's figures, as the doc keeps its block
+        kept = {k: v for k, v in previous(args.json_out).items() if k == "kraken2" and side is None}
+        args.json_out.write_text(json.dumps(report | kept, indent=1) + "\n")
         write_doc(args.doc, text)
-        if report.get("kraken2"):
-            write_doc(args.doc, kraken2_markdown(report["kraken2"]), KRAKEN2_MARKS)
+        if side:
+            write_doc(args.doc, side, KRAKEN2_MARKS)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
+
+
+def previous(json_out: Path) -> dict:
+    return json.loads(json_out.read_text()) if json_out.exists() else {}
 
 
 def kraken2_only(args: argparse.Namespace) -> None:
@@ -489,8 +496,7 @@ def kraken2_only(args: argparse.Namespace) -> None:
     text = kraken2_markdown(side)
     print(text)
     if not args.no_doc:
-        report = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-        args.json_out.write_text(json.dumps(report | {"kraken2": side}, indent=1) + "\n")
+        args.json_out.write_text(json.dumps(previous(args.json_out) | {"kraken2": side}, indent=1) + "\n")
         write_doc(args.doc, text, KRAKEN2_MARKS)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
