@@ -8,16 +8,22 @@ One run measures, on the CPU, for the default model (`paramixer-cdil`, 150-base 
 - `genomix predict` end to end on a FASTQ of 150-base windows of a genome (plain and gzipped; the default model
   and `kmer`), `scan` of a genome prefix, `embed` and `variants`, each beside the bare forward of the same pieces;
 - with --agreement MODEL=FASTA (repeatable): bf16 against fp32 on real data: the share of records whose called
-  class agrees and the largest probability move.
+  class agrees and the largest probability move;
 - with --int8 MODEL=FASTA alone: dynamic int8 quantisation of the Linear layers (each quantized engine this
   torch has) against fp32 and bf16: the bare forward's rate, alternating, 1 thread, and the agreement with fp32
   on the FASTA's records and on 150-base reads cut from them; it writes only the JSON's `int8` key and its own
-  table in docs/PERFORMANCE.md.
+  table in docs/PERFORMANCE.md;
+- with --kraken2 (where kraken2 is installed): Kraken2 side by side, with a database of the training regions of
+  the read genome and a second species: its reads/s on the predict FASTQ beside genomix predict's, and both
+  tools' accuracy on reads of the regions they trained on and of the held-out regions (a small model of the
+  default architecture trained on the same regions, as `train --genome` does). --kraken2-only runs just that
+  and replaces only the `kraken2` figures.
 It prints a table, writes docs/inference_cpu.json and the table into docs/PERFORMANCE.md. Speed does not depend
 on the weights, so the speed rows use untrained models; the agreement rows need trained ones.
 
     python bench/inference.py                      # the figures in docs/PERFORMANCE.md
     python bench/inference.py --reads 500 --no-compile --no-doc   # a quick look
+    python bench/inference.py --kraken2-only       # the Kraken2 figures alone
     python bench/inference.py --agreement sigma70.gmx=../shared/data/ecoli_sigma70_promoters/test.fa.gz \\
         --agreement species.gmx=reads:../shared/data/bacteria_species_genome_windows/test.fa.gz
     python bench/inference.py --int8 mt.gmx=data_samples/mouse_tata_test.fa   # int8 only
@@ -38,6 +44,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import kraken2_side
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -49,6 +56,8 @@ from genomix.applying.scoring import Scorer
 from genomix.applying.variants import score_variants
 from genomix.console import console as genomix_console
 from genomix.console import fast_cpu_bf16, reuse_large_allocations
+from genomix.fitting.training import TrainSettings, fit
+from genomix.io.genomes import Genome, GenomeSet
 from genomix.io.reading import Record, read_inputs
 from genomix.io.sources import RecordSource
 from genomix.models import DEFAULT_MODEL, create_model
@@ -62,8 +71,11 @@ REPO = Path(__file__).resolve().parents[1]
 GENOMES = REPO.parent / "shared/data/genomes"
 READ_GENOME = GENOMES / "corynebacterium_diphtheriae_NCTC11397.fna.gz"
 SCAN_GENOME = GENOMES / "escherichia_coli_K12_W3110.fna.gz"
-DOC_START, DOC_END = "<!-- inference_cpu: start -->", "<!-- inference_cpu: end -->"
-INT8_MARKERS = "<!-- inference_cpu_int8: start -->", "<!-- inference_cpu_int8: end -->"
+SIDE_GENOMES = {"corynebacterium_diphtheriae": READ_GENOME,  # the read genome and a second species, for accuracy
+                "aquifex_aeolicus": GENOMES / "aquifex_aeolicus_VF5.fna.gz"}
+DOC_MARKS = ("<!-- inference_cpu: start -->", "<!-- inference_cpu: end -->")
+INT8_MARKS = ("<!-- inference_cpu_int8: start -->", "<!-- inference_cpu_int8: end -->")
+KRAKEN2_MARKS = ("<!-- inference_kraken2: start -->", "<!-- inference_kraken2: end -->")
 INT8_ENGINES = [e for e in ("x86", "fbgemm", "onednn") if e in torch.backends.quantized.supported_engines]
 READ_LEN, BATCH = 150, 64
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -361,6 +373,58 @@ def int8_markdown(report: dict) -> str:
               f"{a['calls_differ']} | {a['max_prob_move']:.4f} | {a['accuracy_fp32']} / {a['accuracy']} |"
               for a in report["agreement"]]
     return "\n".join(lines) + "\n"
+def kraken2_side_by_side(args: argparse.Namespace, tmp: Path) -> dict | None:
+    """Kraken2 and genomix on the same reads, 1 thread each: reads/s on the predict FASTQ (untrained default model:
+    speed does not depend on the weights) and accuracy on reads of the training and held-out regions."""
+    genomes = dict(zip(SIDE_GENOMES, kraken2_side.decompressed(list(SIDE_GENOMES.values()), tmp / "genomes")))
+    started = time.perf_counter()
+    db = kraken2_side.build_database({c: [p] for c, p in genomes.items()}, tmp / "kraken2_db",
+                                     GenomeSet.holdout_fraction)
+    if db is None:
+        return None
+    report = {"code": code_version(), "load_average": os.getloadavg()[0], "genomes": list(genomes),
+              "build_seconds": round(time.perf_counter() - started, 1), "threads": 1}
+    torch.set_num_threads(1)
+    fastq = tmp / "reads.fq"
+    write_fastq(genome_reads(READ_GENOME, args.reads, READ_LEN), fastq)
+    model = untrained(DEFAULT_MODEL, READ_LEN, tmp / "speed.gmx")
+    genomix_rate, kraken = 0.0, None
+    for _ in range(3):  # alternating, each keeping its best
+        genomix_rate = max(genomix_rate, args.reads / timed(
+            lambda: predict(model, RecordSource([str(fastq)]), Outputs(tmp / "p.tsv"), device="cpu", rc=False)))
+        run = kraken2_side.classify(db, fastq)
+        kraken = run if kraken is None or run["reads_per_s"] > kraken["reads_per_s"] else kraken
+    report["speed"] = {"reads": args.reads, "genomix_predict_reads_per_s": round(genomix_rate, 1),
+                       "kraken2_reads_per_s": round(kraken["reads_per_s"], 1),
+                       "kraken2_processing_reads_per_s": round(kraken["processing_reads_per_s"], 1)}
+    report["accuracy"] = side_accuracy(args, tmp, genomes, db)
+    return report
+
+
+def side_accuracy(args: argparse.Namespace, tmp: Path, genomes: dict[str, Path], db: Path) -> dict:
+    """Both tools' accuracy (and Kraken2's unclassified share) on 150-base tiles of the training and the test
+    regions of each genome; genomix's model is the default architecture trained briefly on the training regions."""
+    regions = GenomeSet(tuple((c, Genome(p)) for c, p in genomes.items()), READ_LEN)
+    settings = TrainSettings(arch=DEFAULT_MODEL, genome_window=READ_LEN, windows_per_epoch=args.kraken2_windows,
+                             epochs=args.kraken2_epochs, lr=3e-3, batch_size=32, device="cpu", seed=1)
+    started = time.perf_counter()
+    model = fit(regions, settings)
+    result = {"genomix_train": {"windows_per_epoch": args.kraken2_windows, "epochs": args.kraken2_epochs,
+                                "seconds": round(time.perf_counter() - started, 1)}}
+    scorer = Scorer.of(model, "cpu")
+    for split, name in (("train", "training_regions"), ("test", "held_out_regions")):
+        records = regions.tiles(split, args.kraken2_reads)
+        fasta = tmp / f"{split}.fa"
+        fasta.write_text("".join(f">r{i}\n{r.seq}\n" for i, r in enumerate(records)))
+        calls = kraken2_side.classify(db, fasta)["calls"]
+        kraken = [calls[f"r{i}"] for i in range(len(records))]
+        ours = scorer.log_probs([encode(r.seq) for r in records]).argmax(-1).tolist()
+        result[name] = {"reads": len(records),
+                        "genomix_accuracy": round(float(np.mean([model.classes[c] == r.label
+                                                                 for c, r in zip(ours, records)])), 4),
+                        "kraken2_accuracy": round(float(np.mean([c == r.label for c, r in zip(kraken, records)])), 4),
+                        "kraken2_unclassified": round(float(np.mean([c is None for c in kraken])), 4)}
+    return result
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -390,7 +454,35 @@ def measure(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         report["end_to_end"] = end_to_end(args, Path(tmp))
     report["agreement"] = [agreement(spec, args.agreement_reads) for spec in args.agreement]
+    if args.kraken2:
+        report["kraken2"] = measure_kraken2(args)
     return report
+
+
+def measure_kraken2(args: argparse.Namespace) -> dict | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        return kraken2_side_by_side(args, Path(tmp))
+
+
+def kraken2_markdown(side: dict) -> str:
+    speed = side["speed"]
+    lines = [f"Kraken2 side by side (`python bench/inference.py --kraken2`; code {side['code']}, load average "
+             f"{side['load_average']:.1f}), 1 thread each, on the "
+             f"{speed['reads']:,} reads of the predict FASTQ: Kraken2 {speed['kraken2_reads_per_s']:,.0f} reads/s end "
+             f"to end ({speed['kraken2_processing_reads_per_s']:,.0f} by its own timing, without loading the "
+             f"database) against {speed['genomix_predict_reads_per_s']:,.0f} for `genomix predict` with the "
+             f"default model. Accuracy on 150-base tiles of {' and '.join(side['genomes'])}; Kraken2's database "
+             f"holds the training regions of both genomes (built in {side['build_seconds']} s), and genomix's model "
+             f"({side['accuracy']['genomix_train']['epochs']} epochs of "
+             f"{side['accuracy']['genomix_train']['windows_per_epoch']:,} windows, "
+             f"{side['accuracy']['genomix_train']['seconds']} s) was trained on the same regions.", "",
+             "| reads from | reads | genomix accuracy | Kraken2 accuracy | Kraken2 unclassified |",
+             "|---|---|---|---|---|"]
+    for name in ("training_regions", "held_out_regions"):
+        a = side["accuracy"][name]
+        lines.append(f"| {name.replace('_', ' ')} | {a['reads']:,} | {a['genomix_accuracy']:.3f} | "
+                     f"{a['kraken2_accuracy']:.3f} | {a['kraken2_unclassified']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(report: dict) -> str:
@@ -432,12 +524,14 @@ def data_name(data: str) -> str:
     return f"{path.parent.name}/{path.name}" + (" (150-base reads)" if data.startswith("reads:") else "")
 
 
-def write_doc(doc: Path, text: str, markers: tuple[str, str] = (DOC_START, DOC_END)) -> None:
-    """Replace the text between the markers in `doc` (appending a section with them where they are missing)."""
-    start, end = markers
+def write_doc(doc: Path, text: str, marks: tuple[str, str] = DOC_MARKS) -> None:
+    """Replace the text between the markers in `doc` (appending them where they are missing, the main ones
+    under their section's heading)."""
+    start, end = marks
     current = doc.read_text()
     if start not in current:
-        current += f"\n## CPU inference: the forward against the matmul rate\n\n{start}\n{end}\n"
+        heading = "## CPU inference: the forward against the matmul rate\n\n" if marks == DOC_MARKS else ""
+        current += f"\n{heading}{start}\n{end}\n"
     head, rest = current.split(start, 1)
     doc.write_text(f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
 
@@ -456,6 +550,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agreement-reads", type=int, default=10_000)
     parser.add_argument("--int8", metavar="MODEL=FASTA",
                         help="only int8 against fp32 and bf16 (rates, and agreement on a trained model and its data)")
+    parser.add_argument("--kraken2", action="store_true", help="Kraken2 side by side (where it is installed)")
+    parser.add_argument("--kraken2-only", action="store_true",
+                        help="only the Kraken2 side by side: replace the `kraken2` figures, keep the others")
+    parser.add_argument("--kraken2-reads", type=int, default=500,
+                        help="150-base tiles per genome and region for the accuracy (default: 500)")
+    parser.add_argument("--kraken2-windows", type=int, default=2000, help="genomix training windows per epoch")
+    parser.add_argument("--kraken2-epochs", type=int, default=2)
     parser.add_argument("--json-out", type=Path, default=REPO / "docs" / "inference_cpu.json")
     parser.add_argument("--doc", type=Path, default=REPO / "docs" / "PERFORMANCE.md")
     parser.add_argument("--no-doc", action="store_true", help="print only: write neither the JSON nor the doc")
@@ -464,14 +565,36 @@ def main(argv: list[str] | None = None) -> None:
     genomix_console.quiet = True
     if args.int8:
         return int8_main(args)
+    if args.kraken2_only:
+        return kraken2_only(args)
     report = measure(args)
     text = markdown(report)
-    print(text)
+    side = kraken2_markdown(report["kraken2"]) if report.get("kraken2") else None
+    print(text + (f"\n{side}" if side else ""))
     if not args.no_doc:
-        previous = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-        kept = {"int8": previous["int8"]} if "int8" in previous else {}  # written by --int8 runs
+        # a run without --kraken2 keeps the last side by side's figures, as the doc keeps its block
+        kept = {k: v for k, v in previous(args.json_out).items() if k == "int8" or k == "kraken2" and side is None}
         args.json_out.write_text(json.dumps(report | kept, indent=1) + "\n")
         write_doc(args.doc, text)
+        if side:
+            write_doc(args.doc, side, KRAKEN2_MARKS)
+        print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
+
+
+def previous(json_out: Path) -> dict:
+    return json.loads(json_out.read_text()) if json_out.exists() else {}
+
+
+def kraken2_only(args: argparse.Namespace) -> None:
+    """The Kraken2 side by side alone, its figures put into the existing JSON and doc."""
+    side = measure_kraken2(args)
+    if side is None:
+        return
+    text = kraken2_markdown(side)
+    print(text)
+    if not args.no_doc:
+        args.json_out.write_text(json.dumps(previous(args.json_out) | {"kraken2": side}, indent=1) + "\n")
+        write_doc(args.doc, text, KRAKEN2_MARKS)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
 
@@ -483,7 +606,7 @@ def int8_main(args: argparse.Namespace) -> None:
     if not args.no_doc:
         figures = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
         args.json_out.write_text(json.dumps(figures | {"int8": report}, indent=1) + "\n")
-        write_doc(args.doc, text, INT8_MARKERS)
+        write_doc(args.doc, text, INT8_MARKS)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
 

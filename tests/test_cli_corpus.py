@@ -67,7 +67,7 @@ CASES = {  # name: (arguments, the fragment its one error line must hold); {mode
                     "--window must be"),
     "scan_class": (["scan", "{model}", "--reference", "{test}", "-o", "{out}/t.bedgraph", "--class", "x"], "--class x"),
     "scan_same_outputs": (["scan", "{model}", "--reference", "{test}", "-o", "{out}/t.bed", "--bed-out", "{out}/t.bed"],
-                          "would both be written"),
+                          "would both be one file"),
     "scan_all_stdout": (["scan", "{model}", "--reference", "{test}", "-o", "-", "--all-classes"],
                         "--all-classes writes one"),
     "threads_zero": (["predict", "{model}", "{test}", "--threads", "0"], "--threads must be at least 1"),
