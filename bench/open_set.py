@@ -1,8 +1,11 @@
 """Open-set benchmark: leave one species out, train on the training regions of the others, then score the
 held-out (test) regions of the trained species (known) and windows of the left-out species (unknown) with every
 novelty method (`genomix.applying.novelty`). Rotates over the species; writes docs/open_set.json.
+With --kraken2, genomix trains nothing: Kraken2 gets, per fold, a database of the trained species' training
+regions and calls the same known and unknown windows; its figures go under the `kraken2` key of --output.
 
     PYTHONPATH=. python bench/open_set.py --windows 150 1000 --epochs 3
+    PYTHONPATH=. python bench/open_set.py --kraken2 --unknown 200 --known-per-class 60
 """
 
 from __future__ import annotations
@@ -10,9 +13,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import tempfile
 import time
 from pathlib import Path
 
+import kraken2_side
 import numpy as np
 
 from genomix.applying.novelty import METHODS, Inputs, novelty_of, open_set_metrics
@@ -83,6 +88,72 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
                 for m in METHODS if m in known_scores}}
 
 
+def kraken2_fold(classes: dict[str, list[Path]], left_out: str, args: argparse.Namespace) -> list[dict] | None:
+    """Kraken2 on one left-out species, every window: the share of known and unknown windows it leaves
+    unclassified, calls only to the root, or calls to a species (right or wrong for the known ones)."""
+    known_classes = {c: p for c, p in classes.items() if c != left_out}
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        db = kraken2_side.build_database(known_classes, Path(tmp) / "db", GenomeSet.holdout_fraction)
+        if db is None:
+            return None
+        seconds = time.perf_counter() - started
+        results = []
+        for window in args.windows:
+            sets = {"known": genome_set(known_classes, window).tiles("test", args.known_per_class),
+                    "unknown": genome_set({left_out: classes[left_out]}, window).tiles("test", args.unknown)}
+            result = {"left_out": left_out, "window": window, "build_seconds": round(seconds, 1)}
+            for name, records in sets.items():
+                fasta = Path(tmp) / f"{name}.fa"
+                fasta.write_text("".join(f">r{i}\n{r.seq}\n" for i, r in enumerate(records)))
+                calls = kraken2_side.classify(db, fasta)["calls"]
+                called = [calls[f"r{i}"] for i in range(len(records))]
+                result[name] = {"records": len(records), "unclassified": share(c is None for c in called),
+                                "root_only": share(c == "root" for c in called),
+                                "species": share(c not in (None, "root") for c in called),
+                                "correct": share(c == r.label for c, r in zip(called, records))}
+            results.append(result)
+    return results
+
+
+def share(flags) -> float:
+    flags = list(flags)
+    return round(sum(flags) / len(flags), 4)
+
+
+def kraken2_table(folds: list[dict]) -> str:
+    """Markdown: per window, the mean over left-out species of Kraken2's shares on known and unknown windows."""
+    lines = ["| window | folds | unknown: unclassified | unknown: root only | unknown: called a known species | "
+             "known: unclassified | known: correct species |", "|---" * 7 + "|"]
+    for window in sorted({f["window"] for f in folds}):
+        mine = [f for f in folds if f["window"] == window]
+        means = [np.mean([f[s][n] for f in mine]) for s, n in (("unknown", "unclassified"), ("unknown", "root_only"),
+                                                                ("unknown", "species"), ("known", "unclassified"),
+                                                                ("known", "correct"))]
+        lines.append(f"| {window} | {len(mine)} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    return "\n".join(lines)
+
+
+def run_kraken2(classes: dict[str, list[Path]], args: argparse.Namespace) -> None:
+    """Every fold's Kraken2 figures under the `kraken2` key of --output, kept beside genomix's folds."""
+    output = Path(args.output)
+    report = json.loads(output.read_text()) if output.exists() else {}
+    folds = []
+    for left_out in args.only or classes:
+        results = kraken2_fold(classes, left_out, args)
+        if results is None:
+            return
+        folds += results
+        print(json.dumps(results), flush=True)
+        report["kraken2"] = {"settings": {k: v for k, v in vars(args).items() if k in KRAKEN2_SETTINGS},
+                             "folds": folds}
+        output.write_text(json.dumps(report, indent=1) + "\n")
+    print(kraken2_table(folds))
+
+
+KRAKEN2_SETTINGS = ("windows", "known_per_class", "unknown", "only")
+
+
 def table(folds: list[dict]) -> str:
     """Markdown: per window and method, the mean over left-out species of each open-set figure."""
     names = ["auroc", "fpr_at_95", "unknown_called_known", "known_kept", "known_accuracy", "known_accuracy_kept"]
@@ -118,11 +189,15 @@ def main() -> None:
     parser.add_argument("--scores", help="folder for every record's scores (one .npz per fold)")
     parser.add_argument("--cache", default="/tmp/genomix_open_set", help="folder for the decompressed genomes")
     parser.add_argument("-o", "--output", default=str(ROOT / "docs" / "open_set.json"))
+    parser.add_argument("--kraken2", action="store_true",
+                        help="Kraken2 side by side only (no genomix training): its figures under `kraken2` in --output")
     parser.add_argument("--summarise", nargs="+", metavar="RUN.json", help="merge runs into --output; print a table")
     args = parser.parse_args()
     if args.summarise:
         return summarise(args.summarise, args.output)
     classes = species(Path(args.cache))
+    if args.kraken2:
+        return run_kraken2(classes, args)
     results = []
     for window in args.windows:
         for left_out in args.only or classes:

@@ -542,6 +542,11 @@ def models() -> None:
         typer.echo(f"{name}: {doc}\n    " + (" ".join(f"{k}={v}" for k, v in options.items()) or "no options"))
 
 
+def one_line(message: str) -> str:
+    """The message with its line breaks escaped (a file name may hold one): an error is always one line."""
+    return message.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def main() -> None:
     """Entry point: user errors (ours and the option parser's) become one line on stderr and exit code 2; an
     interruption says what it was; a reader that leaves a pipe ends the run quietly; bugs keep their traceback."""
@@ -550,7 +555,7 @@ def main() -> None:
     try:
         status = app(standalone_mode=False)
     except GenomixError as err:
-        print(f"genomix: error: {err}", file=sys.stderr)
+        print(f"genomix: error: {one_line(str(err))}", file=sys.stderr)
         sys.exit(2)
     except typer.TyperException as err:  # a bad option value, a missing argument, an unknown command
         message = " ".join(err.format_message().split()) if hasattr(err, "format_message") else ""

@@ -13,18 +13,18 @@ from genomix import __version__
 HELP = "Train and apply DNA sequence classifiers built on Paramixer."
 COMMANDS = {  # each command of genomix.cli and its help, in its order
     "train": "Train a classifier on labelled sequences, BED regions or whole genomes, and write it to a model file.",
-    "pretrain": "Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with\n"
-                "    `genomix train --init`).",
+    "pretrain": "Pretrain a backbone by masked-base modelling on unlabelled sequences or genomes (fine-tune it with "
+                "`genomix train --init`).",
     "predict": "Score sequences: a row per record (id, length, label, score, p_<class>..., novelty) in input order.",
     "embed": "Write the pooled features of each record (windows averaged, as in predict), in input order.",
     "evaluate": "Measure a model on labelled sequences: accuracy, balanced accuracy, macro-F1, MCC, AUROC, AUPRC.",
     "scan": "Slide a model along every contig of a genome: a bedGraph track of p(CLASS), mostly-N windows left out.",
     "variants": "Score each variant of a VCF: the model on the reference and the alternative allele's windows, per "
-                "class\n    both probabilities and the change in log-odds, in input order.",
+                "class both probabilities and the change in log-odds, in input order.",
     "explain": "Which bases drive a prediction: per-base attributions (log-odds) of every record, with logos and "
                "motifs.",
-    "info": "Describe a model file (or a backbone): architecture, classes, training data and settings, validation\n"
-            "    metrics.",
+    "info": "Describe a model file (or a backbone): architecture, classes, training data and settings, validation "
+            "metrics.",
     "models": "List the architectures `genomix train --arch` takes, with their options and defaults (set with --set).",
 }
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CLASSES, TINY
+from helpers import CLASSES, TINY, check_user_error
 from safetensors.torch import save_file
 
 from genomix import __version__
@@ -511,7 +511,12 @@ def test_evaluate_json_flag_is_deprecated_and_the_json_goes_to_stdout_anyway(inv
     (["variants", "{model}", "--vcf", "c.vcf", "--reference", "{test}", "--allele-window", "0"], "--allele-window"),
     (["scan", "{model}", "-o", "t.bedgraph"], "scan needs --reference genome.fa"),
     (["scan", "{model}", "{test}", "--reference", "{test}"], "give the genome once, as --reference"),
-    (["evaluate", "{model}", "{test}", "--report", "-"], "-o and --report both write to stdout"),
+    (["evaluate", "{model}", "{test}", "--report", "-"], "-o - and --report - would both be stdout"),
+    (["predict", "{model}", "{test}", "--report", "-"], "-o - and --report - would both be stdout"),
+    (["predict", "{model}", "{test}", "-o", "x.tsv", "--report", "./x.tsv"], "-o x.tsv and --report ./x.tsv would both "
+     "be one file"),
+    (["scan", "{model}", "--reference", "{test}", "-o", "t.bedgraph", "--bed-out", "t.bedgraph"], "would both be one "
+     "file"),
 ])
 def test_closed_choices_and_ranges_are_refused_in_one_line(monkeypatch, genomix_main, tmp_path, trained_model, test_fa,
                                                            args, fragment):
@@ -663,3 +668,30 @@ def test_the_vocabulary_in_docs_cli_md_is_the_commands():
             elif not param.hidden:
                 taken.setdefault(param.name.upper(), set()).add(name)
     assert documented == taken
+
+
+def test_two_outputs_that_are_one_file_through_a_hard_link_are_refused(genomix_main, trained_model, test_fa, tmp_path):
+    """The report would replace the predictions (or mix into them) without a word: refused before any work."""
+    (tmp_path / "calls.tsv").write_text("kept\n")
+    os.link(tmp_path / "calls.tsv", tmp_path / "same.tsv")
+    done = genomix_main("predict", trained_model, test_fa, "-o", tmp_path / "calls.tsv", "--report",
+                        tmp_path / "same.tsv", "--device", "cpu")
+    check_user_error(done, "would both be one file")
+    assert (tmp_path / "calls.tsv").read_text() == "kept\n"
+
+
+@pytest.mark.parametrize("reserved", ["unclassified", "unknown"])
+def test_a_class_named_as_a_no_call_label_is_refused_at_training(genomix_main, tmp_path, reserved):
+    """A class called `unclassified` would merge with the records that get no call (and `unknown` with the novel
+    ones) in every report: training refuses it before any work."""
+    records = [f">r{i} label={reserved if i % 2 else 'x'}\nACGTACGTAC\n" for i in range(20)]
+    (tmp_path / "t.fa").write_text("".join(records))
+    done = genomix_main("train", tmp_path / "t.fa", "-o", tmp_path / "m.gmx", *TINY)
+    check_user_error(done, f"class '{reserved}' is the label genomix gives records it cannot call")
+    assert not (tmp_path / "m.gmx").exists()
+
+
+def test_an_error_naming_a_file_with_a_line_break_stays_one_line(genomix_main, trained_model, tmp_path):
+    done = genomix_main("predict", trained_model, tmp_path / "no\nsuch.fa", "--device", "cpu")
+    message = check_user_error(done, "no\\nsuch.fa", "no such file", one_line=False)  # after the model's log line
+    assert message.startswith("genomix: error: ")

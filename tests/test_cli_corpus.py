@@ -10,8 +10,9 @@ from helpers import TINY
 
 T = [a for a in TINY if a != "--device"][:-2]  # tiny settings without the device (added per case)
 CASES = {  # name: (arguments, the fragment its one error line must hold); {model}, {train}, {test}, {out}
-    "lr_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "nan"], "--lr must be positive"),
-    "lr_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "-1"], "--lr must be positive"),
+    "lr_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "nan"], "--lr must be a positive number, got nan"),
+    "lr_inf": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "inf"], "--lr must be a positive number, got inf"),
+    "lr_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--lr", "-1"], "--lr must be a positive number"),
     "seed_negative": (["train", "{train}", "-o", "{out}/m.gmx", "--seed", "-1"], "--seed must be between 0"),
     "seed_huge": (["train", "{train}", "-o", "{out}/m.gmx", "--seed", str(2**40)], "--seed must be between 0"),
     "val_fraction_nan": (["train", "{train}", "-o", "{out}/m.gmx", "--val-fraction", "nan"], "--val-fraction"),
@@ -66,7 +67,7 @@ CASES = {  # name: (arguments, the fragment its one error line must hold); {mode
                     "--window must be"),
     "scan_class": (["scan", "{model}", "--reference", "{test}", "-o", "{out}/t.bedgraph", "--class", "x"], "--class x"),
     "scan_same_outputs": (["scan", "{model}", "--reference", "{test}", "-o", "{out}/t.bed", "--bed-out", "{out}/t.bed"],
-                          "would both be written"),
+                          "would both be one file"),
     "scan_all_stdout": (["scan", "{model}", "--reference", "{test}", "-o", "-", "--all-classes"],
                         "--all-classes writes one"),
     "threads_zero": (["predict", "{model}", "{test}", "--threads", "0"], "--threads must be at least 1"),

@@ -116,6 +116,8 @@ BAD = [
     case("tsv-tab-in-id", {"t.tsv": b'id\tsequence\n"s\t1"\tAC\n'}, reads("t.tsv"),
          "t.tsv: row 1: id 's\\t1' contains a tab or line break"),
     case("csv-empty-id", {"t.csv": b"id,sequence\ns1,AC\n ,GT\n"}, reads("t.csv"), "t.csv: row 2 has an empty id"),
+    case("fasta-nul-in-header", {"a.fa": b">r1\nACGT\n>r\x002 label=x\nACGT\n"}, reads("a.fa"),
+         "a.fa: record 2: header 'r\\x002 label=x' contains a tab or line break (or another control character)"),
     case("csv-bad-character", {"t.tsv": b"id\tsequence\ns1\tACQT\n"}, reads("t.tsv"),
          "t.tsv: record 's1': invalid character 'Q' at position 3"),
     case("class-name-with-tab", {"a.fa": FASTA}, lambda f: list(read_inputs([f"a\tb={f('a.fa')}"])),

@@ -117,3 +117,17 @@ def test_the_positive_class_follows_the_names_where_they_say_which_is_negative()
     assert positive_class(["enhancer", "non_enhancer"], "non_enhancer") == "non_enhancer"
     with pytest.raises(GenomixError, match="--positive-class x: not a class"):
         positive_class(["a", "b"], "x")
+
+
+def test_class_names_of_a_model_file_are_checked_as_input_names_are(tmp_path):
+    """A tab or newline in a class name would break every TSV row that names the class."""
+    import torch
+
+    from genomix.errors import GenomixError
+    from genomix.models import create_model
+    from genomix.models.modelfile import TrainedModel, load_model, save_model
+
+    torch.manual_seed(0)
+    save_model(TrainedModel.of(create_model("kmer", 2, 32), ["good", "bad\tname"]), tmp_path / "m.gmx")
+    with pytest.raises(GenomixError, match="corrupt model file: class 'bad\\\\tname' contains a tab or line break"):
+        load_model(tmp_path / "m.gmx")

@@ -13,11 +13,11 @@ from genomix.applying.novelty import novelty_of, open_set_metrics
 from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
-from genomix.io.files import check_writable
+from genomix.io.files import check_outputs
 from genomix.io.multiqc import write_metrics, write_summary
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
-from genomix.io.writers import Report, is_stdout, output_stream
+from genomix.io.writers import Report, output_stream
 from genomix.models.modelfile import TrainedModel, load_model
 from genomix.sequences.dataset import class_index
 
@@ -45,11 +45,7 @@ def evaluate(
     """
     source.require("evaluate")
     inputs = [*source.files, *(unknown.files if unknown else ()), str(model_path)]
-    outputs = [path for path in (output, report) if path is not None]
-    if sum(map(is_stdout, outputs)) > 1:
-        raise GenomixError("-o and --report both write to stdout: give one of them a file")
-    for path in outputs:
-        check_writable(path, inputs)
+    check_outputs([("-o", output), ("--report", report)], inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
     if unknown is not None:

@@ -27,7 +27,7 @@ from genomix.applying.scoring import (
 )
 from genomix.console import console, precision_name
 from genomix.errors import GenomixError
-from genomix.io.files import check_writable
+from genomix.io.files import STDOUT, check_outputs
 from genomix.io.formats import format_of
 from genomix.io.kraken import Taxonomy
 from genomix.io.multiqc import write_summary
@@ -114,9 +114,7 @@ def predict(
     first, step = parse_shard(shard) if shard else (0, 1)
     writer_class, kraken_report = writer_for(outputs.predictions), report_format(outputs) == "kraken"
     inputs = [*source.files, *(paired or ()), str(model_path)]
-    for path in (outputs.predictions, outputs.report):
-        if not is_stdout(path):
-            check_writable(path, inputs)
+    check_outputs([("-o", outputs.predictions or STDOUT), ("--report", outputs.report)], inputs)
     model = load_model(model_path)
     check_threshold(threshold, model)
     taxonomy = Taxonomy.read(outputs.taxonomy, model.classes)

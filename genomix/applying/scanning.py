@@ -24,7 +24,7 @@ from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
-from genomix.io.files import check_writable, safe_name
+from genomix.io.files import check_outputs, safe_name
 from genomix.io.genomes import MAX_N_FRACTION, Genome
 from genomix.io.multiqc import write_summary
 from genomix.io.tracks import Track, open_track
@@ -193,11 +193,7 @@ def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | 
                    inputs: list[str]) -> None:
     if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
-    if bed_out is not None and (str(output) == str(bed_out) or Path(output).resolve() == Path(bed_out).resolve()):
-        raise GenomixError(f"the track and --bed-out would both be written to {output}: give two paths")
-    for path in (output, bed_out, report):
-        if path is not None and not is_stdout(path):
-            check_writable(path, inputs)
+    check_outputs([("-o", output), ("--bed-out", bed_out), ("--report", report)], inputs)
 
 
 def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger: RegionMerger | None, name: str,

@@ -11,6 +11,7 @@ masked-base pretraining (`genomix.fitting.pretraining`) are the two; `FitSetting
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -78,8 +79,8 @@ class FitSettings:
             raise GenomixError("--holdout-fraction must be in (0, 1)")
         if not 0 <= self.val_fraction < 1:
             raise GenomixError("--val-fraction must be in [0, 1)")
-        if not self.lr > 0:
-            raise GenomixError("--lr must be positive")
+        if not 0 < self.lr < math.inf:  # nan and inf fail too
+            raise GenomixError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.seed < 2**32:
             raise GenomixError(f"--seed must be between 0 and {2**32 - 1}")
 

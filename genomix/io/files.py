@@ -103,6 +103,28 @@ def check_writable(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
     return Path(path)
 
 
+def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[str | Path] = ()) -> None:
+    """All of a command's outputs, as (flag, path) pairs (None: not written), checked before any work: each
+    writable and not an input (`check_writable`), and no two of them one file (a symlink, `./` or a hard link
+    included) or both stdout, where one would silently replace or mix into the other."""
+    seen: dict[object, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        if str(path) == STDOUT:
+            key: object = STDOUT
+        else:
+            check_writable(path, inputs)
+            key = os.path.realpath(path)
+            with suppress(OSError):
+                status = os.stat(path)
+                key = (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else key
+        if key in seen:
+            what = "stdout" if key == STDOUT else "one file"
+            raise GenomixError(f"{seen[key]} and {flag} {path} would both be {what}: give each its own path")
+        seen[key] = f"{flag} {path}"
+
+
 class _Temporary:
     """A new file beside `target` that replaces it only at `commit`; unnamed (O_TMPFILE) where possible."""
 

@@ -21,6 +21,7 @@ import bz2
 import csv
 import gzip
 import io
+import re
 import sys
 import zlib
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,7 @@ ID_COLUMNS = ("id", "name")
 LABEL_COLUMN = "label"
 
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, as spreadsheet programs write it
-_BREAKS_TSV = ("\t", "\n", "\r")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a tab or line break breaks TSV rows; a NUL, any C string
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)  # I/O errors, corrupt compressed data, closed streams
 _INVALID = ord("!")
 _GAPS = b"-. \t\r\n\v\f"
@@ -81,9 +82,11 @@ def _is_invalid(char: str) -> bool:
 
 
 def check_name(value: str, what: str, where: str) -> str:
-    """`value` (an id, label or class name) unchanged, or GenomixError if it has a tab or line break."""
-    if any(c in value for c in _BREAKS_TSV):
-        raise GenomixError(f"{where}: {what} {value!r} contains a tab or line break, which would break TSV output")
+    """`value` (an id, label or class name) unchanged, or GenomixError if it holds a control character (a tab, a
+    line break, a NUL): the same rule for every output format."""
+    if _CONTROL.search(value):
+        raise GenomixError(f"{where}: {what} {value!r} contains a tab or line break (or another control character), "
+                           "which would break TSV output")
     return value
 
 
@@ -327,6 +330,8 @@ def _parse_sequences(stream: BinaryIO, fmt: str, source: str) -> Iterator[Record
         record_id, label = _header(title)
         if not record_id:
             raise GenomixError(f"{source}: record {number} has an empty header")
+        if _CONTROL.search(title):
+            check_name(title, "header", f"{source}: record {number}")
         yield Record(record_id, normalise(seq, source, record_id), label, title, quality)
 
 

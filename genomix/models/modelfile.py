@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from genomix import __version__
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path
+from genomix.io.reading import check_name
 from genomix.models import rebuild
 from genomix.models.base import Model
 from genomix.sequences.tokens import ALPHABET
@@ -200,6 +201,8 @@ def read_card(path: str | Path) -> ModelCard:
             raise GenomixError(f"{path}: corrupt model file ({key} is {type(fields[key]).__name__})")
     if len(fields["classes"]) < 2 or not all(isinstance(c, str) for c in fields["classes"]):
         raise GenomixError(f"{path}: corrupt model file (classes must be two or more names)")
+    for name in fields["classes"]:
+        check_name(name, "class", f"{path}: corrupt model file")
     try:
         if fields.get("training") is not None:
             fields["training"] = TrainingRecord(**fields["training"])

@@ -9,6 +9,7 @@ import numpy as np
 
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
+from genomix.io.writers import UNCLASSIFIED, UNKNOWN
 from genomix.sequences.tokens import encode
 
 
@@ -56,6 +57,10 @@ class LabelledSet:
             if missing is not None:
                 class_index(missing.id, None, {}, what)
             classes = sorted({r.label for r in records})
+            reserved = sorted(set(classes) & {UNCLASSIFIED, UNKNOWN})
+            if reserved:
+                raise GenomixError(f"class '{reserved[0]}' is the label genomix gives records it cannot call: rename "
+                                   "that class (e.g. with --labels)")
             if len(classes) == 1:
                 raise GenomixError(f"training needs at least two classes; every record is labelled '{classes[0]}'")
         index = {c: i for i, c in enumerate(classes)}
