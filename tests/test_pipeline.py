@@ -151,3 +151,19 @@ def test_scan_report_counts_the_windows_of_the_track(trained_model, test_fa, tmp
     assert int(table[CLASSES[1]][1]) == positive and int(table[CLASSES[0]][1]) == len(lines) - positive
     assert sum(int(r[1]) for r in table.values()) == summary["windows"] + summary["skipped"]
     assert sum(int(r[3]) for r in table.values()) == summary["bases"]
+
+
+def test_classified_out_keeps_both_mates_of_a_pair(trained_model, reads, tmp_path):
+    """Each pair's two reads go to its class's two files, `_1` and `_2`, in order; none is lost."""
+    write_fastq(tmp_path / "R1.fq", [(f"{n}/1", s[:80]) for n, s in reads[:8]])
+    write_fastq(tmp_path / "R2.fq", [(f"{n}/2", s[80:]) for n, s in reads[:8]])
+    predict(trained_model, RecordSource(), Outputs(tmp_path / "pairs.tsv", classified_out=str(tmp_path / "c_#.fq")),
+            device="cpu", paired=(str(tmp_path / "R1.fq"), str(tmp_path / "R2.fq")))
+    calls = {r[0]: r[2] for r in tsv(tmp_path / "pairs.tsv")}
+    for label in set(calls.values()):
+        first = [r.id for r in read_records(str(tmp_path / f"c_{label}_1.fq"))]
+        second = [r.id for r in read_records(str(tmp_path / f"c_{label}_2.fq"))]
+        expected = [n for n, c in calls.items() if c == label]
+        assert first == [f"{n}/1" for n in expected] and second == [f"{n}/2" for n in expected]
+    assert sorted(p.name for p in tmp_path.glob("c_*")) == sorted(f"c_{c}_{m}.fq" for c in set(calls.values())
+                                                                    for m in (1, 2))

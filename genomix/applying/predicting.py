@@ -184,8 +184,8 @@ def _write(predictions: Iterable[Scored], model: TrainedModel, caller: Caller, o
             writer.write(Rows(chunk.ids, chunk.lengths, chunk.windows, called, scores, chunk.probs, chunk.novelty))
             report.add_all(calls, scores, chunk.lengths)
             if by_class is not None:
-                for record, label in zip(chunk.records, called):
-                    by_class.write(record, label)
+                for record, mate, label in zip(chunk.records, chunk.mates or [None] * len(called), called):
+                    by_class.write(record, label, mate)
         writer.end()
     return report
 

@@ -46,21 +46,24 @@ class Scored:
     log_probs: np.ndarray
     windows: np.ndarray
     novelty: np.ndarray  # the records' novelty scores (`genomix.applying.novelty`; NaN where the model has none)
+    mates: list[Record | None] | None = None  # read pairs: each pair's second read (`records` holds the first)
 
     @classmethod
     def of(cls, predictions: Sequence[Prediction]) -> Scored:
         return cls([p.id for p in predictions], [p.record for p in predictions],
                    np.array([p.length for p in predictions], np.int64), np.array([p.log_probs for p in predictions]),
-                   np.array([p.windows for p in predictions]), np.array([p.novelty for p in predictions]))
+                   np.array([p.windows for p in predictions]), np.array([p.novelty for p in predictions]),
+                   [p.mate for p in predictions])
 
     @cached_property
     def probs(self) -> np.ndarray:
         return np.exp(self.log_probs)
 
     def predictions(self) -> Iterator[Prediction]:
-        for i, record, n, s, w, u in zip(self.ids, self.records, self.lengths.tolist(), self.log_probs,
-                                         self.windows.tolist(), self.novelty.tolist()):
-            yield Prediction(i, n, s, w, record, u)
+        mates = self.mates or [None] * len(self.ids)
+        for i, record, n, s, w, u, mate in zip(self.ids, self.records, self.lengths.tolist(), self.log_probs,
+                                               self.windows.tolist(), self.novelty.tolist(), mates):
+            yield Prediction(i, n, s, w, record, u, mate)
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class Prediction:
     windows: int
     record: Record | None = field(default=None, repr=False, compare=False)
     novelty: float = math.nan  # how unlike the training data the record is (`genomix.applying.novelty`)
+    mate: Record | None = field(default=None, repr=False, compare=False)  # a read pair's second read
 
     @property
     def label(self) -> str | None:
@@ -250,7 +254,7 @@ def mean_pair(first: Prediction, second: Prediction, pair_id: str) -> Prediction
     scores = scores - np.logaddexp.reduce(scores) if mates else scores
     novelty = float(np.mean([p.novelty for p in mates])) if mates else math.nan
     return Prediction(pair_id, first.length + second.length, scores, first.windows + second.windows, first.record,
-                      novelty)
+                      novelty, second.record)
 
 
 def _encoded(records: Iterable[Record], scorer: Scorer) -> Iterator[tuple[list[Record], list[np.ndarray]]]:

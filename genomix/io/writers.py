@@ -283,28 +283,37 @@ class Report:
 
 class RecordsByClass:
     """Records written to the file of their called class: `#` in the pattern becomes the class name. FASTQ
-    records (with qualities) are written as FASTQ, others as FASTA; `.gz` compresses."""
+    records (with qualities) are written as FASTQ, others as FASTA; `.gz` compresses. A read pair's mates go to
+    two files, `_1` and `_2` before the name's extensions (`out_#.fq.gz` → `out_CLASS_1.fq.gz`, `out_CLASS_2.fq.gz`),
+    as Kraken2 splits a pair's classified reads."""
 
     def __init__(self, pattern: str, classes: Sequence[str], inputs: Sequence[str | Path], stack: ExitStack) -> None:
         if "#" not in pattern:
             raise GenomixError(f"--classified-out {pattern}: put '#' where the class name goes, e.g. 'out_#.fa.gz'")
         self.pattern, self.inputs, self.stack = pattern, inputs, stack
-        self.files: dict[str, IO] = {}
+        self.files: dict[tuple[str, int | None], IO] = {}
         names = [self.path(c) for c in [*classes, UNCLASSIFIED]]
         if len(set(names)) < len(names):
             raise GenomixError(f"--classified-out {pattern}: two classes give the same file name")
 
-    def path(self, label: str) -> str:
-        return self.pattern.replace("#", safe_name(label))
+    def path(self, label: str, mate: int | None = None) -> str:
+        path = Path(self.pattern.replace("#", safe_name(label)))
+        if mate is None:
+            return str(path)
+        stem = path.name.split(".")[0]
+        return str(path.with_name(f"{stem}_{mate}{path.name[len(stem):]}"))
 
-    def write(self, record: Record, label: str) -> None:
-        if label not in self.files:
-            path = self.path(label)
-            raw = self.stack.enter_context(open_output(path, self.inputs, "wb"))
-            self.files[label] = self.stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb")) \
-                if path.endswith(".gz") else raw
-        title = record.title or record.id
-        text = f"@{title}\n{record.seq}\n+\n{record.quality}\n" if record.quality is not None \
-            else f">{title}\n{record.seq}\n"
-        self.files[label].write(text.encode())
+    def write(self, record: Record, label: str, mate: Record | None = None) -> None:
+        """The record to its class's file; with `mate`, the pair's two reads to its two files."""
+        for number, read in ((None, record),) if mate is None else ((1, record), (2, mate)):
+            key = (label, number)
+            if key not in self.files:
+                path = self.path(label, number)
+                raw = self.stack.enter_context(open_output(path, self.inputs, "wb"))
+                self.files[key] = self.stack.enter_context(gzip.GzipFile(fileobj=raw, mode="wb")) \
+                    if path.endswith(".gz") else raw
+            title = read.title or read.id
+            text = f"@{title}\n{read.seq}\n+\n{read.quality}\n" if read.quality is not None \
+                else f">{title}\n{read.seq}\n"
+            self.files[key].write(text.encode())
 
