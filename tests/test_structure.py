@@ -326,7 +326,7 @@ def test_every_command_reads_an_output_suffix_through_one_table():
         output_format("e.vcf.bz2", ["tsv", "vcf", "vcf.gz"], "tsv")
     with pytest.raises(GenomixError, match=r"^--out e.tsv.gz: unknown output format '.tsv.gz'; choose .parquet$"):
         output_format("e.tsv.gz", ["parquet"], None, flag="--out")
-    with pytest.raises(GenomixError, match="cannot go to stdout; give a file"):
+    with pytest.raises(GenomixError, match="cannot go to a stream; give a file"):
         output_format("-", ["parquet", "npy"], None)
 
 
@@ -348,3 +348,20 @@ def test_no_function_of_genomix_is_longer_than_fifty_lines():
             for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 50]
     assert not long, "\n".join(long)
+
+
+def test_a_stream_without_a_suffix_takes_the_default_format_and_a_seeking_format_refuses_a_pipe(tmp_path):
+    """`-o /dev/stdout`, a FIFO or `>(gzip > x.gz)` have no suffix: they get the command's text format. bigWig and
+    parquet go back in the file, which a pipe cannot do: refused in one line."""
+    import os
+
+    from genomix.io.formats import output_format
+
+    os.mkfifo(tmp_path / "pipe")
+    os.mkfifo(tmp_path / "pipe.bw")
+    assert output_format(tmp_path / "pipe", ["tsv", "jsonl", "parquet"], "tsv") == "tsv"
+    assert output_format("/dev/stdout", ["bedgraph", "bigwig"], "bedgraph") == "bedgraph"
+    with pytest.raises(GenomixError, match="pipe.bw: bigwig is written by going back in the file"):
+        output_format(tmp_path / "pipe.bw", ["bedgraph", "bigwig"], "bedgraph")
+    with pytest.raises(GenomixError, match="unknown output format '\\(no suffix\\)'"):
+        output_format(tmp_path / "plain", ["tsv"], "tsv")  # a file to be, not a stream

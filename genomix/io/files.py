@@ -45,7 +45,7 @@ def _fail(path: str | Path, what: str, err: OSError) -> GenomixError:
     return GenomixError(f"{path}: {what} ({err.strerror or err})")
 
 
-def _descriptor(path: str | Path) -> int | None:
+def descriptor(path: str | Path) -> int | None:
     """The file descriptor a name like /dev/stdout or /dev/fd/63 (bash's `>(...)`) stands for, else None."""
     match = _FD_NAME.fullmatch(os.path.abspath(path))
     if match is None:
@@ -66,7 +66,7 @@ def _target(path: str | Path, inputs: Sequence[str | Path]) -> tuple[Path, bool]
     input would be emptied before it is read.
     """
     given = Path(path)
-    if _descriptor(given) is not None:
+    if descriptor(given) is not None:
         return given, True
     try:
         status = os.stat(given)
@@ -98,7 +98,7 @@ def check_writable(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
     target, direct = _target(path, inputs)
     if not direct and not os.access(target.parent, os.W_OK):
         raise GenomixError(f"{path}: folder {target.parent} is not writable")
-    if direct and _descriptor(target) is None and not os.access(target, os.W_OK):
+    if direct and descriptor(target) is None and not os.access(target, os.W_OK):
         raise GenomixError(f"{path}: not writable")
     return Path(path)
 
@@ -203,7 +203,7 @@ def _stream(fd: int, shown: str | Path, mode: str) -> IO:
 
 def _open_direct(target: Path, shown: str | Path) -> int:
     """A descriptor for a stream written in place: a duplicate for /dev/fd/N names, so appends stay appends."""
-    number = _descriptor(target)
+    number = descriptor(target)
     try:
         return os.dup(number) if number is not None else os.open(target, os.O_WRONLY | os.O_CLOEXEC)
     except OSError as err:

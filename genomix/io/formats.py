@@ -7,20 +7,33 @@ fact), named by its base format and the compression suffix.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
 from genomix.errors import GenomixError
-from genomix.io.files import STDOUT
+from genomix.io.files import STDOUT, descriptor
 
 FORMATS = {".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet", ".npy": "npy", ".npz": "npz",
            ".bedgraph": "bedgraph", ".bg": "bedgraph", ".bw": "bigwig", ".bigwig": "bigwig", ".vcf": "vcf",
            ".kraken": "kraken", ".kreport": "kreport", ".kreport2": "kreport"}
 COMPRESSION = ".gz"
+SEEKING = ("bigwig", "parquet")  # formats whose writers go back in the file: a pipe or a device cannot take them
 
 
 def is_stdout(path: str | Path | None) -> bool:
     return path is None or str(path) == STDOUT
+
+
+def is_stream(path: str | Path | None) -> bool:
+    """Whether `path` names an existing pipe, device or socket rather than a regular file (or nothing yet)."""
+    if is_stdout(path) or descriptor(path) is not None:  # /dev/stdout, /dev/fd/63: a stream whatever it points to
+        return True
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def suffix_of(path: str | Path) -> str:
@@ -53,12 +66,16 @@ def output_format(path: str | Path | None, allowed: Sequence[str], default_for_s
     """The format of the output `path` by its suffix, one of `allowed`; stdout ('-' or None) is written as
     `default_for_stream`, and refused where that is None (a command that needs a file)."""
     choices = ", ".join(suffix for name in allowed for suffix in suffixes(name))
-    if is_stdout(path):
+    stream = is_stream(path)
+    if is_stdout(path) or stream and not suffix_of(path):  # `-`, /dev/stdout, a FIFO, >(gzip > x.gz)
         if default_for_stream is None:
-            raise GenomixError(f"{flag} {STDOUT}: this output cannot go to stdout; give a file ({choices})")
+            raise GenomixError(f"{flag} {path or STDOUT}: this output cannot go to a stream; give a file ({choices})")
         return default_for_stream
     found = format_of(path)
     if found in allowed:
+        if stream and found in SEEKING:
+            raise GenomixError(f"{flag} {path}: {found} is written by going back in the file, which a pipe or a "
+                               "device cannot do: give a regular file")
         return found
     stream = f", or '{STDOUT}' for {default_for_stream} on stdout" if default_for_stream else ""
     raise GenomixError(f"{flag} {path}: unknown output format {suffix_of(path) or '(no suffix)'!r}; "
