@@ -181,3 +181,15 @@ def test_multiclass_model_without_class_is_a_one_line_user_error(genome, tmp_pat
     proc = genomix_main("scan", tmp_path / "three.gmx", "--reference", genome[0], "-o", tmp_path / "x.bedgraph",
                         "--device", "cpu")
     user_error(proc, "3 classes (coding, intergenic, rna)", "--class", "--all-classes")
+
+
+def test_a_bigwig_into_a_pipe_is_refused_in_one_line(genomix_main, trained_model, genome, tmp_path):
+    """bigWig is written by going back in the file: a FIFO named .bw gets one line and exit 2, not pyBigWig's
+    traceback."""
+    import os
+
+    from helpers import check_user_error
+
+    os.mkfifo(tmp_path / "t.bw")
+    done = genomix_main("scan", trained_model, "--reference", genome[0], "-o", tmp_path / "t.bw", "--device", "cpu")
+    check_user_error(done, "bigwig is written by going back in the file")

@@ -25,6 +25,7 @@ from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.files import check_outputs, safe_name
+from genomix.io.formats import check_seekable
 from genomix.io.genomes import MAX_N_FRACTION, Genome
 from genomix.io.multiqc import write_summary
 from genomix.io.tracks import Track, open_track
@@ -193,6 +194,7 @@ def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | 
                    inputs: list[str]) -> None:
     if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
+    check_seekable(output)
     check_outputs([("-o", output), ("--bed-out", bed_out), ("--report", report)], inputs)
 
 

@@ -36,6 +36,14 @@ def is_stream(path: str | Path | None) -> bool:
         return False
 
 
+def check_seekable(path: str | Path | None, flag: str = "-o") -> None:
+    """A format written by going back in the file (`SEEKING`) refuses a pipe or a device, in one line."""
+    found = format_of(path)
+    if found in SEEKING and is_stream(path):
+        raise GenomixError(f"{flag} {path}: {found} is written by going back in the file, which a pipe or a device "
+                           "cannot do: give a regular file")
+
+
 def suffix_of(path: str | Path) -> str:
     """The suffix that names a file's format, in lower case: the last, with the one before it when the last is
     the compression suffix ('.vcf.gz')."""
@@ -73,9 +81,7 @@ def output_format(path: str | Path | None, allowed: Sequence[str], default_for_s
         return default_for_stream
     found = format_of(path)
     if found in allowed:
-        if stream and found in SEEKING:
-            raise GenomixError(f"{flag} {path}: {found} is written by going back in the file, which a pipe or a "
-                               "device cannot do: give a regular file")
+        check_seekable(path, flag)
         return found
     stream = f", or '{STDOUT}' for {default_for_stream} on stdout" if default_for_stream else ""
     raise GenomixError(f"{flag} {path}: unknown output format {suffix_of(path) or '(no suffix)'!r}; "
