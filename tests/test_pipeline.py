@@ -167,3 +167,16 @@ def test_classified_out_keeps_both_mates_of_a_pair(trained_model, reads, tmp_pat
         assert first == [f"{n}/1" for n in expected] and second == [f"{n}/2" for n in expected]
     assert sorted(p.name for p in tmp_path.glob("c_*")) == sorted(f"c_{c}_{m}.fq" for c in set(calls.values())
                                                                     for m in (1, 2))
+
+
+def test_embed_npy_and_its_ids_commit_together(trained_model, test_fa, tmp_path, monkeypatch):
+    """A failure while the matrix is written (a full disk, say) leaves neither x.npy nor x.npy.ids behind."""
+    import genomix.applying.embedding
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(genomix.applying.embedding.np, "save", full_disk)
+    with pytest.raises(GenomixError, match="x.npy: cannot write \\(No space left on device\\)"):
+        embed(trained_model, RecordSource([str(test_fa)]), tmp_path / "x.npy", device="cpu")
+    assert list(tmp_path.iterdir()) == []

@@ -13,7 +13,7 @@ import numpy as np
 
 from genomix.applying.scoring import BATCH_SIZE, embeddings
 from genomix.console import console
-from genomix.io.files import atomic_path, check_writable
+from genomix.io.files import atomic_path, check_outputs
 from genomix.io.formats import output_format
 from genomix.io.sources import RecordSource
 from genomix.io.writers import ParquetRows, output_stream
@@ -28,7 +28,7 @@ def embed(model_path: str | Path, source: RecordSource, output: str | Path, batc
     source.require("embed", genomes=False)
     kind = output_format(output, FORMATS, None)
     inputs = [*source.files, str(model_path)]
-    check_writable(output, inputs)
+    check_outputs([("-o", output), ("-o", f"{output}.ids" if kind == "npy" else None)], inputs)
     model = load_model(model_path, kinds=KINDS)  # a backbone's pooled features are embeddings too
     rows = embeddings(model, source.records(), batch_size, device, rc)
     count = _parquet(rows, output, inputs, model.network.embed_dim) if kind == "parquet" else \
@@ -53,8 +53,8 @@ def _npy(rows, output: str | Path, inputs: list[str]) -> int:
     for record, features in rows:
         ids.append(record.id)
         matrix.append(features.astype(np.float32))
-    with output_stream(f"{output}.ids", inputs) as out:
-        out.write("".join(f"{i}\n" for i in ids))
-    with atomic_path(output, inputs) as tmp, open(tmp, "wb") as out:
+    # The ids commit only after the matrix has: a failure in either leaves neither file behind.
+    with output_stream(f"{output}.ids", inputs) as names, atomic_path(output, inputs) as tmp, open(tmp, "wb") as out:
         np.save(out, np.stack(matrix) if matrix else np.zeros((0, 0), np.float32))
+        names.write("".join(f"{i}\n" for i in ids))
     return len(ids)
