@@ -695,3 +695,20 @@ def test_an_error_naming_a_file_with_a_line_break_stays_one_line(genomix_main, t
     done = genomix_main("predict", trained_model, tmp_path / "no\nsuch.fa", "--device", "cpu")
     message = check_user_error(done, "no\\nsuch.fa", "no such file", one_line=False)  # after the model's log line
     assert message.startswith("genomix: error: ")
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_a_failing_report_leaves_no_other_output_behind(command, genomix_main, trained_model, test_fa, tmp_path,
+                                                        monkeypatch):
+    """The main output and --report commit together: the report failing (a full disk, say) leaves neither."""
+    from genomix.applying import evaluating, predicting
+
+    def full_disk(*args, **kwargs):
+        raise GenomixError("report.tsv: cannot write (No space left on device)")
+
+    monkeypatch.setattr(predicting if command == "predict" else evaluating, "write_summary", full_disk)
+    main = tmp_path / ("calls.tsv" if command == "predict" else "metrics.json")
+    done = genomix_main(command, trained_model, test_fa, "-o", main, "--report",
+                        tmp_path / "report.tsv", "--device", "cpu")
+    check_user_error(done, "No space left on device", one_line=False)
+    assert list(tmp_path.iterdir()) == []

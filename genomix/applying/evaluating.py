@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -62,22 +63,15 @@ def evaluate(
         from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
 
         result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
-    if report is not None:
-        _write_report(report, inputs, Caller(model.classes, threshold, model.positive_index), probs, lengths)
-    if output is not None:
-        with output_stream(output, inputs) as out:
-            write_metrics(result | {"classes": model.classes}, output, out)
+    with ExitStack() as stack:  # the report and the metrics commit together, once both are written
+        if report is not None:
+            summary = Report(model.classes)
+            summary.add_all(*Caller(model.classes, threshold, model.positive_index).calls(probs), np.array(lengths))
+            write_summary(summary, report, stack.enter_context(output_stream(report, inputs)), "evaluate")
+        if output is not None:
+            metrics = stack.enter_context(output_stream(output, inputs))
+            write_metrics(result | {"classes": model.classes}, output, metrics)
     return result, model.classes
-
-
-def _write_report(report: str | Path, inputs: list[str], caller: Caller, probs: np.ndarray, lengths: list[int]
-                  ) -> None:
-    """predict's summary of the calls (TSV, or MultiQC's content by its name)."""
-    summary = Report(caller.classes)
-    for row, length in zip(probs, lengths):
-        summary.add(*caller(row), length)
-    with output_stream(report, inputs) as out:
-        write_summary(summary, report, out, "evaluate")
 
 
 def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, correct: np.ndarray, batch_size: int,

@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -125,9 +126,7 @@ def predict(
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged; "
                 f"precision {precision_name(device)}")
     predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
-    report = _write(predictions, model, caller, outputs, writer_class, inputs)
-    if outputs.report is not None:
-        _write_report(report, outputs.report, taxonomy if kraken_report else None, inputs)
+    report = _write(predictions, model, caller, outputs, writer_class, inputs, taxonomy if kraken_report else None)
     console.log(report.summary())
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
@@ -167,9 +166,9 @@ def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, s
 
 
 def _write(predictions: Iterable[Scored], model: TrainedModel, caller: Caller, outputs: Outputs,
-           writer_class: type, inputs: list[str]) -> Report:
+           writer_class: type, inputs: list[str], taxonomy: Taxonomy | None) -> Report:
     """Stream the predictions into the writer, the report and the class files, a chunk of records at a time;
-    all or nothing is written."""
+    all or nothing is written: the files commit together when every one of them is complete."""
     report = Report(model.classes, unknown=caller.novelty_threshold is not None)
     labels = np.array(caller.labels, dtype=object)
     with ExitStack() as stack:
@@ -187,13 +186,15 @@ def _write(predictions: Iterable[Scored], model: TrainedModel, caller: Caller, o
                 for record, mate, label in zip(chunk.records, chunk.mates or [None] * len(called), called):
                     by_class.write(record, label, mate)
         writer.end()
+        if outputs.report is not None:
+            _write_report(report, outputs.report, taxonomy, stack.enter_context(output_stream(outputs.report, inputs)))
     return report
 
 
-def _write_report(report: Report, path: str | Path, taxonomy: Taxonomy | None, inputs: list[str]) -> None:
-    """The summary report: Kraken2's format with a taxonomy, else genomix's TSV (or MultiQC's by its name)."""
-    with output_stream(path, inputs) as out:
-        if taxonomy is not None:
-            taxonomy.write_report(report.records, out)
-        else:
-            write_summary(report, path, out, "predict")
+def _write_report(report: Report, path: str | Path, taxonomy: Taxonomy | None, out: IO) -> None:
+    """The summary report: Kraken2's format with a taxonomy (`--report-format kraken`), else genomix's TSV (or
+    MultiQC's by its name)."""
+    if taxonomy is not None:
+        taxonomy.write_report(report.records, out)
+    else:
+        write_summary(report, path, out, "predict")
