@@ -590,24 +590,23 @@ def kraken2_only(args: argparse.Namespace) -> None:
     side = measure_kraken2(args)
     if side is None:
         return
-    text = kraken2_markdown(side)
+    update_part(args, "kraken2", side, kraken2_markdown(side), KRAKEN2_MARKS)
+
+
+def update_part(args: argparse.Namespace, key: str, figures: dict, text: str, marks: tuple[str, str]) -> None:
+    """Print one part's table, and put its figures under `key` in the existing JSON and its table between
+    `marks` in the doc, keeping every other part."""
     print(text)
     if not args.no_doc:
-        args.json_out.write_text(json.dumps(previous(args.json_out) | {"kraken2": side}, indent=1) + "\n")
-        write_doc(args.doc, text, KRAKEN2_MARKS)
+        args.json_out.write_text(json.dumps(previous(args.json_out) | {key: figures}, indent=1) + "\n")
+        write_doc(args.doc, text, marks)
         print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
 
 
 def int8_main(args: argparse.Namespace) -> None:
     """--int8: measure, print, and update the JSON's `int8` key and the int8 table of the doc."""
     report = measure_int8(args.int8, args.rounds)
-    text = int8_markdown(report)
-    print(text)
-    if not args.no_doc:
-        figures = json.loads(args.json_out.read_text()) if args.json_out.exists() else {}
-        args.json_out.write_text(json.dumps(figures | {"int8": report}, indent=1) + "\n")
-        write_doc(args.doc, text, INT8_MARKS)
-        print(f"wrote {args.json_out} and {args.doc}", file=sys.stderr)
+    update_part(args, "int8", report, int8_markdown(report), INT8_MARKS)
 
 
 if __name__ == "__main__":
