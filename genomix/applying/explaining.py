@@ -41,13 +41,13 @@ from genomix.applying.effects import substitution_effects
 from genomix.applying.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.console import console
 from genomix.errors import GenomixError, require
-from genomix.io.files import atomic_path, check_writable
+from genomix.io.files import atomic_path, check_outputs
 from genomix.io.formats import output_format
 from genomix.io.genomes import Genome, parse_region_id
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.tracks import open_track
-from genomix.io.writers import is_stdout, output_stream
+from genomix.io.writers import output_stream
 from genomix.models.modelfile import TrainedModel, load_model
 from genomix.sequences.batching import window_starts
 from genomix.sequences.tokens import BASE_TOKENS, encode, one_hot
@@ -344,8 +344,7 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     extras = extras or Extras()
     kind = _check_request(source, output, extras, method)
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
-    if not is_stdout(output):
-        check_writable(output, inputs)
+    check_outputs([("-o", output)], inputs)
     known = motifs.read_known(extras.known) if extras.known else None
     model = load_model(model_path)
     records = list(source.records())

@@ -37,7 +37,7 @@ import torch
 
 from genomix.applying.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.errors import GenomixError
-from genomix.io.files import atomic_path, check_writable, safe_name
+from genomix.io.files import atomic_path, check_outputs, safe_name
 from genomix.io.formats import output_format
 from genomix.io.genomes import Genome
 from genomix.io.reading import text_lines
@@ -417,9 +417,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     """
     kind = output_format(output, OUTPUTS, "tsv")
     inputs = [str(vcf), str(reference)] + ([] if isinstance(model, TrainedModel) else [str(model)])
-    check_writable(output, inputs)
-    if kind == "vcf.gz":
-        check_writable(f"{output}.tbi", inputs)
+    check_outputs([("-o", output), ("-o", f"{output}.tbi" if kind == "vcf.gz" else None)], inputs)
     trained = model if isinstance(model, TrainedModel) else load_model(model)
     keys = [info_key("ref", c) for c in trained.classes]
     if len(set(keys)) < len(keys):
