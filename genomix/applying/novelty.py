@@ -34,7 +34,7 @@ import torch
 from genomix.errors import GenomixError
 from genomix.models.base import Model
 from genomix.models.modelfile import TrainedModel
-from genomix.sequences.tokens import reverse_complement
+from genomix.sequences.tokens import kmer_codes, reverse_complement
 
 METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
 DEFAULT_METHOD = "combined"
@@ -57,12 +57,10 @@ def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_s
         return (kmer_profiles(token_arrays, k) + kmer_profiles([reverse_complement(t) for t in token_arrays], k)) / 2
     rows = np.zeros((len(token_arrays), 4**k))
     for i, tokens in enumerate(token_arrays):
-        bases = tokens.astype(np.int64) - 1  # A, C, G, T → 0 … 3
-        if len(bases) < k:
+        if len(tokens) < k:
             continue
-        windows = np.lib.stride_tricks.sliding_window_view(bases, k)
-        valid = ((windows >= 0) & (windows < 4)).all(1)
-        counts = np.bincount(windows[valid] @ (4 ** np.arange(k - 1, -1, -1)), minlength=4**k)
+        codes, valid = kmer_codes(torch.from_numpy(tokens.astype(np.int64))[None], torch.tensor([len(tokens)]), k)
+        counts = np.bincount(codes[valid].numpy(), minlength=4**k)
         rows[i] = counts / max(1, counts.sum())
     return rows
 
