@@ -65,8 +65,6 @@ class Classifier(ClassifierMixin, TransformerMixin, BaseEstimator):
         if len(labels) != _length(X):
             raise GenomixError(f"{_length(X)} sequences but {len(labels)} labels")
         by_name = {str(label): label for label in labels}
-        if len(by_name) < 2:
-            raise GenomixError(f"training needs at least two classes; the labels hold {len(by_name)}")
         records = [Record(r.id, r.seq, str(label)) for r, label in zip(_records(X), labels)]
         return self._fitted(fit(records, self.settings()), by_name)
 

@@ -61,8 +61,9 @@ class LabelledSet:
             if reserved:
                 raise GenomixError(f"class '{reserved[0]}' is the label genomix gives records it cannot call: rename "
                                    "that class (e.g. with --labels)")
-            if len(classes) == 1:
-                raise GenomixError(f"training needs at least two classes; every record is labelled '{classes[0]}'")
+            if len(classes) < 2:
+                held = f"every record is labelled '{classes[0]}'" if classes else "there are no records"
+                raise GenomixError(f"training needs at least two classes; {held}")
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([class_index(r.id, r.label, index, what) for r in records], dtype=np.int64)
         return cls([encode(r.seq) for r in records], y, list(classes))
