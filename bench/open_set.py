@@ -69,7 +69,7 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
     model = fit(genome_set(known_classes, window), settings)
     seconds = time.perf_counter() - started
     known = genome_set(known_classes, window).tiles("test", args.known_per_class)
-    unknown = genome_set({left_out: classes[left_out]}, window).tiles("test", args.unknown)
+    unknown = unknown_tiles(genome_set({left_out: classes[left_out]}, window), args)
     known_scores, calls = scored(model, known)
     unknown_scores, _ = scored(model, unknown)
     correct = calls == np.array([model.classes.index(r.label) for r in known])
@@ -86,6 +86,16 @@ def fold(classes: dict[str, list[Path]], left_out: str, window: int, args: argpa
             "unknown": len(unknown), "methods": {
                 m: open_set_metrics(known_scores[m], unknown_scores[m], thresholds[m], correct)
                 for m in METHODS if m in known_scores}}
+
+
+def unknown_tiles(genomes: GenomeSet, args: argparse.Namespace) -> list:
+    """Up to --unknown tiles of the left-out species, evenly thinned: from its test region, or with
+    `--unknown-from all` from its whole genome (what long windows need: a phage's test region holds one)."""
+    if args.unknown_from == "test":
+        return genomes.tiles("test", args.unknown)
+    tiles = [t for split in ("train", "val", "test") for t in genomes.tiles(split)]
+    picks = np.linspace(0, len(tiles) - 1, min(args.unknown, len(tiles))).round().astype(int)
+    return [tiles[i] for i in np.unique(picks)]
 
 
 def kraken2_fold(classes: dict[str, list[Path]], left_out: str, args: argparse.Namespace) -> list[dict] | None:
@@ -185,6 +195,8 @@ def main() -> None:
     parser.add_argument("--windows-per-epoch", type=int, default=2000)
     parser.add_argument("--known-per-class", type=int, default=100)
     parser.add_argument("--unknown", type=int, default=500)
+    parser.add_argument("--unknown-from", choices=("test", "all"), default="test",
+                        help="draw the left-out species' windows from its test region or from its whole genome")
     parser.add_argument("--only", nargs="*", help="left-out species to run (default: every one)")
     parser.add_argument("--scores", help="folder for every record's scores (one .npz per fold)")
     parser.add_argument("--cache", default="/tmp/genomix_open_set", help="folder for the decompressed genomes")
