@@ -156,4 +156,5 @@ def test_scan_unknown_counts_unknown_windows_and_calls_none_of_them(genomix_main
     assert result.returncode == 0, result.stderr
     counts = {line.split("\t")[0]: int(line.split("\t")[1]) for line in report.read_text().splitlines()[1:]}
     assert counts["unknown"] >= 36  # of the 40 windows of `odd`
+    assert sum(counts.values()) == len((tmp_path / "t.bedgraph").read_text().splitlines()[1:])  # every window
     assert not [line for line in bed.read_text().splitlines() if line.startswith("odd")]

@@ -214,9 +214,7 @@ def _write_tracks(all_windows: Iterator[Windows], outs: dict[int, Track], merger
             if merger is not None:
                 merger.add(windows)
             if report is not None:
-                novelty = np.full(len(windows.probs), np.nan) if windows.novelty is None else windows.novelty
-                for probs, u, lo, hi in zip(windows.probs, novelty.tolist(), windows.lo.tolist(), windows.hi.tolist()):
-                    report[0].add(*report[1](probs, u), hi - lo)
+                report[0].add_all(*report[1].calls(windows.probs, windows.novelty), windows.hi - windows.lo)
             kept = int(windows.scored.sum())
             scored, skipped = scored + kept, skipped + len(windows.starts) - kept
             done += int(windows.hi[-1] - windows.lo[0])
