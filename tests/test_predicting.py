@@ -73,6 +73,39 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_plots_that_fail_leave_no_output(monkeypatch, binary_model, tmp_path):
+    """A folder that cannot be made stops evaluate before any work; a figure that fails to draw leaves no metrics,
+    no report and no figure (the first figure was drawn), and the folder's other files as they were."""
+    import genomix.applying.plots
+    from genomix.applying.evaluating import evaluate
+
+    fasta = tmp_path / "y.fa"
+    rng = np.random.default_rng(3)
+    fasta.write_text("".join(f">s{i} label={c}\n{''.join(rng.choice(list('ACGT'), 40))}\n"
+                             for i, c in enumerate(["background", "promoter"] * 10)))
+    (tmp_path / "file").write_text("")
+    outputs = {"output": tmp_path / "m.json", "report": tmp_path / "r.tsv"}
+    with pytest.raises(GenomixError, match="--plots .*file/d: .*file is not a folder"):
+        evaluate(binary_model, RecordSource([str(fasta)]), device="cpu", plots=tmp_path / "file" / "d", **outputs)
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("kept\n")
+    save = genomix.applying.plots._save
+    saved = []
+
+    def failing(fig, path):
+        if saved:
+            raise RuntimeError("drawing failed")
+        saved.append(save(fig, path))
+        return saved[-1]
+
+    monkeypatch.setattr(genomix.applying.plots, "_save", failing)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        evaluate(binary_model, RecordSource([str(fasta)]), device="cpu", plots=folder, **outputs)
+    assert saved and sorted(p.name for p in tmp_path.iterdir()) == ["figures", "file", "y.fa"]
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+
+
 def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
     from genomix.applying.scoring import _chunks
     from genomix.io.reading import Record
