@@ -134,6 +134,15 @@ def test_explain_writes_every_format(invoke, trained_model, test_fa, tmp_path):
     assert len(list((tmp_path / "logos").glob("*.png"))) == 2
 
 
+def test_explain_format_names_the_output_format_whatever_the_suffix(genomix_main, trained_model, test_fa, tmp_path):
+    records = list(read_records(test_fa))[:2]
+    (tmp_path / "few.fa").write_text("".join(f">{r.id}\n{r.seq[:60]}\n" for r in records))
+    done = genomix_main("explain", trained_model, tmp_path / "few.fa", "-o", tmp_path / "e.out", "--format", "npz",
+                        "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert [e.id for e in read_npz(tmp_path / "e.out")[0]] == [r.id for r in records]
+
+
 def test_explain_tracks_map_bed_regions_to_the_genome(invoke, trained_model, test_fa, tmp_path):
     """A plus- and a minus-strand region: the bigWig's value at each genome base is that base's score in its
     record (the minus-strand record read backwards), and the bedGraph holds the same numbers."""

@@ -298,9 +298,10 @@ def write_tsv(explanations: Sequence[Explanation], output: str | Path, classes: 
 
 
 def write_track(explanations: Sequence[Explanation], output: str | Path, contigs: dict[str, int], description: str,
-                stack: ExitStack, inputs: Sequence[str] = ()) -> None:
+                kind: str, stack: ExitStack, inputs: Sequence[str] = ()) -> None:
     """Per-base scores in genome coordinates (records of --bed regions; a minus-strand region's bases mapped back
-    to the forward strand), one base per interval; a base that several regions cover gets their mean."""
+    to the forward strand), one base per interval, as a track of `kind` (`TRACKS`); a base that several regions
+    cover gets their mean."""
     positions: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     values: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     for e in explanations:
@@ -312,7 +313,7 @@ def write_track(explanations: Sequence[Explanation], output: str | Path, contigs
         offsets = e.start + np.arange(len(e.seq))
         positions[contig].append(last - 1 - offsets if strand == "-" else first + offsets)
         values[contig].append(e.scores)
-    track = open_track(output, "genomix attributions", description, contigs, inputs, stack)
+    track = open_track(output, "genomix attributions", description, contigs, inputs, stack, kind)
     for contig in contigs:
         if positions[contig]:
             at, where = np.unique(np.concatenate(positions[contig]), return_inverse=True)
@@ -335,14 +336,15 @@ class Extras:
 def explain(model_path: str | Path, source: RecordSource, output: str | Path, method: str = "gradient",
             class_name: str | None = None, start: int | None = None, end: int | None = None,
             extras: Extras | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", rc: bool | None = None,
-            max_passes: int = MAX_ISM_PASSES, seed: int = 0) -> list[Explanation]:
-    """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` by its suffix
-    (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos and motifs (`Extras`).
+            max_passes: int = MAX_ISM_PASSES, seed: int = 0, format: str | None = None) -> list[Explanation]:
+    """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` in `format`
+    (`OUTPUTS`), else by its suffix (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos
+    and motifs (`Extras`).
 
     Every record's attributions are held in memory (the NPZ and motifs need them all): give a genome as --bed
     regions, not as one record."""
     extras = extras or Extras()
-    kind = _check_request(source, output, extras, method)
+    kind = _check_request(source, output, extras, method, format)
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
     check_outputs([("-o", output)], inputs, folders=[("--plots", extras.plots), ("--motifs", extras.motifs)])
     known = motifs.read_known(extras.known) if extras.known else None
@@ -361,13 +363,13 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
             write_tsv(explanations, output, model.classes, stack, inputs)
         else:
             description = f"{method} attributions of {Path(model_path).name} (log-odds)"
-            write_track(explanations, output, Genome(source.reference).contigs, description, stack, inputs)
+            write_track(explanations, output, Genome(source.reference).contigs, description, kind, stack, inputs)
         _write_extras(explanations, extras, known, model.classes, method, inputs, stack)
     console.log(f"wrote {method} attributions of {len(explanations):,} records to {output}")
     return explanations
 
 
-def _check_request(source: RecordSource, output: str | Path, extras: Extras, method: str) -> str:
+def _check_request(source: RecordSource, output: str | Path, extras: Extras, method: str, chosen: str | None) -> str:
     """The output's format, once the inputs, the output, the extras and the libraries they need make sense
     together."""
     source.require("explain", genomes=False)
@@ -378,7 +380,7 @@ def _check_request(source: RecordSource, output: str | Path, extras: Extras, met
             require(modules, "explain", what)
     if extras.known is not None and extras.motifs is None:
         raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
-    kind = output_format(output, OUTPUTS, "tsv")
+    kind = output_format(output, OUTPUTS, "tsv", chosen=chosen)
     if kind in TRACKS and not source.bed:
         raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
                            "--reference")
