@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,7 @@ from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP, MIN_LEN
 from genomix.fitting.training import TrainSettings
 from genomix.io.files import exit_on_sigterm
 from genomix.io.sources import RecordSource
+from genomix.io.writers import WRITERS
 from genomix.models import DEFAULT_MODEL, MODELS, list_models
 from genomix.models.modelfile import describe, read_card, read_header
 from genomix.overview import COMMANDS, new_app
@@ -150,6 +152,18 @@ Threads = Annotated[int | None, typer.Option(
     "Default: torch's choice.")]
 Seed = Annotated[int, typer.Option(help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
                                    "initialisation; explain: ig's shuffled references).")]
+
+
+def format_option(name: str, formats: Sequence[str]) -> Any:
+    """--format of a command whose -o is typed by its suffix: one of the command's `formats`, whatever the suffix."""
+    return Annotated[choices(name, list(formats)) | None, typer.Option(
+        "--format", help="Format of -o whatever its suffix (a name without one, a pipe). Default: by the suffix.")]
+
+
+PredictFormat = format_option("PredictFormat", WRITERS)
+EmbedFormat = format_option("EmbedFormat", embedding.FORMATS)
+ScanFormat = format_option("ScanFormat", scanning.FORMATS)
+ExplainFormat = format_option("ExplainFormat", explaining.OUTPUTS)
 
 
 def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
@@ -326,6 +340,7 @@ def predict(
     inputs: Inputs = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Predictions to write: .tsv, .jsonl, .parquet or "
                                         ".kraken (Kraken2's per-read lines); '-' for stdout (TSV).")] = "-",
+    format_: PredictFormat = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -356,7 +371,7 @@ def predict(
     precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy)
+    outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy, value_of(format_))
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
                        shard=shard, min_score=min_score, paired=paired, unknown=unknown)
 
@@ -367,6 +382,7 @@ def embed(
     inputs: Inputs = None,
     output: Annotated[str, typer.Option("--output", "-o", help="Embeddings to write: .parquet (id, length, e0...) "
                                         "or .npy (with the ids in OUTPUT.ids).")] = ...,
+    format_: EmbedFormat = None,
     batch_size: ScoreBatch = BATCH_SIZE,
     device: Device = "auto",
     rc: Strands = None,
@@ -376,7 +392,7 @@ def embed(
     precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc)
+    embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc, format=value_of(format_))
 
 
 @command()
@@ -419,6 +435,7 @@ def scan(
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Track to write: bedGraph, or bigWig for a .bw/.bigwig suffix; '-' for stdout "
         "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")] = "-",
+    format_: ScanFormat = None,
     window: Annotated[int | None, typer.Option(
         help="Bases per window slid along the genome. Default: the model's max_len; longer windows are "
         "tiled as in predict.")] = None,
@@ -451,7 +468,7 @@ def scan(
         raise GenomixError("scan needs --reference genome.fa, the genome to slide along")
     scanning.scan(model, reference, output, window=window, step=step, class_name=class_name,
                   all_classes=all_classes, bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device,
-                  rc=rc, report=report, unknown=unknown)
+                  rc=rc, report=report, unknown=unknown, format=value_of(format_))
 
 
 @command("variants")
@@ -489,6 +506,7 @@ def explain(
                                         "hypothetical contributions and, for ism, every substitution), .tsv or '-' "
                                         "for stdout (a row per base), .bedgraph/.bg or .bw/.bigwig (genome "
                                         "coordinates of --bed regions).")] = "-",
+    format_: ExplainFormat = None,
     method: Annotated[Method, typer.Option(help="ism (every substitution, exact), gradient (gradient x input, a few "
                                            "forward passes) or ig (integrated gradients from dinucleotide "
                                            "shuffles, drawn with --seed).")] = "gradient",
@@ -523,7 +541,8 @@ def explain(
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     extras = explaining.Extras(plots=plots, ids=ids, top=top, motifs=motifs, known=known)
     explaining.explain(model, source, output, method=method.value, class_name=class_name, start=start, end=end,
-                       extras=extras, batch_size=batch_size, device=device, rc=rc, max_passes=max_passes, seed=seed)
+                       extras=extras, batch_size=batch_size, device=device, rc=rc, max_passes=max_passes, seed=seed,
+                       format=value_of(format_))
 
 
 @command()

@@ -134,6 +134,15 @@ def test_explain_writes_every_format(invoke, trained_model, test_fa, tmp_path):
     assert len(list((tmp_path / "logos").glob("*.png"))) == 2
 
 
+def test_explain_format_names_the_output_format_whatever_the_suffix(genomix_main, trained_model, test_fa, tmp_path):
+    records = list(read_records(test_fa))[:2]
+    (tmp_path / "few.fa").write_text("".join(f">{r.id}\n{r.seq[:60]}\n" for r in records))
+    done = genomix_main("explain", trained_model, tmp_path / "few.fa", "-o", tmp_path / "e.out", "--format", "npz",
+                        "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert [e.id for e in read_npz(tmp_path / "e.out")[0]] == [r.id for r in records]
+
+
 def test_explain_tracks_map_bed_regions_to_the_genome(invoke, trained_model, test_fa, tmp_path):
     """A plus- and a minus-strand region: the bigWig's value at each genome base is that base's score in its
     record (the minus-strand record read backwards), and the bedGraph holds the same numbers."""
@@ -190,6 +199,69 @@ def test_an_ism_request_over_the_cap_says_how_many_passes_it_needs(trained_model
     with pytest.raises(GenomixError, match="would need 772 forward passes, more than --max-passes 771"):
         attribute(model, [Record("r", "ACGT" * 25)], "ism", max_passes=771, device="cpu")
     assert len(attribute(model, [Record("r", "ACGT" * 25)], "ism", max_passes=772, device="cpu")) == 1
+
+
+@pytest.mark.parametrize("flag", ["--plots", "--motifs"])
+def test_an_extra_folder_that_cannot_be_made_stops_before_any_output(genomix_main, trained_model, test_fa, tmp_path,
+                                                                     flag):
+    """A folder under a regular file cannot be made: one line before any work, and no -o left behind (the
+    attributions were written, then a traceback)."""
+    (tmp_path / "file").write_text("")
+    done = genomix_main("explain", trained_model, test_fa, "-o", tmp_path / "out.tsv", flag, tmp_path / "file" / "d",
+                        "--device", "cpu")
+    check_user_error(done, f"{flag} {tmp_path / 'file' / 'd'}: {tmp_path / 'file'} is not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.mark.parametrize("flag", ["plots", "motifs"])
+def test_a_failure_while_an_extra_is_written_leaves_no_output(monkeypatch, trained_model, test_fa, tmp_path, flag):
+    """The second logo fails: neither -o nor any file of the folder appears (the first logo, motifs.meme and
+    motifs.tsv were written), an -o that was there is kept as it was, and so are the folder's other files; the
+    same request that succeeds then adds its files beside them."""
+    from genomix.applying.explaining import Extras, explain
+    from genomix.io.sources import RecordSource
+
+    records = list(read_records(test_fa))[:3]
+    (tmp_path / "few.fa").write_text("".join(f">{r.id}\n{r.seq[:60]}\n" for r in records))
+    out, folder = tmp_path / "out.tsv", tmp_path / "extra"
+    out.write_text("before\n")
+    folder.mkdir()
+    (folder / "mine.txt").write_text("kept\n")
+    fake = [motifs.Motif(f"pos_{i}", np.full((5, 4), 0.25), np.zeros((5, 4)), 20) for i in (1, 2)]
+    monkeypatch.setattr(motifs, "find_motifs", lambda explanations: fake)
+    drawn = []
+
+    def draw_logo(matrix, title, path, inputs=()):
+        if len(drawn) == 1:
+            raise RuntimeError("drawing failed")
+        drawn.append(path)
+        path.write_bytes(b"png")
+
+    monkeypatch.setattr(motifs, "draw_logo", draw_logo)
+    extras = Extras(**{flag: folder}, top=3)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        explain(trained_model, RecordSource([str(tmp_path / "few.fa")]), out, extras=extras, device="cpu")
+    assert out.read_text() == "before\n" and drawn
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["extra", "few.fa", "out.tsv"]
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+    drawn.append(None)  # the next logos are drawn
+    explain(trained_model, RecordSource([str(tmp_path / "few.fa")]), out, extras=extras, device="cpu")
+    expected = [f"{r.id}.png" for r in records] if flag == "plots" else \
+        ["motifs.meme", "motifs.tsv", "pos_1.png", "pos_2.png"]
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["mine.txt", *expected])
+    assert out.read_text().startswith("id\tclass")
+
+
+def test_ids_that_differ_only_by_unsafe_characters_get_a_logo_each(genomix_main, trained_model, test_fa, tmp_path):
+    """'r/1', 'r:1' and 'r_1' would all be r_1.png: each gets its own file, and the log counts them."""
+    seq = next(iter(read_records(test_fa))).seq[:60]
+    (tmp_path / "ids.fa").write_text("".join(f">{name}\n{seq}\n" for name in ("r/1", "r:1", "r_1")))
+    done = genomix_main("explain", trained_model, tmp_path / "ids.fa", "-o", tmp_path / "e.npz", "--plots",
+                        tmp_path / "logos", "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    names = sorted(p.name for p in (tmp_path / "logos").iterdir())
+    assert len(names) == 3 and "r_1.png" in names, names
+    assert "drew 3 logos" in done.stderr.decode()
 
 
 def test_motifs_of_the_attributions_are_the_planted_one(planted_model, tmp_path):

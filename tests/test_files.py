@@ -19,7 +19,15 @@ from helpers import ROOT
 
 from genomix.errors import GenomixError
 from genomix.io import files
-from genomix.io.files import atomic_path, check_writable, open_output, safe_name
+from genomix.io.files import (
+    atomic_path,
+    check_outputs,
+    check_writable,
+    open_output,
+    output_folder,
+    safe_name,
+    safe_names,
+)
 
 AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
@@ -339,3 +347,50 @@ def test_one_rule_turns_a_name_into_a_file_name():
     assert safe_name("E. coli/K-12+ä") == "E._coli_K-12+ä"  # no folder, no space; letters of any script kept
     assert safe_name("E. coli/K-12+ä", keep=".", ascii_only=True) == "E._coli_K_12__"  # a VCF key's alphabet
     assert safe_name("a/b") == safe_name("a b")  # two names, one file: callers compare results to refuse this
+
+
+def test_names_that_would_be_one_file_get_one_each():
+    """'a/b' and 'a:b' would both be a_b: a name already safe keeps its own, the others get a hash of themselves,
+    the same whatever the order; a name given twice gets -2."""
+    names = safe_names(["a/b", "a_b", "a:b", "c/d", "a/b"])
+    assert names[1] == "a_b" and names[3] == "c_d" and names[4] == f"{names[0]}-2"
+    assert len(set(names)) == 5 and all(n.startswith("a_b-") for n in (names[0], names[2]))
+    assert safe_names(["a:b", "a/b"]) == [names[2], names[0]]
+
+
+def test_a_folder_output_appears_with_its_files_or_not_at_all(tmp_path):
+    """A new folder (and the folders above it) appears whole at the end; an existing one keeps its other files
+    and gets the new ones; a failure leaves neither, nor the hidden folder they were written in."""
+    new = tmp_path / "a" / "b"
+    with output_folder(new, "--plots") as staging:
+        (staging / "x.png").write_text("x")
+        assert not new.exists()
+    assert names(new) == ["x.png"] and names(tmp_path) == ["a"]
+    assert stat.S_IMODE(os.stat(new).st_mode) == 0o777 & ~files._UMASK
+    (new / "mine.txt").write_text("kept")
+    with pytest.raises(RuntimeError), output_folder(new, "--plots") as staging:
+        (staging / "y.png").write_text("y")
+        raise RuntimeError
+    assert names(new) == ["mine.txt", "x.png"] and names(tmp_path / "a") == ["b"]
+    with output_folder(new, "--plots") as staging:
+        (staging / "x.png").write_text("new")
+    assert names(new) == ["mine.txt", "x.png"] and (new / "x.png").read_text() == "new"
+
+
+def test_folder_outputs_are_checked_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(GenomixError, match="--plots .*file/d/e: .*file is not a folder"):
+        check_outputs([("-o", tmp_path / "o.tsv")], folders=[("--plots", tmp_path / "file" / "d" / "e")])
+    with pytest.raises(GenomixError, match="--plots .*file: .*file is not a folder"):
+        check_outputs([], folders=[("--plots", tmp_path / "file")])
+    with pytest.raises(GenomixError, match="would both be one folder"):
+        check_outputs([], folders=[("--plots", tmp_path / "d"), ("--motifs", tmp_path / "." / "d")])
+    check_outputs([("-o", tmp_path / "o.tsv")], folders=[("--plots", tmp_path / "new" / "d"), ("--motifs", None)])
+    assert names(tmp_path) == ["file"]
+
+
+@pytest.mark.skipif(AS_ROOT, reason="root writes into any folder")
+def test_a_folder_output_in_a_read_only_folder_is_refused(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o555)
+    with pytest.raises(GenomixError, match="--plots .*ro/d: folder .*ro is not writable"):
+        check_outputs([], folders=[("--plots", tmp_path / "ro" / "d")])

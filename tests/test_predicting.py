@@ -1,12 +1,16 @@
-"""Prediction beyond the model's length, thresholds and evaluation figures."""
+"""Prediction beyond the model's length, thresholds, evaluation figures and output formats."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
+from helpers import check_user_error
 
 from genomix.applying.predicting import predict
 from genomix.applying.scoring import Scorer, decide
 from genomix.errors import GenomixError
+from genomix.io.reading import read_records
 from genomix.io.sources import RecordSource
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, save_model
@@ -73,6 +77,39 @@ def test_evaluate_plots_writes_three_pngs(binary_model, tmp_path):
         assert (tmp_path / "figures" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_evaluate_plots_that_fail_leave_no_output(monkeypatch, binary_model, tmp_path):
+    """A folder that cannot be made stops evaluate before any work; a figure that fails to draw leaves no metrics,
+    no report and no figure (the first figure was drawn), and the folder's other files as they were."""
+    import genomix.applying.plots
+    from genomix.applying.evaluating import evaluate
+
+    fasta = tmp_path / "y.fa"
+    rng = np.random.default_rng(3)
+    fasta.write_text("".join(f">s{i} label={c}\n{''.join(rng.choice(list('ACGT'), 40))}\n"
+                             for i, c in enumerate(["background", "promoter"] * 10)))
+    (tmp_path / "file").write_text("")
+    outputs = {"output": tmp_path / "m.json", "report": tmp_path / "r.tsv"}
+    with pytest.raises(GenomixError, match="--plots .*file/d: .*file is not a folder"):
+        evaluate(binary_model, RecordSource([str(fasta)]), device="cpu", plots=tmp_path / "file" / "d", **outputs)
+    folder = tmp_path / "figures"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("kept\n")
+    save = genomix.applying.plots._save
+    saved = []
+
+    def failing(fig, path):
+        if saved:
+            raise RuntimeError("drawing failed")
+        saved.append(save(fig, path))
+        return saved[-1]
+
+    monkeypatch.setattr(genomix.applying.plots, "_save", failing)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        evaluate(binary_model, RecordSource([str(fasta)]), device="cpu", plots=folder, **outputs)
+    assert saved and sorted(p.name for p in tmp_path.iterdir()) == ["figures", "file", "y.fa"]
+    assert [p.name for p in folder.iterdir()] == ["mine.txt"]
+
+
 def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order():
     from genomix.applying.scoring import _chunks
     from genomix.io.reading import Record
@@ -81,3 +118,20 @@ def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order()
     chunks = list(_chunks(records, max_bases=10))
     assert [r.id for chunk in chunks for r in chunk] == [r.id for r in records]
     assert [[r.id for r in chunk] for chunk in chunks] == [["r0", "r1"], ["r2", "r3", "r4", "r5"], ["r6"]]
+
+
+def test_format_names_the_output_format_whatever_the_suffix(genomix_main, trained_model, test_fa, tmp_path):
+    """--format jsonl into out.txt writes JSON lines (the suffix was refused); parquet cannot go to stdout, and
+    a format the command does not write is refused by the parser; embed and explain read --format the same way."""
+    done = genomix_main("predict", trained_model, test_fa, "-o", tmp_path / "out.txt", "--format", "jsonl",
+                        "--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (tmp_path / "out.txt").read_text().splitlines()]
+    assert [row["id"] for row in rows] == [r.id for r in read_records(test_fa)]
+    check_user_error(genomix_main("predict", trained_model, test_fa, "-o", "-", "--format", "parquet", "--device",
+                                  "cpu"), "-o -: parquet is written by going back in the file")
+    check_user_error(genomix_main("predict", trained_model, test_fa, "--format", "npz"), "--format")
+    done = genomix_main("embed", trained_model, test_fa, "-o", tmp_path / "e.bin", "--format", "npy", "--device",
+                        "cpu")
+    assert done.returncode == 0, done.stderr
+    assert np.load(tmp_path / "e.bin").shape[0] == len(rows) == len((tmp_path / "e.bin.ids").read_text().split())

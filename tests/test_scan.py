@@ -193,3 +193,18 @@ def test_a_bigwig_into_a_pipe_is_refused_in_one_line(genomix_main, trained_model
     os.mkfifo(tmp_path / "t.bw")
     done = genomix_main("scan", trained_model, "--reference", genome[0], "-o", tmp_path / "t.bw", "--device", "cpu")
     check_user_error(done, "bigwig is written by going back in the file")
+
+
+def test_format_bigwig_writes_a_bigwig_whatever_the_name(genomix_main, trained_model, genome, tmp_path):
+    """-o track --format bigwig is a bigWig holding the bedGraph's values; into stdout it is refused in one line."""
+    import pyBigWig
+    from helpers import check_user_error
+
+    common = ["scan", trained_model, "--reference", genome[0], "--device", "cpu"]
+    for name, chosen in (("t.bedgraph", []), ("track", ["--format", "bigwig"])):
+        done = genomix_main(*common, "-o", tmp_path / name, *chosen)
+        assert done.returncode == 0, done.stderr
+    track = pyBigWig.open(str(tmp_path / "track"))
+    for contig, lo, hi, value in read_bedgraph(tmp_path / "t.bedgraph")[1]:
+        assert track.values(contig, lo, hi) == pytest.approx([value] * (hi - lo), abs=1e-6)
+    check_user_error(genomix_main(*common, "-o", "-", "--format", "bigwig"), "bigwig is written by going back")

@@ -328,6 +328,12 @@ def test_every_command_reads_an_output_suffix_through_one_table():
         output_format("e.tsv.gz", ["parquet"], None, flag="--out")
     with pytest.raises(GenomixError, match="cannot go to a stream; give a file"):
         output_format("-", ["parquet", "npy"], None)
+    assert output_format("a.txt", ["tsv", "jsonl"], "tsv", chosen="jsonl") == "jsonl"  # --format: whatever the suffix
+    assert output_format("-", ["tsv", "jsonl"], "tsv", chosen="jsonl") == "jsonl"
+    with pytest.raises(GenomixError, match="^--format npz: choose tsv, jsonl$"):
+        output_format("a.tsv", ["tsv", "jsonl"], "tsv", chosen="npz")
+    with pytest.raises(GenomixError, match="^-o -: parquet is written by going back in the file"):
+        output_format("-", ["tsv", "parquet"], "tsv", chosen="parquet")
 
 
 def test_the_command_line_loads_without_sklearn_and_pysam():

@@ -23,10 +23,11 @@ FORMATS = ("parquet", "npy")  # `genomix.io.formats`; a file either way (binary:
 
 
 def embed(model_path: str | Path, source: RecordSource, output: str | Path, batch_size: int = BATCH_SIZE,
-          device: str = "auto", rc: bool | None = None) -> int:
-    """Write the embedding of every record of `source` to `output` (by suffix, see above); return the count."""
+          device: str = "auto", rc: bool | None = None, format: str | None = None) -> int:
+    """Write the embedding of every record of `source` to `output` (in `format`, else by suffix, see above);
+    return the count."""
     source.require("embed", genomes=False)
-    kind = output_format(output, FORMATS, None)
+    kind = output_format(output, FORMATS, None, chosen=format)
     inputs = [*source.files, str(model_path)]
     check_outputs([("-o", output), ("-o", f"{output}.ids" if kind == "npy" else None)], inputs)
     model = load_model(model_path, kinds=KINDS)  # a backbone's pooled features are embeddings too

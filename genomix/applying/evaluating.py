@@ -14,7 +14,7 @@ from genomix.applying.novelty import novelty_of, open_set_metrics
 from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
-from genomix.io.files import check_outputs
+from genomix.io.files import check_outputs, output_folder
 from genomix.io.multiqc import write_metrics, write_summary
 from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
@@ -46,7 +46,7 @@ def evaluate(
     """
     source.require("evaluate")
     inputs = [*source.files, *(unknown.files if unknown else ()), str(model_path)]
-    check_outputs([("-o", output), ("--report", report)], inputs)
+    check_outputs([("-o", output), ("--report", report)], inputs, folders=[("--plots", plots)])
     model = load_model(model_path)
     check_threshold(threshold, model)
     if unknown is not None:
@@ -59,19 +59,27 @@ def evaluate(
     result["ece"] = expected_calibration_error(y, probs)
     if unknown is not None:
         result["open_set"] = _open_set(model, unknown, novelty, calls == y, batch_size, device, rc)
-    if plots is not None:
-        from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
-
-        result["plots"] = [str(p) for p in write_plots(y, probs, calls, model.classes, model.positive_index, plots)]
-    with ExitStack() as stack:  # the report and the metrics commit together, once both are written
+    with ExitStack() as stack:  # all or nothing: the figures and the report, then the metrics, once all are written
+        metrics = None if output is None else stack.enter_context(output_stream(output, inputs))
+        if plots is not None:
+            result["plots"] = _plots(y, probs, calls, model, plots, stack)
         if report is not None:
             summary = Report(model.classes)
             summary.add_all(*Caller(model.classes, threshold, model.positive_index).calls(probs), np.array(lengths))
             write_summary(summary, report, stack.enter_context(output_stream(report, inputs)), "evaluate")
-        if output is not None:
-            metrics = stack.enter_context(output_stream(output, inputs))
+        if metrics is not None:
             write_metrics(result | {"classes": model.classes}, output, metrics)
     return result, model.classes
+
+
+def _plots(y: np.ndarray, probs: np.ndarray, calls: np.ndarray, model: TrainedModel, plots: str | Path,
+           stack: ExitStack) -> list[str]:
+    """The figures' paths in the folder `plots`, where they appear when `stack` closes."""
+    from genomix.applying.plots import write_plots  # matplotlib loads only when figures are asked for
+
+    drawn = write_plots(y, probs, calls, model.classes, model.positive_index,
+                        stack.enter_context(output_folder(plots, "--plots")))
+    return [str(Path(plots) / p.name) for p in drawn]
 
 
 def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, correct: np.ndarray, batch_size: int,

@@ -41,7 +41,7 @@ from genomix.applying.effects import substitution_effects
 from genomix.applying.scoring import BATCH_SIZE, Scorer, log_odds, owner_means, tiles
 from genomix.console import console
 from genomix.errors import GenomixError, require
-from genomix.io.files import atomic_path, check_outputs
+from genomix.io.files import atomic_path, check_outputs, output_folder
 from genomix.io.formats import output_format
 from genomix.io.genomes import Genome, parse_region_id
 from genomix.io.reading import Record
@@ -254,10 +254,11 @@ TRACKS = ("bedgraph", "bigwig")
 
 
 def write_npz(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str], method: str,
-              inputs: Sequence[str] = ()) -> None:
+              stack: ExitStack, inputs: Sequence[str] = ()) -> None:
     """One compressed NPZ: the model's `class_names`, the `method`; per record `ids`, `sequences`, `starts`,
     `classes` (the class explained), `log_odds`, and its rows
-    `offsets[i]:offsets[i + 1]` of `scores` (bases,), `hypothetical` (bases, 4) and, for ism, `substitutions`."""
+    `offsets[i]:offsets[i + 1]` of `scores` (bases,), `hypothetical` (bases, 4) and, for ism, `substitutions`.
+    The file appears when `stack` closes (as do those of `write_tsv` and `write_track`)."""
     arrays = {
         "ids": np.array([e.id for e in explanations]), "sequences": np.array([e.seq for e in explanations]),
         "starts": np.array([e.start for e in explanations], dtype=np.int64),
@@ -269,7 +270,7 @@ def write_npz(explanations: Sequence[Explanation], output: str | Path, classes: 
     }
     if method == "ism":
         arrays["substitutions"] = np.concatenate([e.substitutions for e in explanations]).astype(np.float32)
-    with atomic_path(output, inputs) as tmp, open(tmp, "wb") as out:
+    with open(stack.enter_context(atomic_path(output, inputs)), "wb") as out:
         np.savez_compressed(out, **arrays)
 
 
@@ -286,20 +287,21 @@ def read_npz(path: str | Path) -> tuple[list[Explanation], list[str]]:
                                                  data["log_odds"], rows)], found
 
 
-def write_tsv(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str],
+def write_tsv(explanations: Sequence[Explanation], output: str | Path, classes: Sequence[str], stack: ExitStack,
               inputs: Sequence[str] = ()) -> None:
     """id, class, position (0-based in the record), base, score: one row per explained base."""
-    with output_stream(output, inputs) as out:
-        out.write("id\tclass\tposition\tbase\tscore\n")
-        for e in explanations:
-            rows = zip(range(e.start, e.start + len(e.seq)), e.seq, e.scores.tolist())
-            out.write("".join(f"{e.id}\t{classes[e.target]}\t{p}\t{b}\t{s:.6g}\n" for p, b, s in rows))
+    out = stack.enter_context(output_stream(output, inputs))
+    out.write("id\tclass\tposition\tbase\tscore\n")
+    for e in explanations:
+        rows = zip(range(e.start, e.start + len(e.seq)), e.seq, e.scores.tolist())
+        out.write("".join(f"{e.id}\t{classes[e.target]}\t{p}\t{b}\t{s:.6g}\n" for p, b, s in rows))
 
 
 def write_track(explanations: Sequence[Explanation], output: str | Path, contigs: dict[str, int], description: str,
-                inputs: Sequence[str] = ()) -> None:
+                kind: str, stack: ExitStack, inputs: Sequence[str] = ()) -> None:
     """Per-base scores in genome coordinates (records of --bed regions; a minus-strand region's bases mapped back
-    to the forward strand), one base per interval; a base that several regions cover gets their mean."""
+    to the forward strand), one base per interval, as a track of `kind` (`TRACKS`); a base that several regions
+    cover gets their mean."""
     positions: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     values: dict[str, list[np.ndarray]] = {c: [] for c in contigs}
     for e in explanations:
@@ -311,13 +313,12 @@ def write_track(explanations: Sequence[Explanation], output: str | Path, contigs
         offsets = e.start + np.arange(len(e.seq))
         positions[contig].append(last - 1 - offsets if strand == "-" else first + offsets)
         values[contig].append(e.scores)
-    with ExitStack() as stack:
-        track = open_track(output, "genomix attributions", description, contigs, inputs, stack)
-        for contig in contigs:
-            if positions[contig]:
-                at, where = np.unique(np.concatenate(positions[contig]), return_inverse=True)
-                total = np.bincount(where, weights=np.concatenate(values[contig]))
-                track.add(contig, at, at + 1, total / np.bincount(where))
+    track = open_track(output, "genomix attributions", description, contigs, inputs, stack, kind)
+    for contig in contigs:
+        if positions[contig]:
+            at, where = np.unique(np.concatenate(positions[contig]), return_inverse=True)
+            total = np.bincount(where, weights=np.concatenate(values[contig]))
+            track.add(contig, at, at + 1, total / np.bincount(where))
 
 
 @dataclass(frozen=True)
@@ -335,16 +336,17 @@ class Extras:
 def explain(model_path: str | Path, source: RecordSource, output: str | Path, method: str = "gradient",
             class_name: str | None = None, start: int | None = None, end: int | None = None,
             extras: Extras | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", rc: bool | None = None,
-            max_passes: int = MAX_ISM_PASSES, seed: int = 0) -> list[Explanation]:
-    """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` by its suffix
-    (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos and motifs (`Extras`).
+            max_passes: int = MAX_ISM_PASSES, seed: int = 0, format: str | None = None) -> list[Explanation]:
+    """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` in `format`
+    (`OUTPUTS`), else by its suffix (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos
+    and motifs (`Extras`).
 
     Every record's attributions are held in memory (the NPZ and motifs need them all): give a genome as --bed
     regions, not as one record."""
     extras = extras or Extras()
-    kind = _check_request(source, output, extras, method)
+    kind = _check_request(source, output, extras, method, format)
     inputs = [*source.files, str(model_path), *([str(extras.known)] if extras.known else [])]
-    check_outputs([("-o", output)], inputs)
+    check_outputs([("-o", output)], inputs, folders=[("--plots", extras.plots), ("--motifs", extras.motifs)])
     known = motifs.read_known(extras.known) if extras.known else None
     model = load_model(model_path)
     records = list(source.records())
@@ -354,21 +356,22 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
         raise GenomixError(f"--ids: no record {', '.join(sorted(set(extras.ids) - {r.id for r in records})[:5])} "
                            "among the inputs")
     explanations = attribute(model, records, method, class_name, start, end, batch_size, device, rc, seed, max_passes)
-    if kind == "npz":
-        write_npz(explanations, output, model.classes, method, inputs)
-    elif kind == "tsv":
-        write_tsv(explanations, output, model.classes, inputs)
-    else:
-        description = f"{method} attributions of {Path(model_path).name} (log-odds)"
-        write_track(explanations, output, Genome(source.reference).contigs, description, inputs)
+    with ExitStack() as stack:  # all or nothing: the extras' folders fill, then -o appears, once all are written
+        if kind == "npz":
+            write_npz(explanations, output, model.classes, method, stack, inputs)
+        elif kind == "tsv":
+            write_tsv(explanations, output, model.classes, stack, inputs)
+        else:
+            description = f"{method} attributions of {Path(model_path).name} (log-odds)"
+            write_track(explanations, output, Genome(source.reference).contigs, description, kind, stack, inputs)
+        _write_extras(explanations, extras, known, model.classes, method, inputs, stack)
     console.log(f"wrote {method} attributions of {len(explanations):,} records to {output}")
-    _write_extras(explanations, extras, known, model.classes, method, inputs)
     return explanations
 
 
-def _check_request(source: RecordSource, output: str | Path, extras: Extras, method: str) -> str:
-    """The output's format, once the inputs, the output, the extras' folders and the libraries they need make
-    sense together."""
+def _check_request(source: RecordSource, output: str | Path, extras: Extras, method: str, chosen: str | None) -> str:
+    """The output's format, once the inputs, the output, the extras and the libraries they need make sense
+    together."""
     source.require("explain", genomes=False)
     for wanted, modules, what in ((method == "ig", ["tangermeme"], "--method ig"),
                                   (extras.plots is not None, ["logomaker"], "--plots"),
@@ -377,25 +380,24 @@ def _check_request(source: RecordSource, output: str | Path, extras: Extras, met
             require(modules, "explain", what)
     if extras.known is not None and extras.motifs is None:
         raise GenomixError("--known compares the motifs of --motifs DIR with known ones: give --motifs too")
-    kind = output_format(output, OUTPUTS, "tsv")
+    kind = output_format(output, OUTPUTS, "tsv", chosen=chosen)
     if kind in TRACKS and not source.bed:
         raise GenomixError(f"{output}: a bedGraph or bigWig needs genome coordinates: give --bed regions with "
                            "--reference")
-    for folder in (extras.plots, extras.motifs):
-        if folder is not None and Path(folder).exists() and not Path(folder).is_dir():
-            raise GenomixError(f"{folder}: is not a folder")
     return kind
 
 
 def _write_extras(explanations: list[Explanation], extras: Extras, known: dict | None, classes: list[str],
-                  method: str, inputs: list[str]) -> None:
-    """The logos of --plots and the motifs of --motifs (matched with --known)."""
+                  method: str, inputs: list[str], stack: ExitStack) -> None:
+    """The logos of --plots and the motifs of --motifs (matched with --known), into folders that fill when
+    `stack` closes."""
     if extras.plots is not None:
-        drawn = motifs.plot_records(explanations, Path(extras.plots), classes, method, extras.ids, extras.top, inputs)
+        folder = stack.enter_context(output_folder(extras.plots, "--plots"))
+        drawn = motifs.plot_records(explanations, folder, classes, method, extras.ids, extras.top, inputs)
         console.log(f"drew {len(drawn)} logos in {extras.plots}")
     if extras.motifs is not None:
         found = motifs.find_motifs(explanations)
         found = motifs.match_known(found, known) if known else found
-        motifs.write_motifs(found, Path(extras.motifs), inputs)
+        motifs.write_motifs(found, stack.enter_context(output_folder(extras.motifs, "--motifs")), inputs)
         console.log(f"found {len(found)} motifs ({', '.join(f'{m.name} {m.consensus}' for m in found) or 'none'}) "
                     f"in {extras.motifs}")

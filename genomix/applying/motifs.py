@@ -18,7 +18,7 @@ import numpy as np
 
 from genomix.applying.attributions import Explanation
 from genomix.errors import GenomixError
-from genomix.io.files import atomic_path, safe_name
+from genomix.io.files import atomic_path, safe_names
 
 BASES = "ACGT"
 TOP_RECORDS = 10  # records drawn by --plots without --ids: the highest log-odds of their class
@@ -48,15 +48,16 @@ def draw_logo(matrix: np.ndarray, title: str, path: Path, inputs: Sequence[str] 
 def plot_records(explanations: Sequence[Explanation], folder: Path, classes: Sequence[str], method: str,
                  ids: Sequence[str] | None = None, top: int = TOP_RECORDS, inputs: Sequence[str] = ()) -> list[Path]:
     """A logo per record (those of `ids`, else the `top` of highest log-odds): each base's letter scaled by its
-    score."""
+    score, in a file named by its id (`safe_names`: ids that differ only in unsafe characters get files of their
+    own)."""
     if ids:
         chosen = [e for e in explanations if e.id in set(ids)]
     else:
         chosen = sorted(explanations, key=lambda e: -e.log_odds)[:top]
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for e in chosen:
-        path = folder / f"{safe_name(e.id)}.png"
+    for e, name in zip(chosen, safe_names([e.id for e in chosen])):
+        path = folder / f"{name}.png"
         title = (f"{e.id}: {method} attributions to log-odds of {classes[e.target]} ({e.log_odds:+.2f}), "
                  f"bases {e.start}-{e.start + len(e.seq)}")
         draw_logo(e.one_hot * e.scores[:, None], title, path, inputs)

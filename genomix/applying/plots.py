@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay  # noqa: E402
 
-from genomix.errors import GenomixError  # noqa: E402
 from genomix.io.files import atomic_path  # noqa: E402
 
 
@@ -23,14 +22,10 @@ def curve_classes(classes: Sequence[str], positive: int | None) -> list[int]:
 
 def write_plots(y: np.ndarray, probs: np.ndarray, calls: np.ndarray, classes: Sequence[str], positive: int | None,
                 folder: str | Path) -> list[Path]:
-    """Write roc.png, pr.png and confusion.png into `folder` (created if needed); return their paths. The curves
+    """Write roc.png, pr.png and confusion.png into `folder`; return their paths. The curves
     are of the `positive` class (see `curve_classes`), and the confusion matrix is of the `calls` the metrics
     count (`genomix.applying.scoring.decide`, with the threshold)."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise GenomixError(f"--plots {folder}: cannot create the folder ({err.strerror})") from None
     written = []
     for name, display in (("roc", RocCurveDisplay), ("pr", PrecisionRecallDisplay)):
         fig, ax = plt.subplots(figsize=(5, 5))

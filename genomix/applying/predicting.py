@@ -53,13 +53,15 @@ def parse_shard(shard: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class Outputs:
-    """Where `predict` writes: the predictions (by suffix), and optionally a report and records by class."""
+    """Where `predict` writes: the predictions (in `format`, else by suffix), and optionally a report and records
+    by class."""
 
     predictions: str | Path | None = None
     report: str | Path | None = None
     classified_out: str | None = None
     report_format: str | None = None  # tsv or kraken (`genomix.io.kraken`); None: kraken for .kreport, else tsv
     taxonomy: str | Path | None = None  # the class → taxid table of the Kraken-format outputs
+    format: str | None = None  # the predictions' format (`genomix.io.writers.WRITERS`) whatever the suffix
 
 
 def pair_id(record_id: str) -> str:
@@ -99,7 +101,8 @@ def predict(
     unknown: bool = False,
 ) -> Report:
     """Score every record of `source` (or every read pair of `paired`, its mates' log-probabilities averaged)
-    into `output` ('-' or None: stdout as TSV; else by suffix, see `genomix.io.writers`); return the report.
+    into `output` ('-' or None: stdout as TSV; else in `Outputs.format` or by suffix, see `genomix.io.writers`);
+    return the report.
 
     With `threshold` (binary models), a record is called positive when p_positive ≥ threshold; with `min_score`,
     a record whose top probability is below it is `unclassified`. With `shard` "I/N", only records (pairs)
@@ -113,7 +116,7 @@ def predict(
     elif not source.empty:
         raise GenomixError("--paired reads its two files only: give no other inputs")
     first, step = parse_shard(shard) if shard else (0, 1)
-    writer_class, kraken_report = writer_for(outputs.predictions), report_format(outputs) == "kraken"
+    writer_class, kraken_report = writer_for(outputs.predictions, outputs.format), report_format(outputs) == "kraken"
     inputs = [*source.files, *(paired or ()), str(model_path)]
     check_outputs([("-o", outputs.predictions or STDOUT), ("--report", outputs.report)], inputs)
     model = load_model(model_path)

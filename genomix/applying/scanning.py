@@ -25,7 +25,7 @@ from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold
 from genomix.console import console, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.files import check_outputs, safe_name
-from genomix.io.formats import check_seekable
+from genomix.io.formats import check_format, check_seekable
 from genomix.io.genomes import MAX_N_FRACTION, Genome
 from genomix.io.multiqc import write_summary
 from genomix.io.tracks import Track, open_track
@@ -35,6 +35,7 @@ from genomix.sequences.tokens import N_TOKEN, encode
 
 BLOCK_BASES = 1_000_000  # bases of window starts fetched at a time (at least a batch): bounds memory, amortises reads
 MIN_WINDOW = 8
+FORMATS = ("bedgraph", "bigwig")  # `genomix.io.formats`; -o is a bigWig by a .bw/.bigwig suffix, else a bedGraph
 
 
 @dataclass(frozen=True)
@@ -191,10 +192,11 @@ def _progress() -> Progress:
 
 
 def _check_outputs(output: str | Path, all_classes: bool, bed_out: str | Path | None, report: str | Path | None,
-                   inputs: list[str]) -> None:
+                   inputs: list[str], chosen: str | None) -> None:
     if all_classes and is_stdout(output):
         raise GenomixError("--all-classes writes one file per class: give -o FILE, not '-'")
-    check_seekable(output)
+    check_format(chosen, FORMATS)
+    check_seekable(output, chosen=chosen)
     check_outputs([("-o", output), ("--bed-out", bed_out), ("--report", report)], inputs)
 
 
@@ -240,13 +242,14 @@ def scan(
     rc: bool | None = None,
     report: str | Path | None = None,
     unknown: bool = False,
+    format: str | None = None,
 ) -> dict:
-    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout), with `all_classes` one
-    per class (`class_output`); with `bed_out` the BED regions where the class is called (the most probable, or with
-    `threshold` p(class) ≥ it; with `unknown` never a window past the novelty threshold); with `report` a summary of
-    the calls (mostly-N windows: unclassified). Returns bases, windows, skipped, seconds, bases_per_s, regions."""
+    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout; bigWig: `format` or .bw),
+    with `all_classes` one per class (`class_output`); with `bed_out` the BED regions where the class is called (the
+    most probable, or with `threshold` p(class) ≥ it; with `unknown` never a window past the novelty threshold); with
+    `report` a summary of the calls. Returns bases, windows, skipped (mostly N), seconds, bases_per_s, regions."""
     inputs = [str(model_path), str(genome_path)]
-    _check_outputs(output, all_classes, bed_out, report, inputs)
+    _check_outputs(output, all_classes, bed_out, report, inputs, format)
     torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
@@ -261,8 +264,7 @@ def scan(
                 f"{model.network.name} ({', '.join(model.classes)}): windows of {window:,} bp every {step:,} bp")
     with ExitStack() as stack:
         about = f"{Path(model_path).name} in windows of {window} bp every {step} bp over {genome.path.name}"
-        outs = {model.classes.index(name): open_track(path, f"genomix p({name})", f"p({name}) of {about}",
-                                                      genome.contigs, inputs, stack) for name, path in tracks.items()}
+        outs = _open_tracks(tracks, model.classes, about, genome.contigs, inputs, stack, format)
         merger = None if bed_out is None else \
             RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold, limit)
         calls = _calls(model, report, threshold, column, limit)
@@ -275,6 +277,13 @@ def scan(
                "bases_per_s": round(total / seconds, 1), "regions": merger.regions if merger else None}
     _log_written(summary, [p for p in tracks.values() if not is_stdout(p)], merger, bed_out, threshold)
     return summary
+
+
+def _open_tracks(tracks: dict, classes: list[str], about: str, contigs: dict[str, int], inputs: list[str],
+                 stack: ExitStack, chosen: str | None) -> dict[int, Track]:
+    """Class index → the track of its probabilities (`_track_paths`), in the format `chosen` or by suffix."""
+    return {classes.index(name): open_track(path, f"genomix p({name})", f"p({name}) of {about}", contigs, inputs,
+                                            stack, chosen) for name, path in tracks.items()}
 
 
 def _calls(model: TrainedModel, report: str | Path | None, threshold: float | None, column: int | None,

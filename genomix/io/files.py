@@ -4,16 +4,19 @@ Regular files are written atomically: into a temporary file beside the target, r
 everything was written. On Linux the temporary file is unnamed (O_TMPFILE) until that moment, so even a
 SIGKILL leaves nothing behind; elsewhere a hidden `.NAME.XXXX.tmp` is removed on any exception (and on
 SIGTERM, once `exit_on_sigterm` is installed). Streams that cannot be renamed over — stdout, /dev/null,
-FIFOs, `/dev/fd/N` from process substitution, character devices — are written directly.
+FIFOs, `/dev/fd/N` from process substitution, character devices — are written directly. A folder output
+(`--plots DIR`) is written into a hidden folder whose files move into place at the end (`output_folder`).
 Every OS error (disk full, permission denied, read-only file system) becomes a one-line GenomixError.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import re
+import shutil
 import signal
 import stat
 import sys
@@ -39,6 +42,24 @@ def safe_name(name: str, keep: str = ".+-", ascii_only: bool = False) -> str:
     `ascii_only` keeps ASCII letters and digits only (for formats such as VCF keys). Different names can give
     one result: where each name needs a file of its own, callers compare the results."""
     return re.sub(rf"[^\w{re.escape(keep)}]", "_", name, flags=re.ASCII if ascii_only else 0)
+
+
+def safe_names(names: Sequence[str]) -> list[str]:
+    """`safe_name` of each of `names`, distinct where names differ: where several names would give one result
+    ('a/b', 'a:b', 'a_b'), a name that is already safe keeps it and each other gets '-' and a short hash of
+    itself, the same in every run; a name given again gets '-2', '-3'... by its order."""
+    safe = [safe_name(n) for n in names]
+    sources: dict[str, set[str]] = {}
+    for name, result in zip(names, safe):
+        sources.setdefault(result, set()).add(name)
+    unique = [result if len(sources[result]) == 1 or name == result
+              else f"{result}-{hashlib.blake2b(name.encode(), digest_size=4).hexdigest()}"
+              for name, result in zip(names, safe)]
+    seen: dict[str, int] = {}
+    for i, result in enumerate(unique):
+        seen[result] = seen.get(result, 0) + 1
+        unique[i] = result if seen[result] == 1 else f"{result}-{seen[result]}"
+    return unique
 
 
 def _fail(path: str | Path, what: str, err: OSError) -> GenomixError:
@@ -103,16 +124,35 @@ def check_writable(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
     return Path(path)
 
 
-def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[str | Path] = ()) -> None:
+def _folder_base(flag: str, path: str | Path) -> Path:
+    """The deepest existing folder on the way to the folder output `path` (`path` itself when it exists): its
+    files are written there first, so that they move into place by renaming. Refuses a `path` that is, or lies
+    under, something other than a folder, or whose folders cannot be written."""
+    base = Path(path)
+    while not os.path.exists(base):  # False under a regular file too
+        base = base.parent
+    if not os.path.isdir(base):
+        raise GenomixError(f"{flag} {path}: {base} is not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise GenomixError(f"{flag} {path}: folder {base} is not writable")
+    return base
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequence[str | Path] = (),
+                  folders: Sequence[tuple[str, str | Path | None]] = ()) -> None:
     """All of a command's outputs, as (flag, path) pairs (None: not written), checked before any work: each
-    writable and not an input (`check_writable`), and no two of them one file (a symlink, `./` or a hard link
-    included) or both stdout, where one would silently replace or mix into the other."""
+    file writable and not an input (`check_writable`), each of the `folders` (--plots DIR) one that can be
+    created or written into (`output_folder`), and no two of them one file or folder (a symlink, `./` or a
+    hard link included) or both stdout, where one would silently replace or mix into the other."""
     seen: dict[object, str] = {}
-    for flag, path in outputs:
+    for flag, path, folder in [*((f, p, False) for f, p in outputs), *((f, p, True) for f, p in folders)]:
         if path is None:
             continue
-        if str(path) == STDOUT:
-            key: object = STDOUT
+        if folder:
+            _folder_base(flag, path)
+            key: object = os.path.realpath(path)
+        elif str(path) == STDOUT:
+            key = STDOUT
         else:
             check_writable(path, inputs)
             key = os.path.realpath(path)
@@ -120,7 +160,7 @@ def check_outputs(outputs: Sequence[tuple[str, str | Path | None]], inputs: Sequ
                 status = os.stat(path)
                 key = (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else key
         if key in seen:
-            what = "stdout" if key == STDOUT else "one file"
+            what = "stdout" if key == STDOUT else "one folder" if folder else "one file"
             raise GenomixError(f"{seen[key]} and {flag} {path} would both be {what}: give each its own path")
         seen[key] = f"{flag} {path}"
 
@@ -268,6 +308,39 @@ def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator
     finally:
         if temp:
             temp.discard()
+
+
+@contextmanager
+def output_folder(path: str | Path, flag: str) -> Iterator[Path]:
+    """A new hidden folder for the files of the folder output `path` (`flag` names it in errors): when the block
+    ends without an exception they move into `path`, else they are removed. A new `path` appears whole (created
+    with the folders above it); one that exists keeps its other files, and only those of the same names are
+    replaced. Enter it in the command's ExitStack after the main output, so that the main output appears last."""
+    target = Path(path)
+    base = _folder_base(flag, path)
+    try:
+        staging = Path(tempfile.mkdtemp(dir=base, prefix=f".{target.name}.", suffix=".tmp"))
+    except OSError as err:
+        raise _fail(f"{flag} {path}", f"cannot create a folder in {base}", err) from None
+    try:
+        yield staging
+        _move_in(staging, target, f"{flag} {path}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_in(staging: Path, target: Path, shown: str) -> None:
+    """The files of `staging` into the folder `target`: the whole folder renamed where `target` is new."""
+    try:
+        if os.path.isdir(target):
+            for name in sorted(os.listdir(staging)):
+                os.replace(staging / name, target / name)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp folders are private; outputs get the usual permissions
+            os.rename(staging, target)
+    except OSError as err:
+        raise _fail(shown, "cannot write", err) from None
 
 
 def exit_on_sigterm() -> None:

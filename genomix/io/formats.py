@@ -36,9 +36,10 @@ def is_stream(path: str | Path | None) -> bool:
         return False
 
 
-def check_seekable(path: str | Path | None, flag: str = "-o") -> None:
-    """A format written by going back in the file (`SEEKING`) refuses a pipe or a device, in one line."""
-    found = format_of(path)
+def check_seekable(path: str | Path | None, flag: str = "-o", chosen: str | None = None) -> None:
+    """A format written by going back in the file (`SEEKING`; `chosen` by --format, else the suffix's) refuses a
+    pipe or a device, in one line."""
+    found = chosen or format_of(path)
     if found in SEEKING and is_stream(path):
         raise GenomixError(f"{flag} {path}: {found} is written by going back in the file, which a pipe or a device "
                            "cannot do: give a regular file")
@@ -69,20 +70,28 @@ def suffixes(name: str) -> list[str]:
     return [suffix + end for suffix, format_name in FORMATS.items() if format_name == base]
 
 
+def check_format(chosen: str | None, allowed: Sequence[str]) -> None:
+    """--format names one of the formats the command writes (`allowed`), or is not given (None)."""
+    if chosen is not None and chosen not in allowed:
+        raise GenomixError(f"--format {chosen}: choose {', '.join(allowed)}")
+
+
 def output_format(path: str | Path | None, allowed: Sequence[str], default_for_stream: str | None,
-                  flag: str = "-o") -> str:
-    """The format of the output `path` by its suffix, one of `allowed`; stdout ('-' or None) is written as
-    `default_for_stream`, and refused where that is None (a command that needs a file)."""
+                  flag: str = "-o", chosen: str | None = None) -> str:
+    """The format of the output `path`, one of `allowed`: `chosen` (--format) where given, else by the suffix;
+    stdout ('-' or None) is written as `default_for_stream` unless chosen, and refused where that is None (a
+    command that needs a file)."""
     choices = ", ".join(suffix for name in allowed for suffix in suffixes(name))
-    stream = is_stream(path)
-    if is_stdout(path) or stream and not suffix_of(path):  # `-`, /dev/stdout, a FIFO, >(gzip > x.gz)
+    check_format(chosen, allowed)
+    if is_stdout(path) or is_stream(path) and not suffix_of(path):  # `-`, /dev/stdout, a FIFO, >(gzip > x.gz)
         if default_for_stream is None:
             raise GenomixError(f"{flag} {path or STDOUT}: this output cannot go to a stream; give a file ({choices})")
-        return default_for_stream
-    found = format_of(path)
-    if found in allowed:
-        check_seekable(path, flag)
-        return found
-    stream = f", or '{STDOUT}' for {default_for_stream} on stdout" if default_for_stream else ""
-    raise GenomixError(f"{flag} {path}: unknown output format {suffix_of(path) or '(no suffix)'!r}; "
-                       f"choose {choices}{stream}")
+        found = chosen or default_for_stream
+    else:
+        found = chosen or format_of(path)
+        if found not in allowed:
+            stream = f", or '{STDOUT}' for {default_for_stream} on stdout" if default_for_stream else ""
+            raise GenomixError(f"{flag} {path}: unknown output format {suffix_of(path) or '(no suffix)'!r}; "
+                               f"choose {choices}{stream}")
+    check_seekable(path, flag, found)
+    return found

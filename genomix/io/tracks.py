@@ -51,10 +51,10 @@ Track = BedGraphTrack | BigWigTrack
 
 
 def open_track(path: str | Path, name: str, description: str, contigs: Mapping[str, int], inputs: Sequence[str],
-               stack: ExitStack) -> Track:
-    """bigWig by the suffix (written to a temporary file, renamed when the command succeeds), else bedGraph
-    ('-': stdout)."""
-    if format_of(path) == "bigwig":
+               stack: ExitStack, chosen: str | None = None) -> Track:
+    """bigWig where `chosen` (--format) or else the suffix says so (written to a temporary file, renamed when the
+    command succeeds), else bedGraph ('-': stdout)."""
+    if (chosen or format_of(path)) == "bigwig":
         track = BigWigTrack(stack.enter_context(atomic_path(path, inputs)), contigs)
         stack.callback(track.close)  # runs before the rename: the file is complete when it appears
         return track

@@ -227,9 +227,9 @@ WRITERS: dict[str, type[PredictionWriter]] = {
     w.format: w for w in (TsvWriter, JsonLinesWriter, ParquetWriter, KrakenWriter)}
 
 
-def writer_for(path: str | Path | None) -> type[PredictionWriter]:
-    """The writer for an output path, by its suffix; stdout gets TSV."""
-    return WRITERS[output_format(path, list(WRITERS), TsvWriter.format)]
+def writer_for(path: str | Path | None, chosen: str | None = None) -> type[PredictionWriter]:
+    """The writer for an output path: of the `chosen` format (--format), else by its suffix; stdout gets TSV."""
+    return WRITERS[output_format(path, list(WRITERS), TsvWriter.format, chosen=chosen)]
 
 
 class Report:
