@@ -164,6 +164,7 @@ PredictFormat = format_option("PredictFormat", WRITERS)
 EmbedFormat = format_option("EmbedFormat", embedding.FORMATS)
 ScanFormat = format_option("ScanFormat", scanning.FORMATS)
 ExplainFormat = format_option("ExplainFormat", explaining.OUTPUTS)
+VariantsFormat = format_option("VariantsFormat", variants.OUTPUTS)
 
 
 def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
@@ -478,7 +479,8 @@ def variants_(
     reference: Annotated[str, typer.Option(help=f"{REFERENCE}: the positions of the VCF.")],
     output: Annotated[str, typer.Option(
         "--output", "-o", help="Effects to write: .tsv (a row per allele), .vcf or .vcf.gz (+ .tbi; the input "
-        "with INFO fields added); '-' for stdout (TSV).")] = "-",
+        "with INFO fields added); '-' for stdout (TSV, or VCF with --format vcf).")] = "-",
+    format_: VariantsFormat = None,
     allele_window: Annotated[int | None, typer.Option(
         "--allele-window", min=1, help="Bases per window, centred on each allele. Default: the "
         "model's max_len.")] = None,
@@ -494,7 +496,7 @@ def variants_(
 ) -> None:
     summary = variants.score_variants(model, vcf, reference, output, allele_window=allele_window,
                                       skip_mismatch=skip_mismatch, region=region, device=device,
-                                      batch_size=batch_size, rc=rc)
+                                      batch_size=batch_size, rc=rc, format=value_of(format_))
     console.log(summary.line())
 
 

@@ -195,6 +195,23 @@ def test_multi_allelic_records_and_outputs_read_back(genome, tmp_path):
             r.info.get("alt_escherichia_coli") for r in pysam.VariantFile(str(vcf_gz))]
 
 
+def test_format_names_the_vcf_output_whatever_the_target(genome, tmp_path, genomix_main):
+    path, contigs = genome
+    a = contigs["chrA"]
+    vcf = tmp_path / "calls.vcf"
+    vcf.write_text(vcf_text([("chrA", 50, "snv", a[49], next(b for b in BASES if b != a[49]))]))
+    score_variants(FIXTURE, vcf, path, tmp_path / "effects.vcf", device="cpu")
+    expected = [line for line in (tmp_path / "effects.vcf").read_text().splitlines() if not line.startswith("##")]
+    piped = genomix_main("variants", FIXTURE, "--vcf", vcf, "--reference", path, "--format", "vcf", "-o", "-",
+                         "--device", "cpu")
+    assert piped.returncode == 0, piped.stderr
+    assert [line for line in piped.stdout.decode().splitlines() if not line.startswith("##")] == expected
+    score_variants(FIXTURE, vcf, path, tmp_path / "effects.txt", device="cpu", format="vcf")
+    assert (tmp_path / "effects.txt").read_text() == (tmp_path / "effects.vcf").read_text()
+    refused = genomix_main("variants", FIXTURE, "--vcf", vcf, "--reference", path, "--format", "vcf.gz", "-o", "-")
+    assert refused.returncode == 2 and "--format vcf" in refused.stderr.decode()
+
+
 def test_skip_mismatch_counts_instead_of_stopping(genome, tmp_path):
     path, contigs = genome
     wrong = BASES[(BASES.index(contigs["chrA"][9]) + 1) % 4]

@@ -38,7 +38,7 @@ import torch
 from genomix.applying.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.errors import GenomixError
 from genomix.io.files import atomic_path, check_outputs, safe_name
-from genomix.io.formats import output_format
+from genomix.io.formats import is_stdout, is_stream, output_format
 from genomix.io.genomes import Genome
 from genomix.io.reading import text_lines
 from genomix.io.writers import output_stream
@@ -393,6 +393,13 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
         return
     import pysam
 
+    if is_stream(output):  # a plain VCF into a pipe (bcftools reads stdin): written directly, as streams are
+        vcf = pysam.VariantFile("-" if is_stdout(output) else str(output), "w", header=records.header)
+        try:
+            yield _VcfEffects(vcf, classes, False, output)
+        finally:
+            vcf.close()
+        return
     with ExitStack() as stack:
         path = stack.enter_context(atomic_path(output, inputs))
         index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None
@@ -407,15 +414,19 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
 
 def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference: str | Path, output: str | Path,
                    allele_window: int | None = None, skip_mismatch: bool = False, region: str | None = None,
-                   device: str = "auto", batch_size: int = BATCH_SIZE, rc: bool | None = None) -> VariantSummary:
+                   device: str = "auto", batch_size: int = BATCH_SIZE, rc: bool | None = None,
+                   format: str | None = None) -> VariantSummary:
     """Score every allele of `vcf` against `reference` (see the module docstring) and write the effects to
-    `output` (.tsv or '-', .vcf, .vcf.gz with a .tbi) in input order, a chunk of records at a time; returns
-    what was scored and what was not.
+    `output` (.tsv or '-', .vcf, .vcf.gz with a .tbi; `format` whatever the suffix) in input order, a chunk of
+    records at a time; returns what was scored and what was not.
 
     A REF that differs from the reference is an error naming the record, or with `skip_mismatch` an allele
     counted as not scored; `region` (CHROM or CHROM:START-END) reads one region of a tabix-indexed VCF.
     """
-    kind = output_format(output, OUTPUTS, "tsv")
+    kind = output_format(output, OUTPUTS, "tsv", chosen=format)
+    if kind == "vcf.gz" and is_stream(output):
+        raise GenomixError(f"-o {output}: a .vcf.gz output is indexed (a .tbi beside it): give a file, or "
+                           "--format vcf for a stream")
     inputs = [str(vcf), str(reference)] + ([] if isinstance(model, TrainedModel) else [str(model)])
     check_outputs([("-o", output), ("-o", f"{output}.tbi" if kind == "vcf.gz" else None)], inputs)
     trained = model if isinstance(model, TrainedModel) else load_model(model)
