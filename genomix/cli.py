@@ -25,7 +25,7 @@ from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
 from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_precision, use_threads
 from genomix.errors import GenomixError
-from genomix.fitting import pretraining, training
+from genomix.fitting import distributed, pretraining, training
 from genomix.fitting.pretraining import PretrainSettings
 from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP, MIN_LEN, checkpoint_path
 from genomix.fitting.training import TrainSettings
@@ -179,7 +179,7 @@ def resumable(output: str) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         checkpoint = checkpoint_path(output)
-        if checkpoint.is_file():
+        if checkpoint.is_file() and distributed.is_main():  # under torchrun, once
             again = shlex.join(["genomix", *sys.argv[1:], *["--resume"] * ("--resume" not in sys.argv)])
             print(f"genomix: {checkpoint} holds the last finished epoch; to continue: {again}", file=sys.stderr)
         raise
