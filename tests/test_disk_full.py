@@ -68,9 +68,11 @@ def check_failed(proc, folder: Path, name: str) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["filler"], "no output and no temporary file"
 
 
-def test_train_checkpoint_torch_save(genomix_main, full_disk, train_fa):
-    proc = genomix_main("train", train_fa, "-o", full_disk / "m.gmx", *TINY)
-    check_failed(proc, full_disk, "m.gmx.ckpt")
+def test_train_checkpoint_torch_save(genomix_main, disk, train_fa):
+    """Once: a training costs seconds, and torch.save fails alike on a disk full from the start."""
+    fill(disk, 8192)
+    proc = genomix_main("train", train_fa, "-o", disk / "m.gmx", *TINY)
+    check_failed(proc, disk, "m.gmx.ckpt")
 
 
 def test_model_file_safetensors(full_disk, trained_model):
