@@ -98,6 +98,15 @@ def test_scan_bigwig(genomix_main, full_disk, trained_model, test_fa):
     check_failed(proc, full_disk, "t.bw")
 
 
+def test_scan_bigwig_full_when_closed(genomix_main, disk, trained_model, test_fa, tmp_path):
+    """libBigWig writes the index and the zoom levels, the file's end, when the file is closed, and reports a
+    failure there only by printing it: the disk fills on the last page."""
+    args = ["scan", trained_model, "--reference", test_fa, "--device", "cpu", "-o"]
+    assert genomix_main(*args, tmp_path / "t.bw").returncode == 0
+    fill(disk, (tmp_path / "t.bw").stat().st_size // 4096 * 4096 - 4096)
+    check_failed(genomix_main(*args, disk / "t.bw"), disk, "t.bw")
+
+
 @pytest.mark.parametrize("suffix", ["vcf", "vcf.gz"])
 def test_variants_pysam(genomix_main, full_disk, tmp_path, test_fa, suffix):
     """Enough records that htslib fails while writing one (not only when closing the file): that OSError is the

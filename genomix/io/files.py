@@ -320,20 +320,28 @@ def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator
             temp.discard()
 
 
+def printed_by(call: Callable[[], object]) -> str:
+    """Run `call` with file descriptor 2 caught, and return what was printed there: how C libraries that print
+    instead of raising (libBigWig) report a failure."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            call()
+            caught.seek(0)
+            return caught.read().decode(errors="replace")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def abandon(close: Callable[[], object]) -> None:
     """Close a library's writer after a failure, quietly: its file is discarded and the one-line error says why,
     so neither the library's second error (closing fails too) nor what its C code prints on stderr (libBigWig's
     "The output is likely truncated") is for the user."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-        with suppress(Exception):
-            close()
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+    with suppress(Exception):
+        printed_by(close)
 
 
 def exit_on_sigterm() -> None:

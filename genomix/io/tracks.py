@@ -6,6 +6,7 @@ genome order, each with one value.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from genomix.io.files import abandon, atomic_path
+from genomix.io.files import abandon, atomic_path, printed_by
 from genomix.io.formats import format_of
 from genomix.io.writers import output_stream
 
@@ -48,11 +49,16 @@ class BigWigTrack:
             self.file.addEntries([contig] * len(lo), lo.tolist(), ends=hi.tolist(), values=values.tolist())
 
     def finish(self, failed: type[BaseException] | None, *_: object) -> None:
-        """Close the file as the command's stack unwinds: complete, or after a failure `abandon`ed."""
-        if failed is None:
-            self.file.close()
-        else:
+        """Close the file as the command's stack unwinds: complete, or after a failure `abandon`ed. libBigWig
+        writes the index and the zoom levels here, and reports a failure (a full disk) only by printing it: that
+        is an error, not a truncated file left to look complete."""
+        if failed is not None:
             abandon(self.file.close)
+            return
+        printed = printed_by(self.file.close)
+        if "[bwClose]" in printed:
+            raise RuntimeError(printed.strip())  # `atomic_path` finds the cause
+        sys.stderr.write(printed)
 
 
 Track = BedGraphTrack | BigWigTrack
