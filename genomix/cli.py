@@ -7,9 +7,11 @@ docs/CLI.md is the vocabulary (every flag, the commands that take it, its one me
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,9 +25,9 @@ from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
 from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_precision, use_threads
 from genomix.errors import GenomixError
-from genomix.fitting import pretraining, training
+from genomix.fitting import distributed, pretraining, training
 from genomix.fitting.pretraining import PretrainSettings
-from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP, MIN_LEN
+from genomix.fitting.skeleton import DEFAULT_MAX_LEN_CAP, MIN_LEN, checkpoint_path
 from genomix.fitting.training import TrainSettings
 from genomix.io.files import exit_on_sigterm
 from genomix.io.sources import RecordSource
@@ -183,6 +185,20 @@ def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
     return options
 
 
+@contextmanager
+def resumable(output: str) -> Iterator[None]:
+    """train and pretrain, interrupted (Ctrl-C, SIGTERM) after an epoch: name the checkpoint kept and the command
+    that continues from it, to copy as it is."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        checkpoint = checkpoint_path(output)
+        if checkpoint.is_file() and distributed.is_main():  # under torchrun, once
+            again = shlex.join(["genomix", *sys.argv[1:], *["--resume"] * ("--resume" not in sys.argv)])
+            print(f"genomix: {checkpoint} holds the last finished epoch; to continue: {again}", file=sys.stderr)
+        raise
+
+
 # --- training options (their defaults live in TrainSettings or in each model's options) ---------------------
 SetOptions = Annotated[list[str] | None, typer.Option(
     "--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable.")]
@@ -283,7 +299,8 @@ def train(
         seed=seed, device=device, init=init, freeze_backbone=freeze_backbone, known_recall=known_recall,
     )
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [], val or [])
-    training.train(source, output, settings, resume=resume)
+    with resumable(output):
+        training.train(source, output, settings, resume=resume)
 
 
 @command()
@@ -332,7 +349,8 @@ def pretrain(
         seed=seed, device=device,
     )
     source = RecordSource(inputs or [], genomes=genome or [], val_inputs=val or [])
-    pretraining.pretrain(source, output, settings, resume=resume)
+    with resumable(output):
+        pretraining.pretrain(source, output, settings, resume=resume)
 
 
 @command()
@@ -569,15 +587,16 @@ def one_line(message: str) -> str:
 
 
 def main() -> None:
-    """Entry point: user errors (ours and the option parser's) become one line on stderr and exit code 2; an
-    interruption says what it was; a reader that leaves a pipe ends the run quietly; bugs keep their traceback."""
+    """Entry point: user errors (ours and the option parser's) become one line on stderr and exit code 2 (1 for
+    a fault of the machine, `GenomixError.exit_code`); an interruption says what it was; a reader that leaves a
+    pipe ends the run quietly; bugs keep their traceback."""
     reuse_large_allocations()
     exit_on_sigterm()
     try:
         status = app(standalone_mode=False)
     except GenomixError as err:
         print(f"genomix: error: {one_line(str(err))}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(err.exit_code)
     except typer.TyperException as err:  # a bad option value, a missing argument, an unknown command
         message = " ".join(err.format_message().split()) if hasattr(err, "format_message") else ""
         if message:  # an empty message: the help was shown (no arguments)

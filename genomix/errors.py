@@ -1,6 +1,7 @@
-"""The one exception type for mistakes a user can fix (bad input, bad option, bad model file, a missing extra).
+"""The one exception type for mistakes a user can fix (bad input, bad option, bad model file, a missing extra),
+and for faults of the machine a command meets (a disk's I/O error).
 
-The CLI turns it into a one-line message and exit code 2; any other exception is a bug in genomix.
+The CLI turns it into a one-line message and its exit code; any other exception is a bug in genomix.
 """
 
 from __future__ import annotations
@@ -10,7 +11,16 @@ from importlib.util import find_spec
 
 
 class GenomixError(Exception):
-    """A user-facing error: its message is shown as is, on one line, without a traceback."""
+    """A user-facing error: its message is shown as is, on one line, without a traceback.
+
+    `exit_code` is 2 for what the user can fix (the input, an option, a full disk), 1 for a fault the user cannot
+    fix from the command line (`genomix.io.files.FAULTS`), so that a script can tell a run to correct from one
+    to retry or report.
+    """
+
+    def __init__(self, message: str, exit_code: int = 2) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class Interrupted(KeyboardInterrupt):

@@ -289,6 +289,53 @@ def test_atomic_path_names_the_output_on_os_errors_of_the_writer(tmp_path):
     assert names(tmp_path) == []
 
 
+def test_atomic_path_finds_the_os_error_behind_a_library_error(tmp_path, monkeypatch):
+    """safetensors names the errno in its message; an exception that names none (torch.save's RuntimeError) is
+    the disk's when writing more to the temporary file fails, else a bug, passed on unchanged."""
+    quota = r"m\.gmx: cannot write \(Disk quota exceeded\)$"
+    with pytest.raises(GenomixError, match=quota) as err, atomic_path(tmp_path / "m.gmx") as path:
+        path.write_bytes(b"partial")
+        raise RuntimeError("Error while serializing: I/O error: Disk quota exceeded (os error 122)")
+    assert err.value.exit_code == 2
+    with pytest.raises(RuntimeError, match="a bug"), atomic_path(tmp_path / "m.gmx") as path:
+        path.write_bytes(b"partial")
+        raise RuntimeError("a bug")
+    write = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        raise OSError(28, os.strerror(28))
+
+    full_disk = r"cannot write \(No space left on device\)$"
+    with pytest.raises(GenomixError, match=full_disk), atomic_path(tmp_path / "m.gmx") as path:
+        path.write_bytes(b"partial")
+        monkeypatch.setattr(os, "write", full)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+    monkeypatch.setattr(os, "write", write)
+    assert names(tmp_path) == []
+
+
+def test_an_io_fault_of_the_storage_exits_1_and_says_it_is_not_the_command(tmp_path):
+    fault = r"Input/output error: a fault of the disk"
+    with pytest.raises(GenomixError, match=fault) as err, atomic_path(tmp_path / "m.gmx") as path:
+        raise OSError(5, os.strerror(5), str(path))
+    assert err.value.exit_code == 1
+    assert names(tmp_path) == []
+
+
+def test_the_command_line_exits_with_the_error_s_code(genomix_main, trained_model, test_fa, tmp_path, monkeypatch):
+    import numpy as np
+
+    def failing_save(file, array) -> None:
+        raise OSError(5, os.strerror(5))
+
+    monkeypatch.setattr(np, "save", failing_save)
+    proc = genomix_main("embed", trained_model, test_fa, "-o", tmp_path / "e.npy", "--device", "cpu")
+    assert proc.returncode == 1
+    assert proc.stderr.decode().splitlines()[-1].startswith(f"genomix: error: {tmp_path / 'e.npy'}: cannot write "
+                                                            "(Input/output error: a fault of the disk")
+    assert names(tmp_path) == []
+
+
 # --- signals ---------------------------------------------------------------------------------------------
 
 WRITER = """

@@ -1,9 +1,10 @@
 """Interruptions through the real entry point: SIGTERM ends with one line, its exit code and nothing partial;
-train says how to resume; a reader that closes the pipe ends predict quietly."""
+train gives the command that resumes it; a reader that closes the pipe ends predict quietly."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,19 +19,26 @@ def genomix(*args, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, env=env, **kwargs)
 
 
-def test_sigterm_during_train_keeps_the_checkpoint_and_says_how_to_resume(train_fa, tmp_path):
+def test_sigint_and_sigterm_during_train_keep_the_checkpoint_and_give_the_command_to_resume(train_fa, tmp_path):
     options = [a if a != "1" or TINY[i - 1] != "--epochs" else "200" for i, a in enumerate(TINY)]
-    proc = genomix("train", train_fa, "-o", tmp_path / "m.gmx", *options, "--patience", "200")
+    cases = ((signal.SIGINT, 130, "genomix: interrupted"), (signal.SIGTERM, 143, "genomix: terminated"))
+    runs = []
+    for sig, _, _ in cases:  # both started at once: the interpreters start side by side
+        (tmp_path / sig.name).mkdir()
+        args = ["train", train_fa, "-o", tmp_path / sig.name / "m.gmx", *options, "--patience", "200"]
+        runs.append((genomix(*args), tmp_path / sig.name, args))
     deadline = time.time() + 240
-    while not (tmp_path / "m.gmx.ckpt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=120)
-    lines = stderr.decode().splitlines()
-    assert proc.returncode == 128 + signal.SIGTERM, stderr.decode()[-2000:]
-    assert lines[-1] == "genomix: terminated"
-    assert "--resume to continue" in stderr.decode()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gmx.ckpt"]  # no model, no temporary file
+    for (proc, folder, args), (sig, code, last) in zip(runs, cases):
+        while not (folder / "m.gmx.ckpt").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=120)
+        lines = stderr.decode().splitlines()
+        assert proc.returncode == code, stderr.decode()[-2000:]
+        assert lines[-1] == last
+        again = shlex.join(["genomix", *map(str, args), "--resume"])
+        assert lines[-2] == f"genomix: {folder / 'm.gmx.ckpt'} holds the last finished epoch; to continue: {again}"
+        assert sorted(p.name for p in folder.iterdir()) == ["m.gmx.ckpt"]  # no model, no temporary file
 
 
 def test_predict_into_a_pipe_that_closes_ends_quietly(trained_model, test_fa):

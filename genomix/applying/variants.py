@@ -24,6 +24,7 @@ a broken line as "truncated file" or not at all (a QUAL of "abc" is read as 0), 
 
 from __future__ import annotations
 
+import errno
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ import torch
 
 from genomix.applying.scoring import BATCH_SIZE, CHUNK_BATCHES, Scorer, log_odds
 from genomix.errors import GenomixError
-from genomix.io.files import atomic_path, check_outputs, safe_name
+from genomix.io.files import abandon, atomic_path, check_outputs, safe_name
 from genomix.io.formats import is_stdout, is_stream, output_format
 from genomix.io.genomes import Genome
 from genomix.io.reading import text_lines
@@ -343,7 +344,9 @@ class _VcfEffects:
                 record.info[info_key("log_odds", name)] = tuple(None if e is None else float(e[c]) for e in effects)
         try:
             self.vcf.write(record)
-        except OSError:
+        except OSError as err:
+            if err.errno != errno.EINVAL:  # htslib's errno for a field the header lacks; others are the disk's
+                raise
             header = self.vcf.header
             undeclared = [f"INFO/{k}" for k in record.info if k not in header.info]
             undeclared += [f"FORMAT/{k}" for k in record.format if k not in header.formats]
@@ -393,23 +396,22 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
         return
     import pysam
 
-    if is_stream(output):  # a plain VCF into a pipe (bcftools reads stdin): written directly, as streams are
-        vcf = pysam.VariantFile("-" if is_stdout(output) else str(output), "w", header=records.header)
-        try:
-            yield _VcfEffects(vcf, classes, False, output)
-        finally:
-            vcf.close()
-        return
     with ExitStack() as stack:
-        path = stack.enter_context(atomic_path(output, inputs))
-        index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None
-        vcf = pysam.VariantFile(str(path), "wz" if index else "w", header=records.header)
+        index = None
+        if is_stream(output):  # a plain VCF into a pipe (bcftools reads stdin): written directly, as streams are
+            target = "-" if is_stdout(output) else str(output)
+        else:
+            target = str(stack.enter_context(atomic_path(output, inputs)))
+            index = stack.enter_context(atomic_path(f"{output}.tbi", inputs)) if kind == "vcf.gz" else None
+        vcf = pysam.VariantFile(target, "wz" if index else "w", header=records.header)
         try:
             yield _VcfEffects(vcf, classes, index is not None, output)
-        finally:
-            vcf.close()
+        except BaseException:
+            abandon(vcf.close)  # a failed close would replace the error that says why
+            raise
+        vcf.close()
         if index is not None:
-            pysam.tabix_index(str(path), preset="vcf", index=str(index), force=True)
+            pysam.tabix_index(target, preset="vcf", index=str(index), force=True)
 
 
 def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference: str | Path, output: str | Path,

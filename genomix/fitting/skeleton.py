@@ -275,13 +275,7 @@ def fit_to_file(source: RecordSource, output: str | Path, settings: FitSettings,
         val_records = None
     else:
         data, val_records = list(source.records()), (source.validation_records() if source.val_inputs else None)
-    try:
-        model = fitter(data, settings, val_records, checkpoint, resume)
-    except KeyboardInterrupt:
-        if checkpoint.is_file():
-            console.log(f"interrupted: {checkpoint} holds the last finished epoch; run the same command with "
-                        "--resume to continue")
-        raise
+    model = fitter(data, settings, val_records, checkpoint, resume)  # interrupted, it keeps the checkpoint
     model.card.training.inputs = source.names
     if distributed.is_main():
         save_model(model, output)

@@ -6,7 +6,10 @@ SIGKILL leaves nothing behind; elsewhere a hidden `.NAME.XXXX.tmp` is removed on
 SIGTERM, once `exit_on_sigterm` is installed). Streams that cannot be renamed over — stdout, /dev/null,
 FIFOs, `/dev/fd/N` from process substitution, character devices — are written directly. A folder output
 (`--plots DIR`) is written into a hidden folder whose files move into place at the end (`output_folder`).
-Every OS error (disk full, permission denied, read-only file system) becomes a one-line GenomixError.
+Every OS error (disk full, permission denied, read-only file system), and every failure of a library that writes by
+name (torch.save, safetensors, pyBigWig, pysam) to write its file, becomes a one-line GenomixError naming the
+output and the cause: exit code 2 where the user can fix it (free space, another folder), 1 for a fault of the
+storage (`FAULTS`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import signal
 import stat
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
@@ -62,8 +65,57 @@ def safe_names(names: Sequence[str]) -> list[str]:
     return unique
 
 
+# I/O errors the user cannot fix from the command line (the disk, or the network file system under it, failed):
+# exit code 1, as a run that failed, not 2, as a command to correct (a full disk, a quota, a read-only mount).
+FAULTS = frozenset({errno.EIO, errno.ESTALE})
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust's std::io::Error (safetensors) names the errno
+_PROBE_BYTES = 1 << 20
+
+
 def _fail(path: str | Path, what: str, err: OSError) -> GenomixError:
+    if err.errno in FAULTS:
+        return GenomixError(f"{path}: {what} ({err.strerror or err}: a fault of the disk or its file system, not of "
+                            "the command; check it, then run again)", exit_code=1)
     return GenomixError(f"{path}: {what} ({err.strerror or err})")
+
+
+def _probe(name: str) -> int | None:
+    """The OS error that writing more to the file `name` meets now (None: none): the cause of a library's failure
+    that does not say it (torch.save's and pyBigWig's RuntimeError), a full disk, a quota, a failing device. The
+    file is a temporary one, discarded after."""
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        try:
+            for _ in range(_PROBE_BYTES // 65536):
+                os.write(fd, bytes(65536))
+            os.fsync(fd)  # a network file system may report the error only here
+        finally:
+            os.close(fd)
+    except OSError as err:
+        return err.errno
+    return None
+
+
+@contextmanager
+def _library_errors(path: str | Path, names: Sequence[str], probe: str | None) -> Iterator[None]:
+    """Around a library writing the file `names` (the target, its temporary file): its failure, whatever it
+    raised, becomes one line naming `path` and the OS error behind it, found in the exception (an OSError, a
+    Rust "(os error N)"), else by writing more to the temporary file `probe`. An exception with no OS error behind
+    it (a bug), or an OSError about another file, passes unchanged; so does a broken pipe (a reader that left)."""
+    try:
+        yield
+    except (GenomixError, BrokenPipeError):
+        raise
+    except Exception as err:
+        if isinstance(err, OSError) and err.errno:
+            code = err.errno if err.filename in (None, *names) else None
+        elif match := _RUST_OS_ERROR.search(str(err)):
+            code = int(match[1])
+        else:
+            code = _probe(probe) if probe else None
+        if code is None:
+            raise
+        raise _fail(path, "cannot write", OSError(code, os.strerror(code))) from None
 
 
 def descriptor(path: str | Path) -> int | None:
@@ -118,7 +170,9 @@ def check_writable(path: str | Path, inputs: Sequence[str | Path] = ()) -> Path:
         return Path(path)
     target, direct = _target(path, inputs)
     if not direct and not os.access(target.parent, os.W_OK):
-        raise GenomixError(f"{path}: folder {target.parent} is not writable")
+        read_only = hasattr(os, "statvfs") and os.statvfs(target.parent).f_flag & os.ST_RDONLY
+        why = "on a read-only file system" if read_only else "not writable"
+        raise GenomixError(f"{path}: folder {target.parent} is {why}")
     if direct and descriptor(target) is None and not os.access(target, os.W_OK):
         raise GenomixError(f"{path}: not writable")
     return Path(path)
@@ -286,8 +340,9 @@ def open_output(path: str | Path, inputs: Sequence[str | Path] = (), mode: str =
 
 @contextmanager
 def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
-    """A path for libraries that write by name (torch.save, safetensors, matplotlib): on success the file
-    written there replaces `path`, on failure it is removed; stdout and other streams are written directly.
+    """A path for libraries that write by name (torch.save, safetensors, pyBigWig, pysam, matplotlib): on success
+    the file written there replaces `path`, on failure it is removed, and a failure to write it is one line
+    (`_library_errors`); stdout and other streams are written directly.
     """
     if str(path) == STDOUT:
         path = "/dev/stdout"
@@ -296,15 +351,10 @@ def atomic_path(path: str | Path, inputs: Sequence[str | Path] = ()) -> Iterator
     if temp:
         os.close(temp.fd)
     try:
-        yield target if direct else Path(temp.name)
+        with _library_errors(path, [str(target), *([temp.name] if temp else [])], temp and temp.name):
+            yield target if direct else Path(temp.name)
         if temp:
             temp.commit()
-    except BrokenPipeError:
-        raise
-    except OSError as err:
-        if err.filename not in (None, str(target), temp and temp.name):
-            raise
-        raise _fail(path, "cannot write", err) from None
     finally:
         if temp:
             temp.discard()
@@ -341,6 +391,30 @@ def _move_in(staging: Path, target: Path, shown: str) -> None:
             os.rename(staging, target)
     except OSError as err:
         raise _fail(shown, "cannot write", err) from None
+
+
+def printed_by(call: Callable[[], object]) -> str:
+    """Run `call` with file descriptor 2 caught, and return what was printed there: how C libraries that print
+    instead of raising (libBigWig) report a failure."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as caught:
+            os.dup2(caught.fileno(), 2)
+            call()
+            caught.seek(0)
+            return caught.read().decode(errors="replace")
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def abandon(close: Callable[[], object]) -> None:
+    """Close a library's writer after a failure, quietly: its file is discarded and the one-line error says why,
+    so neither the library's second error (closing fails too) nor what its C code prints on stderr (libBigWig's
+    "The output is likely truncated") is for the user."""
+    with suppress(Exception):
+        printed_by(close)
 
 
 def exit_on_sigterm() -> None:

@@ -6,6 +6,7 @@ genome order, each with one value.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import TextIO
 
 import numpy as np
 
-from genomix.io.files import atomic_path
+from genomix.io.files import abandon, atomic_path, printed_by
 from genomix.io.formats import format_of
 from genomix.io.writers import output_stream
 
@@ -37,14 +38,27 @@ class BigWigTrack:
         import pyBigWig  # imported here: only bigWig outputs need it
 
         self.file = pyBigWig.open(str(path), "w")
-        self.file.addHeader([(c, n) for c, n in contigs.items() if n > 0])
+        try:
+            self.file.addHeader([(c, n) for c, n in contigs.items() if n > 0])
+        except BaseException:
+            abandon(self.file.close)
+            raise
 
     def add(self, contig: str, lo: np.ndarray, hi: np.ndarray, values: np.ndarray) -> None:
         if len(lo):
             self.file.addEntries([contig] * len(lo), lo.tolist(), ends=hi.tolist(), values=values.tolist())
 
-    def close(self) -> None:
-        self.file.close()
+    def finish(self, failed: type[BaseException] | None, *_: object) -> None:
+        """Close the file as the command's stack unwinds: complete, or after a failure `abandon`ed. libBigWig
+        writes the index and the zoom levels here, and reports a failure (a full disk) only by printing it: that
+        is an error, not a truncated file left to look complete."""
+        if failed is not None:
+            abandon(self.file.close)
+            return
+        printed = printed_by(self.file.close)
+        if "[bwClose]" in printed:
+            raise RuntimeError(printed.strip())  # `atomic_path` finds the cause
+        sys.stderr.write(printed)
 
 
 Track = BedGraphTrack | BigWigTrack
@@ -56,6 +70,6 @@ def open_track(path: str | Path, name: str, description: str, contigs: Mapping[s
     command succeeds), else bedGraph ('-': stdout)."""
     if (chosen or format_of(path)) == "bigwig":
         track = BigWigTrack(stack.enter_context(atomic_path(path, inputs)), contigs)
-        stack.callback(track.close)  # runs before the rename: the file is complete when it appears
+        stack.push(track.finish)  # runs before the rename: the file is complete when it appears
         return track
     return BedGraphTrack(stack.enter_context(output_stream(path, inputs)), name, description.replace('"', "'"))
