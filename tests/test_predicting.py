@@ -1,12 +1,15 @@
 """Prediction beyond the model's length, thresholds and evaluation figures."""
 
+import tracemalloc
+
 import numpy as np
 import pytest
 import torch
 
 from genomix.applying.predicting import predict
-from genomix.applying.scoring import Scorer, decide
+from genomix.applying.scoring import Scorer, decide, predict_chunks
 from genomix.errors import GenomixError
+from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, save_model
@@ -81,3 +84,29 @@ def test_prediction_chunks_are_bounded_by_bases_and_keep_every_record_in_order()
     chunks = list(_chunks(records, max_bases=10))
     assert [r.id for chunk in chunks for r in chunk] == [r.id for r in records]
     assert [[r.id for r in chunk] for chunk in chunks] == [["r0", "r1"], ["r2", "r3", "r4", "r5"], ["r6"]]
+
+
+def traced_peak(run, *args) -> int:
+    """The peak of Python and numpy allocations (tracemalloc) while `run(*args)` runs."""
+    tracemalloc.start()
+    try:
+        run(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_genome_scale_record_costs_its_tokens_not_all_its_windows():
+    """Between a 1 Mb and a 3 Mb record, what scoring allocates grows by the record's tokens (a byte a base): its
+    windows and their reverse complements are cut a batch at a time (they were all held, with a copy of the
+    record for the look-up: two bytes a base and more)."""
+    torch.manual_seed(0)
+    model = TrainedModel.of(create_model("kmer", 2, max_len=4096, k_max=2).eval(), ["a", "b"])
+    rng = np.random.default_rng(0)
+    records = [Record("chr", np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)].tobytes().decode())
+               for n in (1_000_000, 3_000_000)]
+    score = lambda record: list(predict_chunks(model, [record], device="cpu", rc=True))  # noqa: E731
+    small, large = (traced_peak(score, record) for record in records)
+    assert (large - small) / 2_000_000 < 1.5
+    [scored] = score(records[1])
+    assert scored.windows.tolist() == [733] and np.isfinite(scored.log_probs).all()
