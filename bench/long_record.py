@@ -4,10 +4,12 @@ A long record is tiled into windows of the model's max_len (`genomix.applying.sc
 its length beyond a few bytes per base is the memory around it (its sequence and tokens are a byte per base each).
 This makes one record of 1, 10 and 50 Mb by joining the real genomes of ../shared/data/genomes end to end (again
 from the first once all are used), written as an ordinary 80-column FASTA in a temporary folder, and runs each
-command on it in a fresh process (`python -m genomix ...`, peak RSS from wait4). The growth per base is the slope
-between two sizes: (peak at 50 Mb - peak at 10 Mb) / 40e6 bytes. Throughput is set against the same command on the
-same number of bases cut into 10 kb records (`--short-total`, a genome of 10 kb contigs for scan), in the same run:
-bases over the command's wall time less its start-up (the same command on one 1 kb record).
+command on it in a fresh process: `genomix.cli.main` behind a few lines (CHILD) that import it, note the peak RSS
+so far (VmHWM: the imports' peak, torch's mostly), reset it (/proc/self/clear_refs) and note, when the command
+ends, its own peak RSS and CPU seconds. The growth per base is the slope of the command's peak between two sizes:
+(peak at 50 Mb - peak at 10 Mb) / 40e6 bytes. Throughput is bases per CPU second of the command (the machine is
+shared: wall time measures the other jobs as much), set against the same command on the same number of bases cut
+into 10 kb records (`--short-total`; a genome of 10 kb contigs for scan) in the same run.
 
 The model is the fastest real one: a k-mer model (`--arch kmer`, max_len 400, both strands, novelty statistics),
 trained in seconds on data_samples/species_train.fa; its 5,460 pooled features are what `embed` writes and what
@@ -42,7 +44,6 @@ JSON_OUT = REPO / "docs/long_record.json"
 COMMANDS = ("predict", "scan", "embed")
 MB = 1_000_000
 SHORT_RECORD = 10_000
-STARTUP_RECORD = 1_000
 LINE = 80
 
 log = Console(stderr=True, highlight=False)
@@ -70,21 +71,44 @@ def command(name: str, model: Path, fasta: Path, folder: Path, threads: int) -> 
     target = {"predict": ["-o", str(folder / "out.tsv")], "scan": ["-o", str(folder / "out.bedgraph")],
               "embed": ["-o", str(folder / "out.npy")]}[name]
     source = ["--reference", str(fasta)] if name == "scan" else [str(fasta)]
-    return [sys.executable, "-m", "genomix", name, str(model), *source, *target, "--device", "cpu",
-            "--threads", str(threads)]
+    return [name, str(model), *source, *target, "--device", "cpu", "--threads", str(threads)]
 
 
-def run(argv: list[str]) -> tuple[float, int]:
-    """(wall seconds, peak RSS in bytes) of one command in a fresh process."""
+CHILD = """
+import json, resource, sys
+from genomix.cli import main
+
+def peak():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM"))
+
+def cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+imports, start, figures = peak(), cpu(), sys.argv[1]
+with open("/proc/self/clear_refs", "w") as refs:
+    refs.write("5")
+sys.argv = ["genomix", *sys.argv[2:]]
+try:
+    main()
+finally:
+    with open(figures, "w") as out:
+        json.dump({"imports_rss": imports, "peak_rss": peak(), "cpu_s": cpu() - start}, out)
+"""
+
+
+def run(argv: list[str], folder: Path) -> dict:
+    """The command's peak RSS after the imports, the imports' peak, its CPU seconds and its wall seconds, in a
+    fresh process."""
+    figures = folder / "figures.json"
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": argv[-1]})
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)  # wait4 reaped it; tell Popen so it does not wait again
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(figures), *argv], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, env=os.environ | {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS":
+                                                                    argv[-1]})
     if proc.returncode != 0:
-        sys.exit(f"failed (exit code {proc.returncode}): {' '.join(argv)}\n{err.decode()[-2000:]}")
-    return time.perf_counter() - start, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+        sys.exit(f"failed (exit code {proc.returncode}): genomix {' '.join(argv)}\n{proc.stderr.decode()[-2000:]}")
+    return json.loads(figures.read_text()) | {"wall_s": round(time.perf_counter() - start, 2)}
 
 
 def train(folder: Path, threads: int) -> Path:
@@ -107,61 +131,54 @@ def projected(peaks: dict[int, int], size: int) -> int | None:
 def measure(args: argparse.Namespace, folder: Path) -> dict:
     model = args.model or train(folder, args.threads)
     text = genome_text(max(max(args.sizes), args.short_total) * MB)
-    startup = write_fasta(folder / "startup.fa", text[:STARTUP_RECORD], STARTUP_RECORD)
     short = write_fasta(folder / "short.fa", text[: args.short_total * MB], SHORT_RECORD)
     result: dict = {"commands": {}}
     for name in COMMANDS:
-        startup_s, startup_rss = run(command(name, model, startup, folder, args.threads))
-        short_s, short_rss = run(command(name, model, short, folder, args.threads))
-        row = {"startup_s": round(startup_s, 2), "startup_rss": startup_rss,
-               "short": {"bases": args.short_total * MB, "record": SHORT_RECORD, "wall_s": round(short_s, 2),
-                         "peak_rss": short_rss, "bases_per_s": round(args.short_total * MB / (short_s - startup_s))},
-               "long": {}}
-        log.log(f"{name}: start-up {startup_s:.1f} s, {startup_rss / 2**20:,.0f} MiB; {args.short_total} Mb in "
-                f"10 kb records {short_s:.1f} s, {short_rss / 2**20:,.0f} MiB")
-        result["commands"][name] = row
+        row = run(command(name, model, short, folder, args.threads), folder)
+        bases = args.short_total * MB
+        result["commands"][name] = {"short": row | {"bases": bases, "record": SHORT_RECORD,
+                                                    "bases_per_cpu_s": round(bases / row["cpu_s"])}, "long": {}}
+        log.log(f"{name}: {args.short_total} Mb in 10 kb records, {row['cpu_s']:.1f} CPU s, peak "
+                f"{row['peak_rss'] / 2**20:,.0f} MiB")
     for size in sorted(args.sizes):
         fasta = write_fasta(folder / f"long{size}.fa", text[: size * MB], size * MB)
         for name in COMMANDS:
-            row = result["commands"][name]
-            peaks = {int(s): r["peak_rss"] for s, r in row["long"].items() if "peak_rss" in r}
-            guess = projected(peaks, size)
+            runs = result["commands"][name]
+            guess = projected({int(s): r["peak_rss"] for s, r in runs["long"].items() if "peak_rss" in r}, size)
             if guess is not None and guess > args.max_rss_gib * 2**30:
-                row["long"][str(size)] = {"skipped": "projected peak over --max-rss-gib", "projected_rss": guess}
+                runs["long"][str(size)] = {"skipped": "projected peak over --max-rss-gib", "projected_rss": guess}
                 log.log(f"{name} {size} Mb: skipped, projected peak {guess / 2**30:.1f} GiB")
                 continue
-            wall, rss = run(command(name, model, fasta, folder, args.threads))
-            speed = size * MB / (wall - row["startup_s"])
-            row["long"][str(size)] = {"wall_s": round(wall, 2), "peak_rss": rss, "bases_per_s": round(speed),
-                                      "vs_short": round(speed / row["short"]["bases_per_s"], 2)}
-            log.log(f"{name} {size} Mb: {wall:.1f} s, {rss / 2**20:,.0f} MiB")
+            row = run(command(name, model, fasta, folder, args.threads), folder)
+            speed = size * MB / row["cpu_s"]
+            runs["long"][str(size)] = row | {"bases_per_cpu_s": round(speed),
+                                             "vs_short": round(speed / runs["short"]["bases_per_cpu_s"], 2)}
+            log.log(f"{name} {size} Mb: {row['cpu_s']:.1f} CPU s, peak {row['peak_rss'] / 2**20:,.0f} MiB")
         for path in (fasta, fasta.with_name(fasta.name + ".fai")):
             path.unlink()
-    for row in result["commands"].values():
-        peaks = sorted((int(s), r["peak_rss"]) for s, r in row["long"].items() if "peak_rss" in r)
-        row["bytes_per_base"] = {f"{a}-{b}": round((pb - pa) / ((b - a) * MB), 2)
-                                 for (a, pa), (b, pb) in zip(peaks, peaks[1:])}
+    for runs in result["commands"].values():
+        peaks = sorted((int(s), r["peak_rss"]) for s, r in runs["long"].items() if "peak_rss" in r)
+        runs["bytes_per_base"] = {f"{a}-{b}": round((pb - pa) / ((b - a) * MB), 2)
+                                  for (a, pa), (b, pb) in zip(peaks, peaks[1:])}
     return result
 
 
 def show(result: dict) -> None:
-    table = Table(title="one long record: peak RSS and throughput (wall less start-up)")
-    for col in ("command", "input", "wall s", "peak RSS MiB", "bases / s", "vs 10 kb records"):
+    table = Table(title="one long record: the command's peak RSS (after its imports) and bases per CPU second")
+    for col in ("command", "input", "CPU s", "peak MiB", "imports' peak MiB", "bases / CPU s", "vs 10 kb records"):
         table.add_column(col, justify="left" if col in ("command", "input") else "right")
-    for name, row in result["commands"].items():
-        short = row["short"]
-        table.add_row(name, f"{short['bases'] // MB} Mb in 10 kb records", f"{short['wall_s']:.1f}",
-                      f"{short['peak_rss'] / 2**20:,.0f}", f"{short['bases_per_s']:,}", "1.00")
-        for size, r in row["long"].items():
+    for name, runs in result["commands"].items():
+        rows = [(f"{runs['short']['bases'] // MB} Mb in 10 kb records", runs["short"] | {"vs_short": 1.0}),
+                *((f"{size} Mb record", r) for size, r in runs["long"].items())]
+        for label, r in rows:
             if "skipped" in r:
-                table.add_row(name, f"{size} Mb record", "-", f"({r['projected_rss'] / 2**20:,.0f} projected)", "-",
-                              "-")
+                table.add_row(name, label, "-", f"({r['projected_rss'] / 2**20:,.0f} projected)", "-", "-", "-")
             else:
-                table.add_row(name, f"{size} Mb record", f"{r['wall_s']:.1f}", f"{r['peak_rss'] / 2**20:,.0f}",
-                              f"{r['bases_per_s']:,}", f"{r['vs_short']:.2f}")
-        slopes = ", ".join(f"{k} Mb: {v:+.2f}" for k, v in row["bytes_per_base"].items())
-        table.add_row(name, f"growth, bytes per base ({slopes})", "", "", "", "")
-    Console(width=max(Console().width, 110)).print(table)
+                table.add_row(name, label, f"{r['cpu_s']:.1f}", f"{r['peak_rss'] / 2**20:,.0f}",
+                              f"{r['imports_rss'] / 2**20:,.0f}", f"{r['bases_per_cpu_s']:,}", f"{r['vs_short']:.2f}")
+        slopes = ", ".join(f"{k} Mb: {v:+.2f}" for k, v in runs["bytes_per_base"].items())
+        table.add_row(name, f"growth, bytes per base ({slopes})", "", "", "", "", "")
+    Console(width=max(Console().width, 120)).print(table)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -183,8 +200,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         result = measure(args, Path(tmp))
+    code = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     result |= {"model": str(args.model or "kmer, trained on data_samples/species_train.fa (max_len 400)"),
-               "threads": args.threads, "sizes_mb": sorted(args.sizes)}
+               "threads": args.threads, "sizes_mb": sorted(args.sizes), "code": code.stdout.strip()}
     args.json_out.write_text(json.dumps(result, indent=1) + "\n")
     show(result)
 

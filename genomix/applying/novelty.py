@@ -47,7 +47,7 @@ PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that
 MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
 SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagonal: keeps it invertible
 DIGITS = 6  # significant digits of the numbers kept in the card
-PROFILE_BLOCK = 1 << 18  # k-mer starts counted at a time (`_profiles`)
+PROFILE_BLOCK = 1 << 16  # k-mer starts counted at a time (`_profiles`)
 
 
 def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_strands: bool = False) -> np.ndarray:
