@@ -94,7 +94,7 @@ try:
     main()
 finally:
     with open(figures, "w") as out:
-        json.dump({"imports_rss": imports, "peak_rss": peak(), "cpu_s": cpu() - start}, out)
+        json.dump({"imports_rss": imports, "peak_rss": peak(), "cpu_s": round(cpu() - start, 3)}, out)
 """
 
 
