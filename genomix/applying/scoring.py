@@ -224,6 +224,7 @@ class Scorer:
             pieces.append(reverse_complement(window) if i % self.pieces_per_window else window)
         return pieces
 
+
 def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE, device: str = "auto",
                rc: bool | None = None) -> Iterator[tuple[Record, np.ndarray]]:
     """Each record with its pooled features (`Scorer.features`); the k-mer composition term is not part of them.
