@@ -5,19 +5,28 @@ from before the novelty statistics predict as they did."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import ROOT, TEST_FA, motif_records
 
-from genomix.applying.novelty import COMBINED, LEGACY_COMBINED, METHODS, Novelty, novelty_of, open_set_metrics
+from genomix.applying.novelty import (
+    COMBINED,
+    LEGACY_COMBINED,
+    METHODS,
+    Novelty,
+    kmer_profiles,
+    novelty_of,
+    open_set_metrics,
+)
 from genomix.applying.scoring import Scorer, predict_records
 from genomix.errors import GenomixError
 from genomix.fitting.finishing import novelty_inputs
 from genomix.fitting.training import TrainSettings, fit
 from genomix.io.reading import Record
-from genomix.sequences.tokens import encode
+from genomix.sequences.tokens import encode, reverse_complement
 
 FIXTURES = ROOT / "tests" / "fixtures"
 
@@ -158,3 +167,26 @@ def test_scan_unknown_counts_unknown_windows_and_calls_none_of_them(genomix_main
     assert counts["unknown"] >= 36  # of the 40 windows of `odd`
     assert sum(counts.values()) == len((tmp_path / "t.bedgraph").read_text().splitlines()[1:])  # every window
     assert not [line for line in bed.read_text().splitlines() if line.startswith("odd")]
+
+
+
+def test_the_profile_of_a_chromosome_is_counted_in_blocks_as_a_whole_array_would_be():
+    """A 4 Mb array's k-mer profile, both strands, allocates no chromosome-long int64 codes (32 MB here, 8 bytes a
+    base) nor a reverse-complement copy, and counts every k-mer once, across the blocks' seams too."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 6, 4_000_000).astype(np.uint8)
+    tracemalloc.start()
+    try:
+        profile = kmer_profiles([tokens], 3, both_strands=True)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < len(tokens)
+
+    def whole(t: np.ndarray) -> np.ndarray:
+        bases, n = t.astype(np.int64) - 1, len(t) - 2
+        codes = sum(bases[i : i + n].clip(max=3) * 4 ** (2 - i) for i in range(3))
+        counts = np.bincount(codes[np.all([bases[i : i + n] < 4 for i in range(3)], 0)], minlength=64)
+        return counts / counts.sum()
+
+    np.testing.assert_allclose(profile, (whole(tokens) + whole(reverse_complement(tokens))) / 2, rtol=1e-12)

@@ -1,6 +1,7 @@
 """Prediction beyond the model's length, thresholds, evaluation figures and output formats."""
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -8,9 +9,9 @@ import torch
 from helpers import check_user_error
 
 from genomix.applying.predicting import predict
-from genomix.applying.scoring import Scorer, decide
+from genomix.applying.scoring import Scorer, decide, predict_chunks
 from genomix.errors import GenomixError
-from genomix.io.reading import read_records
+from genomix.io.reading import Record, read_records
 from genomix.io.sources import RecordSource
 from genomix.models import create_model
 from genomix.models.modelfile import TrainedModel, save_model
@@ -135,3 +136,29 @@ def test_format_names_the_output_format_whatever_the_suffix(genomix_main, traine
                         "cpu")
     assert done.returncode == 0, done.stderr
     assert np.load(tmp_path / "e.bin").shape[0] == len(rows) == len((tmp_path / "e.bin.ids").read_text().split())
+
+
+def traced_peak(run, *args) -> int:
+    """The peak of Python and numpy allocations (tracemalloc) while `run(*args)` runs."""
+    tracemalloc.start()
+    try:
+        run(*args)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_genome_scale_record_costs_its_tokens_not_all_its_windows():
+    """Between a 1 Mb and a 3 Mb record, what scoring allocates grows by the record's tokens (a byte a base): its
+    windows and their reverse complements are cut a batch at a time (they were all held, with a copy of the
+    record for the look-up: two bytes a base and more)."""
+    torch.manual_seed(0)
+    model = TrainedModel.of(create_model("kmer", 2, max_len=4096, k_max=2).eval(), ["a", "b"])
+    rng = np.random.default_rng(0)
+    records = [Record("chr", np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)].tobytes().decode())
+               for n in (1_000_000, 3_000_000)]
+    score = lambda record: list(predict_chunks(model, [record], device="cpu", rc=True))  # noqa: E731
+    small, large = (traced_peak(score, record) for record in records)
+    assert (large - small) / 2_000_000 < 1.5
+    [scored] = score(records[1])
+    assert scored.windows.tolist() == [733] and np.isfinite(scored.log_probs).all()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,25 @@ def test_invalid_character_names_file_record_and_position(tmp_path, body, char, 
     assert repr(char) in message
     assert f"position {position}" in message
     assert "\n" not in message
+
+
+def test_a_chromosome_long_fasta_record_is_read_in_about_two_bytes_a_base(tmp_path):
+    """Its lines (49 bytes each beyond their 80 bases) are not all held beside raw and normalised copies of it (five
+    bytes a base and more at the peak), and a bad character past the first parts is placed in the whole record."""
+    bases = 4_000_000
+    seq = "acgtACGTNN" * (bases // 10)  # soft-masked: the normalised text is a new string
+    lines = "".join(seq[i : i + 80] + "\n" for i in range(0, bases, 80))
+    path = write(tmp_path, "chr.fa", f">chr1\n{lines}")
+    tracemalloc.start()
+    try:
+        [record] = records(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert record == Record("chr1", seq.upper()) and peak < 2.5 * bases
+    bad = write(tmp_path, "bad.fa", f">chr1\n{lines[:3_037_500]}Q{lines[3_037_500:]}")  # after 3,000,000 bases
+    with pytest.raises(GenomixError, match="record 'chr1': invalid character 'Q' at position 3000001"):
+        records(bad)
 
 
 def test_invalid_character_in_table_names_record(tmp_path):

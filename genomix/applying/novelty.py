@@ -24,7 +24,7 @@ of each score keeps `known_recall` of the validation records known. All of it is
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -47,6 +47,7 @@ PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that
 MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
 SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagonal: keeps it invertible
 DIGITS = 6  # significant digits of the numbers kept in the card
+PROFILE_BLOCK = 1 << 16  # k-mer starts counted at a time (`_profiles`)
 
 
 def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_strands: bool = False) -> np.ndarray:
@@ -54,15 +55,27 @@ def kmer_profiles(token_arrays: Sequence[np.ndarray], k: int = PROFILE_K, both_s
     `both_strands`, averaged with its reverse complement's, so that a record and its reverse complement score alike
     where the model scores both strands."""
     if both_strands:
-        return (kmer_profiles(token_arrays, k) + kmer_profiles([reverse_complement(t) for t in token_arrays], k)) / 2
+        return (kmer_profiles(token_arrays, k) + _profiles(token_arrays, k, reverse_complement)) / 2
+    return _profiles(token_arrays, k, lambda block: block)
+
+
+def _profiles(token_arrays: Sequence[np.ndarray], k: int, strand: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`kmer_profiles` of one strand (`strand` of the tokens). A long array is counted PROFILE_BLOCK k-mers at a
+    time, each block on its own strand: the same k-mers, without the chromosome-long int64 codes or a copy."""
     rows = np.zeros((len(token_arrays), 4**k))
     for i, tokens in enumerate(token_arrays):
         if len(tokens) < k:
             continue
-        codes, valid = kmer_codes(torch.from_numpy(tokens.astype(np.int64))[None], torch.tensor([len(tokens)]), k)
-        counts = np.bincount(codes[valid].numpy(), minlength=4**k)
+        counts = sum(_kmer_counts(strand(tokens[start : start + PROFILE_BLOCK + k - 1]), k)
+                     for start in range(0, len(tokens) - k + 1, PROFILE_BLOCK))
         rows[i] = counts / max(1, counts.sum())
     return rows
+
+
+def _kmer_counts(tokens: np.ndarray, k: int) -> np.ndarray:
+    """(4^k,) how often each k-mer of A, C, G and T starts in `tokens` (at least k of them)."""
+    codes, valid = kmer_codes(torch.from_numpy(tokens.astype(np.int64))[None], torch.tensor([len(tokens)]), k)
+    return np.bincount(codes[valid].numpy(), minlength=4**k)
 
 
 @dataclass(frozen=True)

@@ -192,21 +192,37 @@ class Scorer:
     def _means(self, fn: Callable[[Tensor, Tensor], Tensor], width: int,
                token_arrays: Sequence[np.ndarray]) -> tuple[Tensor, np.ndarray]:
         """(n, width): the mean of `fn`'s rows over each array's pieces (`tiles`), NaN rows for empty arrays; and
-        the number of pieces of each array."""
-        pieces: list[np.ndarray] = []
-        counts = np.zeros(len(token_arrays), dtype=np.int64)
-        for i, tokens in enumerate(token_arrays):
-            if len(tokens):
-                own = tiles(tokens, self.max_len, self.rc, reverse_complement)
-                pieces += own
-                counts[i] = len(own)
-        rows = torch.empty(len(pieces), width, dtype=torch.float64)
-        for batch in bucket_batches(np.array([len(p) for p in pieces]), self.batch_size):
-            tokens, lengths = pad([pieces[i] for i in batch])
+        the number of pieces of each array. Pieces are cut a batch at a time and their rows summed as they come, so
+        a genome-scale array costs one batch of windows and one row, not all its windows and a row for each."""
+        owners, starts, lengths = self._layout(token_arrays)
+        sums = torch.zeros(len(token_arrays), width, dtype=torch.float64)
+        for batch in bucket_batches(lengths, self.batch_size):
+            tokens, batch_lengths = pad(self._cut(token_arrays, batch, owners, starts, lengths))
             with autocast(self.device, self.precision):
-                rows[torch.from_numpy(batch)] = fn(tokens.to(self.device), lengths.to(self.device)).double().cpu()
-        owners = torch.from_numpy(np.repeat(np.arange(len(token_arrays)), counts))
-        return owner_means(rows, owners, len(token_arrays)), counts
+                rows = fn(tokens.to(self.device), batch_lengths.to(self.device)).double().cpu()
+            sums.index_add_(0, torch.from_numpy(owners[batch]), rows)  # an array's rows in `tiles`' order
+        counts = np.bincount(owners, minlength=len(token_arrays))
+        return sums / torch.from_numpy(counts)[:, None], counts
+
+    def _layout(self, token_arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Where the arrays' pieces (`tiles`, in their order) lie: each piece's array, start and length. An
+        array's pieces all have one length, so length buckets keep them in this order."""
+        starts = [np.asarray(window_starts(len(t), self.max_len) if len(t) else [], np.int64) for t in token_arrays]
+        owners = np.repeat(np.arange(len(token_arrays)), [len(s) * self.pieces_per_window for s in starts])
+        starts = np.repeat(np.concatenate([np.zeros(0, np.int64), *starts]), self.pieces_per_window)
+        sizes = np.fromiter(map(len, token_arrays), np.int64, len(token_arrays))
+        return owners, starts, np.minimum(sizes[owners], self.max_len)
+
+    def _cut(self, token_arrays: Sequence[np.ndarray], batch: np.ndarray, owners: np.ndarray, starts: np.ndarray,
+             lengths: np.ndarray) -> list[np.ndarray]:
+        """The pieces `batch` indexes in `_layout`: a window, or (odd pieces where both strands are scored) its
+        reverse complement."""
+        pieces = []
+        for i, owner, start, n in zip(batch.tolist(), owners[batch].tolist(), starts[batch].tolist(),
+                                      lengths[batch].tolist()):
+            window = token_arrays[owner][start : start + n]
+            pieces.append(reverse_complement(window) if i % self.pieces_per_window else window)
+        return pieces
 
 
 def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE, device: str = "auto",

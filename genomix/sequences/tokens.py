@@ -8,6 +8,7 @@ models through base weights instead (`one_hot`, `kmer_weights`), which give the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import accumulate
 
 import numpy as np
@@ -19,6 +20,7 @@ ALPHABET = "ACGTN"
 VOCAB_SIZE = len(ALPHABET) + 1
 N_TOKEN = ALPHABET.index("N") + 1
 BASE_TOKENS = np.arange(1, N_TOKEN, dtype=np.uint8)  # A, C, G, T
+ENCODE_BLOCK = 1 << 20  # bases looked up at a time by `encode_all`
 MASK_TOKEN = N_TOKEN  # masked-base pretraining hides a base as an N: the id every model already reads as "no base"
 
 _LOOKUP = np.zeros(256, dtype=np.uint8)
@@ -33,11 +35,31 @@ def encode(seq: str) -> np.ndarray:
 
 
 def encode_all(seqs: list[str]) -> list[np.ndarray]:
-    """Token ids of many normalised sequences in one look-up over their concatenation: per-sequence numpy calls
-    would cost more than the look-ups themselves on short reads. The arrays are views of one buffer."""
-    tokens = encode("".join(seqs))
+    """Token ids of many normalised sequences, looked up ENCODE_BLOCK bases of their concatenation at a time:
+    per-sequence numpy calls would cost more than the look-ups themselves on short reads, and the whole
+    concatenation would be two more bytes per base of a chromosome. The arrays are views of one buffer."""
     ends = list(accumulate(map(len, seqs)))
+    tokens = np.empty(ends[-1] if ends else 0, dtype=np.uint8)
+    done = 0
+    for block in _blocks(seqs):
+        tokens[done : done + len(block)] = encode(block)
+        done += len(block)
     return [tokens[start:end] for start, end in zip([0, *ends], ends)]
+
+
+def _blocks(seqs: list[str]) -> Iterator[str]:
+    """The concatenation of `seqs` in consecutive strings of about ENCODE_BLOCK bases (a longer sequence cut)."""
+    group: list[str] = []
+    size = 0
+    for seq in seqs:
+        for start in range(0, len(seq), ENCODE_BLOCK):
+            group.append(seq[start : start + ENCODE_BLOCK])
+            size += len(group[-1])
+            if size >= ENCODE_BLOCK:
+                yield "".join(group)
+                group, size = [], 0
+    if group:
+        yield "".join(group)
 
 
 def reverse_complement(tokens: np.ndarray) -> np.ndarray:
