@@ -108,10 +108,9 @@ LARGEST_INT = 2**63 - 1  # what an integer option may hold at most: numpy and to
 @dataclass(frozen=True)
 class Range:
     """The legal values of a numeric option: finite, and within its bounds (each included unless open; an integer
-    within 64 bits). Every numeric option of the command line declares its range once, as `callback=Range(...).check`
-    (the model options --dim, --hidden, --layers and --dropout are checked by their model, as `--set` is), so a bad
-    value fails in one line that names the flag, before any input is read. The library checks its arguments again,
-    for callers from Python."""
+    within 64 bits). Every numeric option of the command line declares its range once, as `callback=Range(...).check`,
+    so a bad value fails in one line that names the flag, before any input is read or model loaded. The library
+    checks its arguments again (a model its options, whatever their spelling), for callers from Python."""
 
     low: float | None = None
     high: float | None = None
@@ -160,7 +159,7 @@ COUNT = Range(1)  # a number of things, windows, bases...
 FRACTION = Range(0, 1, low_open=True, high_open=True)  # a share strictly between none and all
 SEED = Range(0, 2**32 - 1)  # numpy's seeds
 THREADS = Range(1, 4096)
-VAL_FRACTION = Range(0, 1, high_open=True)  # a share held out: none is allowed
+FRACTION_OR_NONE = Range(0, 1, high_open=True)
 
 
 def _threads(ctx: Any, param: Any, threads: int | None) -> int | None:
@@ -237,10 +236,14 @@ def model_options(pairs: list[str] | None, **flags: Any) -> dict[str, Any]:
 SetOptions = Annotated[list[str] | None, typer.Option(
     "--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable.")]
 DEFAULT_OF = f"{DEFAULT_MODEL} default"
-Dim = Annotated[int | None, typer.Option(help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
-Hidden = Annotated[int | None, typer.Option(help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
-Layers = Annotated[int | None, typer.Option(help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
-Dropout = Annotated[float | None, typer.Option(help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
+Dim = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
+Hidden = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
+Layers = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
+Dropout = Annotated[float | None, typer.Option(
+    callback=FRACTION_OR_NONE.check, help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
 Composition = Annotated[bool | None, typer.Option(
     "--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
     "weighted by validation likelihood (0 when it does not help). Default: "
@@ -269,7 +272,8 @@ ModelOutput = Annotated[str, typer.Option("--output", "-o", help="Model file to 
 
 # --- train's own options ---
 StratifiedFraction = Annotated[float, typer.Option(
-    "--val-fraction", callback=VAL_FRACTION.check, help="Share of the inputs held out (stratified) for validation.")]
+    "--val-fraction", callback=FRACTION_OR_NONE.check, help="Share of the inputs held out (stratified) for "
+    "validation.")]
 RcAugment = Annotated[bool | None, typer.Option(
     "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both strands. Default: on "
     "when the training sequences have no strand (cannot be told from their reverse complements), as for species or "
@@ -356,7 +360,7 @@ def pretrain(
     batch_size: TrainBatch = PRETRAINING.batch_size,
     lr: Lr = PRETRAINING.lr,
     val_fraction: Annotated[float, typer.Option(
-        "--val-fraction", callback=VAL_FRACTION.check, help="Share of the inputs held out (at random) for "
+        "--val-fraction", callback=FRACTION_OR_NONE.check, help="Share of the inputs held out (at random) for "
         "validation.")] = PRETRAINING.val_fraction,
     val: ValFiles = None,
     patience: Patience = PRETRAINING.patience,
