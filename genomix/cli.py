@@ -105,6 +105,10 @@ PrecisionChoice = choices("PrecisionChoice", list(PRECISIONS))
 LARGEST_INT = 2**63 - 1  # what an integer option may hold at most: numpy and torch take 64-bit integers
 
 
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
 @dataclass(frozen=True)
 class Range:
     """The legal values of a numeric option: finite, and within its bounds (each included unless open; an integer
@@ -129,14 +133,10 @@ class Range:
                 and (low is None or low < value or (value == low and not self.low_open))
                 and (high is None or value < high or (value == high and not self.high_open)))
 
-    @staticmethod
-    def _show(x: float) -> str:
-        return f"{x:g}" if isinstance(x, float) else str(x)
-
     def describe(self, value: float) -> str:
         """What the range is, in words: 'at least 1', 'a positive number', 'in (0, 1]'..."""
         low, high = self.bounds(value)
-        show = self._show
+        show = _shown
         if low is not None and high is not None:
             if self.low_open == self.high_open:
                 return f"between {show(low)} and {show(high)}" + (", exclusive" if self.low_open else "")
@@ -155,11 +155,11 @@ class Range:
         return value
 
 
-COUNT = Range(1)  # a number of things, windows, bases...
+COUNT = Range(1)  # a number of things: epochs, windows, bases...
 FRACTION = Range(0, 1, low_open=True, high_open=True)  # a share strictly between none and all
+FRACTION_OR_NONE = Range(0, 1, high_open=True)  # a share that may be none (a validation split, dropout)
 SEED = Range(0, 2**32 - 1)  # numpy's seeds
-THREADS = Range(1, 4096)
-FRACTION_OR_NONE = Range(0, 1, high_open=True)
+THREADS = Range(1, 4096)  # torch takes a 32-bit count
 
 
 def _threads(ctx: Any, param: Any, threads: int | None) -> int | None:
