@@ -180,11 +180,11 @@ def read_model(path: Path) -> None:
 # fields of the free-form blocks used as they were, unchecked: each crashed `genomix info` or predict
 @example(key="training.length_range", value=3)  # TypeError: 'int' object is not subscriptable
 @example(key="training.class_counts", value=[])  # AttributeError: 'list' object has no attribute 'items'
-@example(key="validation.accuracy", value="x")  # unsupported format string passed to str.__format__
+@example(key="validation.accuracy", value="x")  # ValueError: Unknown format code 'f' for object of type 'str'
 @example(key="novelty.thresholds", value=1.5)  # AttributeError: 'float' object has no attribute 'get'
 @example(key="novelty.known_recall", value={})  # unsupported format string passed to dict.__format__
-@example(key="novelty.spread", value=[["msp", 1]])  # AttributeError: 'list' object has no attribute 'items'
-@example(key="training.initialised_from", value={})  # KeyError: 'file'
+@example(key="novelty.spread", value=["msp", "kmer"])  # AttributeError: 'list' object has no attribute 'items'
+@example(key="training.initialised_from", value={"frozen": True})  # KeyError: 'file'
 @FUZZ
 @given(key=st.sampled_from(KEYS), value=JSON | st.just(DELETE))
 def test_any_model_header_is_read_or_refused_in_one_line(scratch, model_parts, key, value):
