@@ -7,11 +7,13 @@ docs/CLI.md is the vocabulary (every flag, the commands that take it, its one me
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -104,9 +106,69 @@ ReportFormat = choices("ReportFormat", ["tsv", "kraken"])
 PrecisionChoice = choices("PrecisionChoice", list(PRECISIONS))
 
 
-def _threads(threads: int | None) -> int | None:
-    """--threads is applied here, once, for every command that takes it."""
-    use_threads(threads)
+LARGEST_INT = 2**63 - 1  # what an integer option may hold at most: numpy and torch take 64-bit integers
+
+
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The legal values of a numeric option: finite, and within its bounds (each included unless open; an integer
+    within 64 bits). Every numeric option of the command line declares its range once, as `callback=Range(...).check`,
+    so a bad value fails in one line that names the flag, before any input is read or model loaded. The library
+    checks its arguments again (a model its options, whatever their spelling), for callers from Python."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def bounds(self, value: float) -> tuple[float | None, float | None]:
+        """The bounds that `value` is held to: the declared ones, and for an integer those of 64 bits."""
+        beyond = isinstance(value, int) and abs(value) > LARGEST_INT
+        return (-LARGEST_INT if self.low is None and beyond else self.low,
+                LARGEST_INT if self.high is None and beyond else self.high)
+
+    def __contains__(self, value: float) -> bool:
+        low, high = self.bounds(value)
+        return (math.isfinite(value)
+                and (low is None or low < value or (value == low and not self.low_open))
+                and (high is None or value < high or (value == high and not self.high_open)))
+
+    def describe(self, value: float) -> str:
+        """What the range is, in words: 'at least 1', 'a positive number', 'in (0, 1]'..."""
+        low, high = self.bounds(value)
+        show = _shown
+        if low is not None and high is not None:
+            if self.low_open == self.high_open:
+                return f"between {show(low)} and {show(high)}" + (", exclusive" if self.low_open else "")
+            return f"in {'(' if self.low_open else '['}{show(low)}, {show(high)}{')' if self.high_open else ']'}"
+        if low is not None:
+            return ("a positive number" if low == 0 else f"greater than {show(low)}") if self.low_open else \
+                f"at least {show(low)}"
+        if high is not None:
+            return f"less than {show(high)}" if self.high_open else f"at most {show(high)}"
+        return "a finite number"
+
+    def check(self, ctx: Any, param: Any, value: Any) -> Any:
+        """The option's callback: its value when legal (or not given), else a one-line error naming the flag."""
+        if value is not None and value not in self:
+            raise GenomixError(f"{param.opts[0]} must be {self.describe(value)}, got {value}")
+        return value
+
+
+COUNT = Range(1)  # a number of things: epochs, windows, bases...
+FRACTION = Range(0, 1, low_open=True, high_open=True)  # a share strictly between none and all
+FRACTION_OR_NONE = Range(0, 1, high_open=True)  # a share that may be none (a validation split, dropout)
+SEED = Range(0, 2**32 - 1)  # numpy's seeds
+THREADS = Range(1, 4096)  # torch takes a 32-bit count
+
+
+def _threads(ctx: Any, param: Any, threads: int | None) -> int | None:
+    """--threads is checked and applied here, once, for every command that takes it."""
+    use_threads(THREADS.check(ctx, param, threads))
     return threads
 
 
@@ -133,13 +195,14 @@ Bed = Annotated[list[str] | None, typer.Option(
 REFERENCE = "Genome FASTA (plain or bgzip, indexed on first use) that coordinates refer to"
 Reference = Annotated[str | None, typer.Option(help=f"{REFERENCE}: the --bed regions.")]
 Device = Annotated[str, typer.Option(callback=_device, help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-ScoreBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences (or windows) per scoring batch.")]
+ScoreBatch = Annotated[int, typer.Option(
+    "--batch-size", callback=COUNT.check, help="Sequences (or windows) per scoring batch.")]
 Strands = Annotated[bool | None, typer.Option(
     "--rc/--no-rc", help="Average each score over both strands. Default: as the model file says "
     "(both after training with --rc-augment).")]
 Threshold = Annotated[float | None, typer.Option(
-    help="Call the class (a binary model's positive class, or scan's --class) when its probability "
-    "reaches this. Default: the most probable class.")]
+    callback=FRACTION.check, help="Call the class (a binary model's positive class, or scan's --class) when its "
+    "probability reaches this. Default: the most probable class.")]
 ReportFile = Annotated[str | None, typer.Option(
     help="Summary TSV: per called class (and unclassified) the records (scan: windows), bases, their "
     "shares and the mean score; '-' for stdout.")]
@@ -152,8 +215,9 @@ Precision = Annotated[PrecisionChoice, typer.Option(
 Threads = Annotated[int | None, typer.Option(
     callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
     "Default: torch's choice.")]
-Seed = Annotated[int, typer.Option(help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
-                                   "initialisation; explain: ig's shuffled references).")]
+Seed = Annotated[int, typer.Option(
+    callback=SEED.check, help="Random seed: the same seed draws the same (train, pretrain: split, crops, "
+    "initialisation; explain: ig's shuffled references).")]
 
 
 def format_option(name: str, formats: Sequence[str]) -> Any:
@@ -203,37 +267,44 @@ def resumable(output: str) -> Iterator[None]:
 SetOptions = Annotated[list[str] | None, typer.Option(
     "--set", help="Model option KEY=VALUE (e.g. heads=8, kmer_embedding=0). Repeatable.")]
 DEFAULT_OF = f"{DEFAULT_MODEL} default"
-Dim = Annotated[int | None, typer.Option(help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
-Hidden = Annotated[int | None, typer.Option(help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
-Layers = Annotated[int | None, typer.Option(help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
-Dropout = Annotated[float | None, typer.Option(help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
+Dim = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Embedding width D ({DEFAULT_OF} {OPTIONS.dim}).")]
+Hidden = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Hidden width H ({DEFAULT_OF} {OPTIONS.hidden}).")]
+Layers = Annotated[int | None, typer.Option(
+    callback=COUNT.check, help=f"Mixing blocks ({DEFAULT_OF} {OPTIONS.layers}).")]
+Dropout = Annotated[float | None, typer.Option(
+    callback=FRACTION_OR_NONE.check, help=f"Dropout rate ({DEFAULT_OF} {OPTIONS.dropout}).")]
 Composition = Annotated[bool | None, typer.Option(
     "--composition/--no-composition", help="Neural models: blend in a k-mer logistic regression, "
     "weighted by validation likelihood (0 when it does not help). Default: "
     f"{'on' if OPTIONS.composition else 'off'}.")]
 MaxLen = Annotated[int | None, typer.Option(
-    "--max-len", help="Longest window the model reads; longer training sequences are cropped. Default: "
-    f"the --genome-window, else the longest training sequence, at most "
+    "--max-len", callback=Range(MIN_LEN).check, help="Longest window the model reads; longer training sequences are "
+    "cropped. Default: the --genome-window, else the longest training sequence, at most "
     f"{DEFAULT_MAX_LEN_CAP:,}.")]
-Epochs = Annotated[int, typer.Option(help="Most epochs to train.")]
-TrainBatch = Annotated[int, typer.Option("--batch-size", min=1, help="Sequences per training batch.")]
-Lr = Annotated[float, typer.Option(help="Peak learning rate (AdamW, warm-up, cosine decay).")]
+Epochs = Annotated[int, typer.Option(callback=COUNT.check, help="Most epochs to train.")]
+TrainBatch = Annotated[int, typer.Option("--batch-size", callback=COUNT.check, help="Sequences per training batch.")]
+Lr = Annotated[float, typer.Option(
+    callback=Range(0, low_open=True).check, help="Peak learning rate (AdamW, warm-up, cosine decay).")]
 ValFiles = Annotated[list[str] | None, typer.Option(
     "--val", help="Validation file(s) instead of a split; CLASS=FILE allowed. Repeatable.")]
-Patience = Annotated[int, typer.Option(help="Stop after this many epochs without validation gain.")]
+Patience = Annotated[int, typer.Option(
+    callback=COUNT.check, help="Stop after this many epochs without validation gain.")]
 Resume = Annotated[bool, typer.Option(help="Continue from OUTPUT.ckpt after an interruption.")]
 GenomeWindow = Annotated[int | None, typer.Option(
-    "--genome-window", min=MIN_LEN, help="With --genome: bases per window cut from a genome "
+    "--genome-window", callback=Range(MIN_LEN).check, help="With --genome: bases per window cut from a genome "
     "(required with --genome).")]
 HoldoutFraction = Annotated[float, typer.Option(
-    "--holdout-fraction", help="With --genome: end share of every contig held out, half for validation, half for test "
-    "(`genomix evaluate --genome`).")]
+    "--holdout-fraction", callback=FRACTION.check, help="With --genome: end share of every contig held out, half "
+    "for validation, half for test (`genomix evaluate --genome`).")]
 ModelOutput = Annotated[str, typer.Option("--output", "-o", help="Model file to write (safetensors).")]
 
 
 # --- train's own options ---
 StratifiedFraction = Annotated[float, typer.Option(
-    "--val-fraction", help="Share of the inputs held out (stratified) for validation.")]
+    "--val-fraction", callback=FRACTION_OR_NONE.check, help="Share of the inputs held out (stratified) for "
+    "validation.")]
 RcAugment = Annotated[bool | None, typer.Option(
     "--rc-augment/--no-rc-augment", help="Train on random reverse complements and score both strands. Default: on "
     "when the training sequences have no strand (cannot be told from their reverse complements), as for species or "
@@ -245,7 +316,8 @@ LabelledGenomes = Annotated[list[str] | None, typer.Option(
     "--genome", help="CLASS=genome.fa (plain or bgzip): windows of this genome belong to CLASS. Repeatable, several "
     "genomes per class allowed.")]
 ClassWindows = Annotated[int, typer.Option(
-    "--windows-per-epoch", help="With --genome: fresh random windows per epoch, the same number for every class.")]
+    "--windows-per-epoch", callback=COUNT.check, help="With --genome: fresh random windows per epoch, the same "
+    "number for every class.")]
 Init = Annotated[str | None, typer.Option(
     help="Backbone file (`genomix pretrain`) to fine-tune: the architecture and every weight but the head come from "
     "it.")]
@@ -287,8 +359,8 @@ def train(
     init: Init = TRAINING.init,
     freeze_backbone: FreezeBackbone = TRAINING.freeze_backbone,
     known_recall: Annotated[float, typer.Option(
-        "--known-recall", help="Share of validation records the novelty threshold keeps known (`predict "
-        "--unknown`).")] = TRAINING.known_recall,
+        "--known-recall", callback=FRACTION.check, help="Share of validation records the novelty threshold keeps "
+        "known (`predict --unknown`).")] = TRAINING.known_recall,
     threads: Threads = None,
 ) -> None:
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout, composition=composition)
@@ -320,15 +392,16 @@ def pretrain(
     batch_size: TrainBatch = PRETRAINING.batch_size,
     lr: Lr = PRETRAINING.lr,
     val_fraction: Annotated[float, typer.Option(
-        "--val-fraction", help="Share of the inputs held out (at random) for validation.")] = PRETRAINING.val_fraction,
+        "--val-fraction", callback=FRACTION_OR_NONE.check, help="Share of the inputs held out (at random) for "
+        "validation.")] = PRETRAINING.val_fraction,
     val: ValFiles = None,
     patience: Patience = PRETRAINING.patience,
     rc_augment: Annotated[bool, typer.Option(
         "--rc-augment/--no-rc-augment", help="Pretrain on random reverse complements too.")
     ] = bool(PRETRAINING.rc_augment),
     mask_fraction: Annotated[float, typer.Option(
-        "--mask-fraction", help="Share of the bases to predict in each window (80% of them hidden as N, 10% "
-        "replaced by a random base, 10% left).")] = PRETRAINING.mask_fraction,
+        "--mask-fraction", callback=FRACTION.check, help="Share of the bases to predict in each window (80% of "
+        "them hidden as N, 10% replaced by a random base, 10% left).")] = PRETRAINING.mask_fraction,
     seed: Seed = PRETRAINING.seed,
     device: Device = PRETRAINING.device,
     resume: Resume = False,
@@ -338,7 +411,8 @@ def pretrain(
     genome_window: GenomeWindow = PRETRAINING.genome_window,
     holdout_fraction: HoldoutFraction = PRETRAINING.holdout_fraction,
     windows_per_epoch: Annotated[int, typer.Option(
-        "--windows-per-epoch", help="With --genome: fresh random windows per epoch.")] = PRETRAINING.windows_per_epoch,
+        "--windows-per-epoch", callback=COUNT.check, help="With --genome: fresh random windows per epoch.")
+    ] = PRETRAINING.windows_per_epoch,
     threads: Threads = None,
 ) -> None:
     options = model_options(set_, dim=dim, hidden=hidden, layers=layers, dropout=dropout)
@@ -365,8 +439,8 @@ def predict(
     rc: Strands = None,
     threshold: Threshold = None,
     min_score: Annotated[float | None, typer.Option(
-        "--min-score", help="Call a record 'unclassified' when its top (calibrated) probability is "
-        "below this, in (0, 1].")] = None,
+        "--min-score", callback=Range(0, 1, low_open=True).check, help="Call a record 'unclassified' when its top "
+        "(calibrated) probability is below this, in (0, 1].")] = None,
     report: ReportFile = None,
     classified_out: Annotated[str | None, typer.Option(
         "--classified-out", help="Write each record to the file of its class: '#' in the name becomes "
@@ -456,9 +530,10 @@ def scan(
         "(bedGraph). With --all-classes, one file per class: out.bedgraph becomes out.CLASS.bedgraph.")] = "-",
     format_: ScanFormat = None,
     window: Annotated[int | None, typer.Option(
-        help="Bases per window slid along the genome. Default: the model's max_len; longer windows are "
-        "tiled as in predict.")] = None,
-    step: Annotated[int | None, typer.Option(help="Bases between window starts. Default: half the window.")] = None,
+        callback=Range(scanning.MIN_WINDOW).check, help="Bases per window slid along the genome. Default: the "
+        "model's max_len; longer windows are tiled as in predict.")] = None,
+    step: Annotated[int | None, typer.Option(
+        callback=COUNT.check, help="Bases between window starts. Default: half the window.")] = None,
     class_name: Annotated[str | None, typer.Option(
         "--class", help="Class whose probability is tracked. Default: a binary model's positive class.")] = None,
     all_classes: Annotated[
@@ -500,7 +575,7 @@ def variants_(
         "with INFO fields added); '-' for stdout (TSV, or VCF with --format vcf).")] = "-",
     format_: VariantsFormat = None,
     allele_window: Annotated[int | None, typer.Option(
-        "--allele-window", min=1, help="Bases per window, centred on each allele. Default: the "
+        "--allele-window", callback=COUNT.check, help="Bases per window, centred on each allele. Default: the "
         "model's max_len.")] = None,
     skip_mismatch: Annotated[bool, typer.Option(
         "--skip-mismatch", help="Count records whose REF differs from the reference, instead of stopping.")] = False,
@@ -534,20 +609,23 @@ def explain(
         "--class", help="Class whose log-odds are explained, or 'predicted' (each record's most "
         "probable). Default: a binary model's positive class, else the predicted class.")] = None,
     start: Annotated[int | None, typer.Option(
-        help="First position explained in every record (0-based). Default: 0.")] = None,
+        callback=Range(0).check, help="First position explained in every record (0-based). Default: 0.")] = None,
     end: Annotated[int | None, typer.Option(
-        help="Position after the last one explained (0-based, exclusive). Default: the record's end.")] = None,
+        callback=COUNT.check, help="Position after the last one explained (0-based, exclusive). Default: the "
+        "record's end.")] = None,
     plots: Plots = None,
     ids: Annotated[list[str] | None, typer.Option("--ids", help="Records to draw with --plots. Repeatable.")] = None,
-    top: Annotated[int, typer.Option(min=1, help="Records drawn with --plots without --ids: the highest log-odds.")
-                   ] = explaining.Extras.top,
+    top: Annotated[int, typer.Option(
+        callback=COUNT.check, help="Records drawn with --plots without --ids: the highest log-odds.")
+    ] = explaining.Extras.top,
     motifs: Annotated[Path | None, typer.Option(
         help="Folder for motifs found in the attributions (TF-MoDISco-lite): motifs.meme, motifs.tsv "
         "(seqlets, consensus, known match) and a logo each.")] = None,
     known: Annotated[str | None, typer.Option(
         help="MEME file of known motifs to compare the --motifs with (TOMTOM).")] = None,
     max_passes: Annotated[
-        int, typer.Option("--max-passes", min=1, help="Most window forward passes an ism request may take.")
+        int, typer.Option("--max-passes", callback=COUNT.check, help="Most window forward passes an ism request may "
+                          "take.")
     ] = explaining.MAX_ISM_PASSES,
     seed: Seed = 0,
     batch_size: ScoreBatch = BATCH_SIZE,

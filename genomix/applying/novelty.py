@@ -227,7 +227,7 @@ class Novelty:
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
                        {k: float(v) for k, v in block["thresholds"].items()}, combined)
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise GenomixError(f"corrupt novelty block in the model file ({err})") from None
 
 

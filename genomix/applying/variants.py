@@ -156,12 +156,18 @@ def _open_vcf(path: str | Path, region: str | None) -> pysam.VariantFile:
     return vcf
 
 
-def _check_line(line: str, where: str) -> None:
-    """The columns htslib misreads without saying so, checked on the record's own text."""
+def _check_line(line: str, where: str, samples: int) -> None:
+    """The columns htslib misreads without saying so, checked on the record's own text; a VCF with `samples`
+    (in its #CHROM line) has their FORMAT and columns in every record (htslib reads a record without them, and
+    cannot write it back)."""
     fields = line.rstrip("\r\n").split("\t", 8)
     if len(fields) < 8:
         raise GenomixError(f"{where}: {len(fields)} tab-separated columns, a VCF record needs at least 8 (CHROM POS "
                            "ID REF ALT QUAL FILTER INFO)" + ("; it is empty" if not line.strip() else ""))
+    columns = line.rstrip("\r\n").count("\t") + 1
+    if samples and columns != 9 + samples:
+        raise GenomixError(f"{where}: {columns} tab-separated columns, and the header's #CHROM line has {9 + samples} "
+                           f"(8, FORMAT and {samples} sample{'s' * (samples > 1)})")
     if not fields[1].isdigit() or int(fields[1]) < 1:
         raise GenomixError(f"{where}: POS '{fields[1]}' is not a position (a whole number from 1)")
     if not LETTERS.fullmatch(fields[3]):
@@ -213,7 +219,7 @@ class VcfRecords:
                     continue
                 where = f"{self.path}: line {number}" if number is not None else \
                     f"{self.path} --region {self.region}: record {count}"
-                _check_line(line, where)
+                _check_line(line, where, len(self.header.samples))
                 try:
                     record = next(records)
                 except (OSError, ValueError, StopIteration) as err:

@@ -25,7 +25,7 @@ import pyfaidx
 
 from genomix.console import console
 from genomix.errors import GenomixError
-from genomix.io.reading import BOM, Record, normalise, split_input, text_lines
+from genomix.io.reading import BOM, Record, check_name, normalise, split_input, text_lines
 
 MAX_N_FRACTION = 0.5  # windows with more N than this carry no signal and are skipped
 SAMPLE_TRIES = 100  # draws per window before giving up on a genome that is almost all N
@@ -273,12 +273,12 @@ def _bed_record(fields: list[str], label: str | None, where: str, reference: Gen
     if not 0 <= start < end <= reference.contigs[contig]:
         raise GenomixError(f"{where}: region {start}-{end} is empty or outside {contig} "
                            f"(length {reference.contigs[contig]})")
-    if strand not in "+-.":
+    if strand not in ("+", "-", "."):
         raise GenomixError(f"{where}: strand must be +, - or ., got {strand!r}")
     seq = reference.fetch(contig, start, end)
     if strand == "-":
         seq = reverse_complement(seq)
-    name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
+    name = check_name(fields[3], "name", where) if len(fields) > 3 and fields[3] not in ("", ".") else None
     return Record(region_id(contig, start, end, strand), seq, label or name)
 
 

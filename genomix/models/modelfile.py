@@ -17,7 +17,8 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypedDict, Union, get_args, get_origin, get_type_hints, is_typeddict
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -184,30 +185,111 @@ def upgrade_header(header: dict[str, Any]) -> dict[str, Any]:
     return header
 
 
-_CARD_TYPES = {"model": str, "config": dict, "classes": list, "positive_class": (str, type(None)),
-               "both_strands": bool, "temperature": (int, float, type(None)), "training": (dict, type(None)),
-               "validation": (dict, type(None)), "genomix_version": str, "kind": str,
-               "novelty": (dict, type(None))}
+class _Validation(TypedDict, total=False):
+    """What `describe` reads of the free-form validation block (a classifier's, or a backbone's)."""
+
+    accuracy: float | None
+    mcc: float | None
+    auroc: float | None
+    masked_loss: float
+    frequency_loss: float
+    masked_accuracy: float
+
+
+class _Novelty(TypedDict, total=False):
+    """What `describe` reads of the novelty block (`genomix.applying.novelty.Novelty.from_card` reads the rest)."""
+
+    method: str
+    known_recall: float
+    thresholds: dict[str, float]
+
+
+class _Backbone(TypedDict):
+    """A fine-tuned model's `training.initialised_from`."""
+
+    file: str
+    sha256: str
+
+
+_BLOCKS: dict[str, Any] = {"validation": _Validation | None, "novelty": _Novelty | None,
+                           "training.initialised_from": _Backbone | None}  # free-form blocks: what of them is read
+
+
+def _type_error(value: Any, kind: Any, name: str) -> str | None:
+    """Why a JSON value is not of a type (str, int, float, bool, Any, X | None, list[X], dict[str, X], a dataclass or
+    a TypedDict, field by field), or None when it is; `name` says where it is, for the message."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin in (Union, UnionType):
+        reasons = {k: _type_error(value, k, name) for k in args}
+        return None if None in reasons.values() else next(r for k, r in reasons.items() if k is not type(None))
+    if kind is Any or kind is type(None) and value is None:
+        return None
+    if dataclasses.is_dataclass(kind) or is_typeddict(kind):
+        return _fields_error(value, kind, name)
+    if origin in (list, dict) and isinstance(value, origin):
+        items = enumerate(value) if origin is list else value.items()
+        return next(filter(None, (_type_error(v, args[-1], f"{name}[{k!r}]") for k, v in items)), None)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):  # JSON writes 1.0 as 1
+        return None
+    if isinstance(kind, type) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return None
+    return f"{name} is {_json_type(value)}"
+
+
+def _fields_error(value: Any, kind: Any, name: str) -> str | None:
+    """`_type_error` of a dataclass or TypedDict: an object with its required fields, and no unknown one for a
+    dataclass; a free-form block takes its type from `_BLOCKS`."""
+    if not isinstance(value, dict):
+        return f"{name} is {_json_type(value)}"
+    hints = get_type_hints(kind)
+    if dataclasses.is_dataclass(kind):
+        required = {f.name for f in dataclasses.fields(kind)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+        unknown = sorted(set(value) - set(hints))
+        if unknown:
+            return f"{name} has an unknown field {unknown[0]!r}"
+    else:
+        required = kind.__required_keys__
+    missing = sorted(set(required) - set(value))
+    if missing:
+        return f"{name} has no {missing[0]}"
+    fields = ((v, _BLOCKS.get(f"{name}.{k}", hints[k]), f"{name}.{k}") for k, v in value.items() if k in hints)
+    return next(filter(None, (_type_error(*field) for field in fields)), None)
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def read_card(path: str | Path) -> ModelCard:
-    """The model card of a file, its fields checked for type before any is used."""
+    """The model card of a file, its fields (and the parts of the free-form blocks that are read) checked for type
+    before any is used."""
     header = upgrade_header(read_header(path))
-    fields = {k: header[k] for k in _CARD_TYPES if k in header}
-    for key, kind in _CARD_TYPES.items():
-        if key in ("model", "config", "classes") and key not in fields:
+    hints = get_type_hints(ModelCard)
+    fields = {k: header[k] for k in hints if k in header}
+    for key in ("model", "config", "classes"):
+        if key not in fields:
             raise GenomixError(f"{path}: corrupt model file (no {key})")
-        if key in fields and not isinstance(fields[key], kind):
-            raise GenomixError(f"{path}: corrupt model file ({key} is {type(fields[key]).__name__})")
-    if len(fields["classes"]) < 2 or not all(isinstance(c, str) for c in fields["classes"]):
-        raise GenomixError(f"{path}: corrupt model file (classes must be two or more names)")
+    for key, value in fields.items():
+        reason = _type_error(value, _BLOCKS.get(key, hints[key]), key)
+        if reason is not None:
+            raise GenomixError(f"{path}: corrupt model file ({reason})")
+    training, temperature = fields.get("training"), fields.get("temperature")
+    problems = {"classes must be two or more names": len(fields["classes"]) < 2,
+                "training.length_range must be [shortest, longest]":
+                    training is not None and len(training["length_range"]) != 2,
+                f"temperature {temperature} is not a positive number":  # scores are divided by it
+                    temperature is not None and not 0 < temperature < math.inf}
+    problem = next((p for p, found in problems.items() if found), None)
+    if problem is not None:
+        raise GenomixError(f"{path}: corrupt model file ({problem})")
     for name in fields["classes"]:
         check_name(name, "class", f"{path}: corrupt model file")
+    if training is not None:
+        fields["training"] = TrainingRecord(**training)
     try:
-        if fields.get("training") is not None:
-            fields["training"] = TrainingRecord(**fields["training"])
         return ModelCard(**fields)
-    except TypeError as err:
+    except GenomixError as err:  # an unknown kind, a positive class that is not a class
         raise GenomixError(f"{path}: corrupt model file ({err})") from None
 
 
