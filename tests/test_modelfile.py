@@ -39,6 +39,18 @@ def test_a_model_file_from_before_the_typed_header_predicts_as_it_did(name, tmp_
                                np.array([r[3:] for r in expected[1:]], float), atol=2e-6)
 
 
+def test_a_model_file_with_the_first_novelty_block_scores_and_calls_as_it_did(tmp_path):
+    """Its `kmer` (one shared covariance) and `markov` (typicality under third-order chains) are not today's."""
+    path = FIXTURES / "v1_novelty.gmx"
+    assert "version" not in load_model(path).card.novelty
+    out = tmp_path / "p.tsv"
+    predict(path, RecordSource([str(TEST_FA)]), out, device="cpu", unknown=True)
+    expected, got = tsv_rows(FIXTURES / "v1_novelty.predictions.tsv"), tsv_rows(out)
+    assert [r[:3] for r in got] == [r[:3] for r in expected]  # ids, lengths, labels (unknown included)
+    np.testing.assert_allclose(np.array([r[3:] for r in got[1:]], float),
+                               np.array([r[3:] for r in expected[1:]], float), atol=2e-6)
+
+
 def test_an_old_file_is_read_into_todays_card_and_written_back_in_todays_format(tmp_path):
     old = load_model(FIXTURES / "v0_paramixer.gmx")
     assert old.network.name == "paramixer-cdil"  # was `paramixer` with the option protocol=cdil

@@ -15,7 +15,11 @@ from helpers import ROOT, TEST_FA, motif_records
 from genomix.applying.novelty import (
     COMBINED,
     LEGACY_COMBINED,
+    MARKOV_K,
     METHODS,
+    VERSION,
+    Gaussian,
+    Inputs,
     Novelty,
     kmer_profiles,
     novelty_of,
@@ -66,6 +70,31 @@ def test_every_method_scores_and_the_card_block_round_trips(motif_paramixer):
     assert again.threshold == pytest.approx(stored.threshold, rel=1e-5)
     with pytest.raises(GenomixError, match="corrupt novelty block"):
         Novelty.from_card(stored.as_card() | {"markov": [[0.0, 1.0]]})
+
+
+def test_per_class_gaussians_give_the_mahalanobis_distance_under_each_classes_own_covariance():
+    from sklearn.covariance import ledoit_wolf
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, (50, 3)), rng.normal(5, [0.2, 1, 3], (60, 3))]
+    y = np.r_[np.zeros(50, int), np.ones(60, int)]
+    queries = rng.normal(2, 2, (7, 3))
+    dense = [[(q - x[y == c].mean(0)) @ np.linalg.inv(ledoit_wolf(x[y == c])[0]) @ (q - x[y == c].mean(0))
+              for c in (0, 1)] for q in queries]
+    fitted = Gaussian.fit_per_class(x, y, 2)
+    np.testing.assert_allclose(fitted.distance(queries), np.min(dense, 1) / 3, rtol=1e-8)
+    again = Gaussian.from_card(json.loads(json.dumps(fitted.as_card())))  # kept to 6 digits in the card
+    np.testing.assert_allclose(again.distance(queries), fitted.distance(queries), rtol=1e-4)
+
+
+def test_markov_is_what_the_own_composition_explains_beyond_the_best_chain():
+    """Under chains that give every base 1/4, a uniform record gains nothing over its own composition (score 0)
+    and a record of G and C only loses log 2 a base to it: its own composition gives each base 1/2."""
+    uniform = np.full((2, 4 ** MARKOV_K[VERSION]), np.log(0.25))
+    novelty = Novelty("combined", 0.99, Gaussian(np.eye(64), np.zeros((1, 64))), uniform, None)
+    records = [encode("ACGT" * 50), encode("GC" * 100)]
+    scores = novelty._distances(Inputs(np.zeros((2, 2)), np.zeros((2, 4)), records))
+    np.testing.assert_allclose(scores["markov"], [0.0, np.log(2)], atol=1e-12)
 
 
 def test_combined_averages_the_standardised_scores_its_card_names_and_an_old_card_scores_as_it_did(motif_paramixer):

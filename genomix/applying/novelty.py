@@ -7,16 +7,20 @@ Every score is higher for a more unusual record, and needs only what the model f
 - `energy`: minus the log-sum-exp of the head's logits on the pooled features;
 - `features`: the squared Mahalanobis distance of the pooled features (`Model.embed`, what the head reads) to the
   nearest class mean, under one covariance shared by the classes;
-- `kmer`: the same distance for the record's normalised 3-mer profile;
-- `markov`: how far from the typical per-base log-likelihood of a class's training records the record's lies
-  under that class's third-order Markov chain (the chance of each base given the three before it), in standard
-  deviations, for the class where it is least far: a two-sided typicality test, since a likelihood higher than
-  typical marks a lower-complexity (more GC- or AT-rich) organism as surely as a lower one marks another;
-- `combined`: the mean of the `msp` and `kmer` scores, each standardised by its validation mean and spread: the
-  classifier's doubt and the composition distance fail on different unknowns, so together they catch more than
-  either. The card names the scores it averages; a card that does not (written before it did) averaged
-  `features`, `kmer` and `markov`, and still does (`features` left out where the pooled features are too wide to
-  keep a covariance of).
+- `kmer`: the squared Mahalanobis distance of the record's 3-mer profile (both strands: a window of a genome
+  comes from either) to the nearest class mean, under that class's own covariance;
+- `markov`: how little better the best class's fourth-order Markov chain (the chance of each base given the four
+  before it) explains the record than its own base composition does, per base: a record of a trained species
+  gains much from its class's chain; one of another organism gains little from any, whatever its GC content,
+  which the subtraction removes;
+- `combined`: the mean of the `msp`, `kmer` and `markov` scores, each standardised by its validation mean and
+  spread: the classifier's doubt and the two composition scores fail on different unknowns, so together they
+  catch more than any one (chosen on the leave-one-species-out benchmark, docs/OPEN_SET.md).
+
+A card of the first version (no `version` key) keeps the scores it was fitted with: `kmer` under one covariance
+shared by the classes, `markov` as a two-sided typicality test of the likelihood under third-order chains, both
+on the strands the model scores, and `combined` as the card names it (`msp` and `kmer`; a card that names none
+averaged `features`, `kmer` and `markov`).
 
 The class means and whitening matrices are fitted on the training records in the finishing step; the threshold
 of each score keeps `known_recall` of the validation records known. All of it is the card's `novelty` block.
@@ -38,11 +42,12 @@ from genomix.sequences.tokens import kmer_codes, reverse_complement
 
 METHODS = ("msp", "energy", "features", "kmer", "markov", "combined")
 DEFAULT_METHOD = "combined"
-COMBINED = ("msp", "kmer")  # what `combined` averages: chosen by bench/open_set_combine.py (docs/OPEN_SET.md)
+COMBINED = ("msp", "kmer", "markov")  # what `combined` averages: chosen by bench/open_set_combine.py (docs/OPEN_SET.md)
 LEGACY_COMBINED = ("features", "kmer", "markov")  # what it averaged in a card that does not say
+VERSION = 2  # of the novelty block: 1 had a shared `kmer` covariance and `markov` as typicality (module docstring)
 DEFAULT_KNOWN_RECALL = 0.99
 PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and a covariance of 4,096 numbers in the card
-MARKOV_K = 4  # the Markov chains' k-mers: a base and the three before it (256 numbers per class)
+MARKOV_K = {1: 4, 2: 5}  # per version, the Markov chains' k-mers: a base and the k - 1 before it (4^k per class)
 PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that an unseen k-mer is not impossible
 MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
 SHRINKAGE = 0.01  # share of the mean variance added to the covariance's diagonal: keeps it invertible
@@ -80,10 +85,11 @@ def _kmer_counts(tokens: np.ndarray, k: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Gaussian:
-    """Class-conditional Gaussians with one shared covariance, kept whitened: distances are Euclidean after
-    `whiten` (W with W Σ Wᵀ = I), and the class means are stored whitened."""
+    """Class-conditional Gaussians, kept whitened: distances are Euclidean after `whiten` (W with W Σ Wᵀ = I), and
+    the class means are stored whitened. The covariance is shared by the classes (`fit`) or each class's own
+    (`fit_per_class`)."""
 
-    whiten: np.ndarray  # (d, d)
+    whiten: np.ndarray  # (d, d) shared, or (classes, d, d)
     means: np.ndarray  # (classes, d)
 
     @classmethod
@@ -93,15 +99,30 @@ class Gaussian:
         centred = x - means[y]
         covariance = centred.T @ centred / max(1, len(x) - num_classes)
         covariance += (SHRINKAGE * np.trace(covariance) / len(covariance) + 1e-12) * np.eye(len(covariance))
-        values, vectors = np.linalg.eigh(covariance)
-        whiten = (vectors / np.sqrt(values)).T
+        whiten = _whitening(covariance)
         return cls(whiten, means @ whiten.T)
+
+    @classmethod
+    def fit_per_class(cls, x: np.ndarray, y: np.ndarray, num_classes: int) -> Gaussian:
+        """Each class's own covariance, shrunk towards a multiple of the identity by Ledoit and Wolf's rule (a
+        class may have fewer records than dimensions); a class of fewer than two records is left out."""
+        from sklearn.covariance import ledoit_wolf  # loads where a model is trained, not where one is applied
+
+        whitens, means = [], []
+        for c in range(num_classes):
+            mine = x[y == c]
+            whitens.append(_whitening(ledoit_wolf(mine)[0]) if len(mine) > 1 else np.eye(x.shape[1]))
+            means.append(whitens[-1] @ mine.mean(0) if len(mine) > 1 else np.full(x.shape[1], np.nan))
+        return cls(np.stack(whitens), np.stack(means))
 
     def distance(self, x: np.ndarray) -> np.ndarray:
         """(n,) squared distance to the nearest class mean, per dimension (about 1 for a typical record)."""
-        z = x @ self.whiten.T
-        squared = (z**2).sum(1)[:, None] - 2 * z @ self.means.T + (self.means**2).sum(1)[None]
-        return np.nanmin(squared, 1) / z.shape[1]
+        if self.whiten.ndim == 3:
+            squared = np.stack([((x @ w.T - m) ** 2).sum(1) for w, m in zip(self.whiten, self.means)], 1)
+        else:
+            z = x @ self.whiten.T
+            squared = (z**2).sum(1)[:, None] - 2 * z @ self.means.T + (self.means**2).sum(1)[None]
+        return np.nanmin(squared, 1) / x.shape[1]
 
     def as_card(self) -> dict[str, list]:
         return {"whiten": _rounded(self.whiten), "means": _rounded(self.means)}
@@ -109,10 +130,18 @@ class Gaussian:
     @classmethod
     def from_card(cls, block: dict[str, Any]) -> Gaussian:
         whiten, means = np.asarray(block["whiten"], dtype=np.float64), np.asarray(block["means"], dtype=np.float64)
-        if whiten.ndim != 2 or whiten.shape[0] != whiten.shape[1] or means.ndim != 2 or \
-                means.shape[1] != whiten.shape[0]:
-            raise ValueError("a Gaussian needs a square whitening matrix and means of its width")
+        per_class = whiten.ndim == 3 and len(whiten) == len(means)
+        if whiten.ndim not in (2, 3) or not per_class and whiten.ndim == 3 or whiten.shape[-1] != whiten.shape[-2] \
+                or means.ndim != 2 or means.shape[1] != whiten.shape[-1]:
+            raise ValueError("a Gaussian needs square whitening matrices (one, or one per class) and means of their "
+                             "width")
         return cls(whiten, means)
+
+
+def _whitening(covariance: np.ndarray) -> np.ndarray:
+    """W with W Σ Wᵀ = I."""
+    values, vectors = np.linalg.eigh(covariance)
+    return (vectors / np.sqrt(np.maximum(values, 1e-12))).T
 
 
 @dataclass(frozen=True)
@@ -136,12 +165,13 @@ class Novelty:
     method: str
     known_recall: float
     profile: Gaussian
-    markov: np.ndarray  # (classes, 4^MARKOV_K): log chance of a k-mer's last base given the bases before it
-    typical: np.ndarray  # (classes, 2): mean and standard deviation of the class's training records' likelihoods
+    markov: np.ndarray  # (classes, 4^k): log chance of a k-mer's last base given the bases before it
+    typical: np.ndarray | None  # version 1: (classes, 2), the mean and spread of its training records' likelihoods
     features: Gaussian | None = None
     spread: dict[str, list[float]] | None = None  # per score: validation mean and standard deviation
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
     combined: tuple[str, ...] = COMBINED  # the scores `combined` averages (those the model has)
+    version: int = VERSION
 
     @property
     def threshold(self) -> float:
@@ -149,19 +179,17 @@ class Novelty:
 
     @classmethod
     def fit(cls, network: Model, train: Inputs, y: np.ndarray) -> Novelty:
-        """The class Gaussians of the training records (no thresholds yet: `calibrate`)."""
+        """The class statistics of the training records (no thresholds yet: `calibrate`)."""
+        classes = network.num_classes
+        profiles = kmer_profiles(train.tokens, MARKOV_K[VERSION], both_strands=True)
+        frequencies = np.stack([profiles[y == c].sum(0) for c in range(classes)]).reshape(classes, -1, 4)
+        frequencies = frequencies / np.maximum(1, np.bincount(y, minlength=classes))[:, None, None]
+        frequencies += PSEUDOCOUNT / 4 ** MARKOV_K[VERSION]
+        markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(classes, -1)
         wide = train.features.shape[1] > MAX_FEATURE_DIM
-        profiles = train.profiles(MARKOV_K)
-        frequencies = np.stack([profiles[y == c].sum(0) for c in range(network.num_classes)])
-        frequencies = frequencies.reshape(len(frequencies), -1, 4) / np.maximum(1, np.bincount(y))[:, None, None]
-        frequencies += PSEUDOCOUNT / 4**MARKOV_K
-        markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(network.num_classes, -1)
-        own = (profiles @ markov.T)[np.arange(len(y)), y]
-        typical = np.array([[own[y == c].mean(), own[y == c].std() or 1.0] if (y == c).any() else [np.nan, 1.0]
-                            for c in range(network.num_classes)])
-        return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL, Gaussian.fit(train.profiles(PROFILE_K), y,
-                                                                      network.num_classes), markov, typical,
-                   None if wide else Gaussian.fit(train.features, y, network.num_classes))
+        return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL,
+                   Gaussian.fit_per_class(kmer_profiles(train.tokens, PROFILE_K, both_strands=True), y, classes),
+                   markov, None, None if wide else Gaussian.fit(train.features, y, classes))
 
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
         """Thresholds that keep `known_recall` of the (in-distribution) validation records known."""
@@ -194,39 +222,52 @@ class Novelty:
         return result | self._distances(batch)
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
-        likelihoods = batch.profiles(MARKOV_K) @ self.markov.T
-        atypical = np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1]
-        result = {"kmer": self.profile.distance(batch.profiles(PROFILE_K)), "markov": np.nanmin(atypical, 1)}
+        strands = batch.both_strands or self.version > 1
+        likelihoods = kmer_profiles(batch.tokens, MARKOV_K[self.version], strands) @ self.markov.T
+        if self.version == 1:
+            markov = np.nanmin(np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1], 1)
+        else:
+            composition = kmer_profiles(batch.tokens, 1, both_strands=True)
+            own = (composition * np.log(np.where(composition > 0, composition, 1))).sum(1)
+            markov = own - likelihoods.max(1)
+        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens, PROFILE_K, strands)), "markov": markov}
         if self.features is not None:
             result["features"] = self.features.distance(np.nan_to_num(batch.features))
         return result
 
     def as_card(self) -> dict[str, Any]:
         return {"method": self.method, "known_recall": self.known_recall, "combined": list(self.combined),
-                "profile_k": PROFILE_K, "markov_k": MARKOV_K, "thresholds": self.thresholds, "spread": self.spread,
-                "profile": self.profile.as_card(), "markov": _rounded(self.markov),
-                "markov_typical": _rounded(self.typical),
+                "version": self.version, "profile_k": PROFILE_K, "markov_k": MARKOV_K[self.version],
+                "thresholds": self.thresholds, "spread": self.spread, "profile": self.profile.as_card(),
+                "markov": _rounded(self.markov),
+                "markov_typical": None if self.typical is None else _rounded(self.typical),
                 "features": None if self.features is None else self.features.as_card()}
 
     @classmethod
     def from_card(cls, block: dict[str, Any]) -> Novelty:
         """The card's block, checked (a malformed one is a corrupt model file)."""
         try:
-            if block["method"] not in METHODS or block["profile_k"] != PROFILE_K or block["markov_k"] != MARKOV_K:
-                raise ValueError(f"method {block['method']!r}, k {block['profile_k']!r}, {block['markov_k']!r}")
+            version = block.get("version", 1)
+            if version not in MARKOV_K or block["method"] not in METHODS or block["profile_k"] != PROFILE_K or \
+                    block["markov_k"] != MARKOV_K[version]:
+                raise ValueError(f"version {version!r}, method {block['method']!r}, k {block['profile_k']!r}, "
+                                 f"{block['markov_k']!r}")
             features, markov = block["features"], np.asarray(block["markov"], dtype=np.float64)
-            typical = np.asarray(block["markov_typical"], dtype=np.float64)
+            typical = np.asarray(block["markov_typical"], dtype=np.float64) if version == 1 else None
             combined = tuple(block.get("combined", LEGACY_COMBINED))
             needed = set(combined) - ({"features"} if features is None else set())
             if not set(combined) <= set(METHODS[:-1]) or not needed <= set(block["spread"]):
                 raise ValueError(f"combined scores {combined}, spread of {sorted(block['spread'])}")
-            if markov.ndim != 2 or markov.shape[1] != 4**MARKOV_K or typical.shape != (len(markov), 2):
-                raise ValueError(f"Markov chains of shape {markov.shape}, typical likelihoods {typical.shape}")
-            return cls(block["method"], float(block["known_recall"]), Gaussian.from_card(block["profile"]), markov,
-                       typical,
+            if markov.ndim != 2 or markov.shape[1] != 4 ** MARKOV_K[version] or \
+                    typical is not None and typical.shape != (len(markov), 2):
+                raise ValueError(f"Markov chains of shape {markov.shape}")
+            profile = Gaussian.from_card(block["profile"])
+            if (profile.whiten.ndim == 3) != (version > 1):
+                raise ValueError(f"a version {version} block with {profile.whiten.ndim - 1}-d k-mer whitening")
+            return cls(block["method"], float(block["known_recall"]), profile, markov, typical,
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
-                       {k: float(v) for k, v in block["thresholds"].items()}, combined)
+                       {k: float(v) for k, v in block["thresholds"].items()}, combined, version)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise GenomixError(f"corrupt novelty block in the model file ({err})") from None
 
