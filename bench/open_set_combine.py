@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,10 +32,10 @@ def load(folder: Path, window: int) -> dict[str, dict[str, np.ndarray]]:
     return {p.name.removesuffix(f"_{window}.npz"): dict(np.load(p)) for p in sorted(folder.glob(f"*_{window}.npz"))}
 
 
-def candidates() -> list[tuple[str, tuple[str, ...]]]:
-    singles = [("mean", (b,)) for b in BASES]
-    return singles + [(a, m) for a in AGGREGATES for r in range(2, len(BASES) + 1)
-                      for m in itertools.combinations(BASES, r)]
+def candidates(bases: Sequence[str] = BASES) -> list[tuple[str, tuple[str, ...]]]:
+    singles = [("mean", (b,)) for b in bases]
+    return singles + [(a, m) for a in AGGREGATES for r in range(2, len(bases) + 1)
+                      for m in itertools.combinations(bases, r)]
 
 
 def name(candidate: tuple[str, tuple[str, ...]]) -> str:
@@ -60,10 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("folder", type=Path)
     parser.add_argument("--window", type=int, default=1000)
+    parser.add_argument("--bases", nargs="+", default=list(BASES),
+                        help="the scores combined (bench/open_set_composition.py --save adds more)")
     parser.add_argument("-o", "--output", type=Path, help="JSON of every candidate's per-fold figures and the choice")
     args = parser.parse_args()
     folds = load(args.folder, args.window)
-    table = {name(c): {s: figures(f, c) for s, f in folds.items()} for c in candidates()}
+    table = {name(c): {s: figures(f, c) for s, f in folds.items()} for c in candidates(args.bases)}
     auroc = {c: {s: v["auroc"] for s, v in per.items()} for c, per in table.items()}
     chosen = {held: max(auroc, key=lambda c: np.mean([v for s, v in auroc[c].items() if s != held]))
               for held in folds}

@@ -10,8 +10,8 @@ Detectors (higher: more unusual), on both strands' k-mer frequencies (`novelty.k
 - `markov{k}`: minus the best class's per-base log-likelihood under its order-(k-1) Markov chain;
 - `markov{k}-own`: the same, less the record's likelihood under its own base composition (removes GC);
 - `markov{k}-pooled`: the same, less the likelihood under one chain of every trained species (a background);
-- `gauss{k}`: squared Mahalanobis distance to the nearest class under that class's own (Ledoit-Wolf) covariance;
-- `knn{k}`: distance to the 5th nearest training window after whitening by the shared covariance.
+- `gauss{k}` (k ≤ 4): squared Mahalanobis distance to the nearest class under that class's own (Ledoit-Wolf) covariance;
+- `knn{k}` (k ≤ 4): distance to the 5th nearest training window after whitening by the shared covariance.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from sklearn.neighbors import NearestNeighbors
 
 from genomix.applying.novelty import kmer_profiles
 from genomix.sequences.tokens import encode
+
+MAX_COVARIANCE_K = 4  # `gauss` and `knn` stop here: a covariance of 4^5 k-mers per class takes minutes a fold
 
 
 def chains(profiles: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
@@ -93,9 +95,15 @@ def fold(classes: dict, left_out: str, saved: dict, args: argparse.Namespace) ->
     for k in args.k:
         train_profiles = kmer_profiles(train_tokens, k, both_strands=True)
         sets = [kmer_profiles(t, k, both_strands=True) for t in tokens]
-        detectors |= markov(train_profiles, y, sets, tokens, k) | gaussians(train_profiles, y, sets, k)
-        detectors |= neighbours(train_profiles, y, sets, k)
+        detectors |= markov(train_profiles, y, sets, tokens, k)
+        if k <= MAX_COVARIANCE_K:
+            detectors |= gaussians(train_profiles, y, sets, k) | neighbours(train_profiles, y, sets, k)
     detectors |= {name: [saved[f"{s}_{name}"] for s in ("val", "known", "unknown")] for name in ("kmer", "msp")}
+    if args.save:  # the saved arrays and every detector's, for bench/open_set_combine.py --bases
+        args.save.mkdir(parents=True, exist_ok=True)
+        np.savez(args.save / f"{left_out}_{args.window}.npz", **(saved | {
+            f"{split}_{name}": s for name, scores in detectors.items()
+            for split, s in zip(("val", "known", "unknown"), scores)}))
     result = {}
     for name, (val, known, unknown) in detectors.items():
         result[name] = auroc(known, unknown)
@@ -121,6 +129,7 @@ def main() -> None:
     parser.add_argument("--unknown", type=int, default=200)
     parser.add_argument("--unknown-from", choices=("test", "all"), default="test")
     parser.add_argument("--cache", default="/tmp/genomix_open_set")
+    parser.add_argument("--save", type=Path, help="folder for every record's scores, the saved ones included")
     parser.add_argument("-o", "--output", type=Path)
     args = parser.parse_args()
     classes = open_set.species(Path(args.cache))
