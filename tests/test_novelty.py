@@ -97,6 +97,20 @@ def test_markov_is_what_the_own_composition_explains_beyond_the_best_chain():
     np.testing.assert_allclose(scores["markov"], [0.0, np.log(2)], atol=1e-12)
 
 
+def test_a_record_without_composition_is_judged_by_the_scores_it_has(motif_paramixer):
+    """All N, or shorter than the chains' k-mers: no `markov` (nor `kmer` for all N), and `combined` is the mean of
+    the standardised scores that are defined; an empty record has none."""
+    stored = novelty_of(motif_paramixer)
+    tokens = [encode("N" * 50), encode("ACGT"), encode("")]
+    scores = stored.scores(motif_paramixer.network, novelty_inputs(Scorer.of(motif_paramixer, "cpu"), tokens))
+    assert np.isnan(scores["markov"]).all() and np.isnan(scores["kmer"][[0, 2]]).all()
+    assert np.isfinite(scores["kmer"][1])
+    defined = [[(scores[n][i] - stored.spread[n][0]) / stored.spread[n][1] for n in COMBINED
+                if np.isfinite(scores[n][i])] for i in (0, 1)]
+    np.testing.assert_allclose(scores["combined"][:2], [np.mean(d) for d in defined])
+    assert np.isnan(scores["combined"][2])
+
+
 def test_combined_averages_the_standardised_scores_its_card_names_and_an_old_card_scores_as_it_did(motif_paramixer):
     stored = novelty_of(motif_paramixer)
     batch = novelty_inputs(Scorer.of(motif_paramixer, "cpu"),

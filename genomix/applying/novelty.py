@@ -194,7 +194,8 @@ class Novelty:
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:
         """Thresholds that keep `known_recall` of the (in-distribution) validation records known."""
         check_known_recall(known_recall)
-        spread = {name: [float(d.mean()), float(d.std()) or 1.0] for name, d in self._single(network, val).items()}
+        spread = {name: [float(np.nanmean(d)), float(np.nanstd(d)) or 1.0]
+                  for name, d in self._single(network, val).items()}
         scored = replace(self, method=method, known_recall=known_recall, spread=spread)
         scores = scored.scores(network, val)
         if method not in scores:
@@ -205,8 +206,10 @@ class Novelty:
     def scores(self, network: Model, batch: Inputs) -> dict[str, np.ndarray]:
         """Every method's score of each record (NaN for an empty one)."""
         result = self._single(network, batch)
-        result["combined"] = np.mean([(result[n] - self.spread[n][0]) / self.spread[n][1]
-                                      for n in self.combined if n in result], 0)
+        standard = np.array([(result[n] - self.spread[n][0]) / self.spread[n][1] for n in self.combined if n in result])
+        defined = np.isfinite(standard)  # a record without composition is judged by the scores it has
+        with np.errstate(invalid="ignore"):
+            result["combined"] = np.where(defined, standard, 0).sum(0) / defined.sum(0)
         empty = np.array([len(t) == 0 for t in batch.tokens], dtype=bool)
         return {name: np.where(empty, np.nan, s) for name, s in result.items()}
 
@@ -223,17 +226,19 @@ class Novelty:
 
     def _distances(self, batch: Inputs) -> dict[str, np.ndarray]:
         strands = batch.both_strands or self.version > 1
-        likelihoods = kmer_profiles(batch.tokens, MARKOV_K[self.version], strands) @ self.markov.T
+        chains, profiles = (kmer_profiles(batch.tokens, k, strands) for k in (MARKOV_K[self.version], PROFILE_K))
+        likelihoods, distances = chains @ self.markov.T, self.profile.distance(profiles)
         if self.version == 1:
-            markov = np.nanmin(np.abs(likelihoods - self.typical[:, 0]) / self.typical[:, 1], 1)
-        else:
-            composition = kmer_profiles(batch.tokens, 1, both_strands=True)
-            own = (composition * np.log(np.where(composition > 0, composition, 1))).sum(1)
-            markov = own - likelihoods.max(1)
-        result = {"kmer": self.profile.distance(kmer_profiles(batch.tokens, PROFILE_K, strands)), "markov": markov}
-        if self.features is not None:
-            result["features"] = self.features.distance(np.nan_to_num(batch.features))
-        return result
+            return {"kmer": distances, "markov": np.nanmin(np.abs(likelihoods - self.typical[:, 0])
+                                                           / self.typical[:, 1], 1)} | self._features(batch)
+        composition = kmer_profiles(batch.tokens, 1, both_strands=True)
+        own = (composition * np.log(np.where(composition > 0, composition, 1))).sum(1)
+        # a record without a k-mer of A, C, G and T (all N, or shorter than k) has no composition to judge
+        return {"kmer": np.where(profiles.any(1), distances, np.nan),
+                "markov": np.where(chains.any(1), own - likelihoods.max(1), np.nan)} | self._features(batch)
+
+    def _features(self, batch: Inputs) -> dict[str, np.ndarray]:
+        return {} if self.features is None else {"features": self.features.distance(np.nan_to_num(batch.features))}
 
     def as_card(self) -> dict[str, Any]:
         return {"method": self.method, "known_recall": self.known_recall, "combined": list(self.combined),
