@@ -29,7 +29,8 @@ from genomix.applying.scoring import Scorer, predict_records
 from genomix.errors import GenomixError
 from genomix.fitting.finishing import novelty_inputs
 from genomix.fitting.training import TrainSettings, fit
-from genomix.io.reading import Record
+from genomix.io.reading import Record, read_records
+from genomix.models.modelfile import load_model
 from genomix.sequences.tokens import encode, reverse_complement
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -150,6 +151,17 @@ def odd_fa(tmp_path: Path) -> Path:
     path = tmp_path / "odd.fa"
     path.write_text("".join(f">{r.id}\n{r.seq * 3}\n" for r in shifted(30, seed=1, gc=0.95)))
     return path
+
+
+def test_reads_much_shorter_than_the_validation_records_get_a_notice_with_unknown(genomix_main, trained_model,
+                                                                                  tmp_path):
+    length = load_model(trained_model).card.novelty["length"]
+    short = tmp_path / "short.fa"
+    short.write_text("".join(f">r{i}\n{r.seq[: int(length) // 3]}\n" for i, r in enumerate(read_records(str(TEST_FA)))))
+    notice = "the novelty threshold was set on records of about"
+    assert notice in genomix_main("predict", trained_model, short, "--unknown", "--device", "cpu").stderr.decode()
+    assert notice not in genomix_main("predict", trained_model, TEST_FA, "--unknown", "--device", "cpu").stderr.decode()
+    assert notice not in genomix_main("predict", trained_model, short, "--device", "cpu").stderr.decode()
 
 
 def test_predict_unknown_calls_labels_reports_and_splits_unknown_records(genomix_main, trained_model, odd_fa,

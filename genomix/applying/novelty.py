@@ -172,6 +172,7 @@ class Novelty:
     thresholds: dict[str, float] | None = None  # per method: the score past which a record is unknown
     combined: tuple[str, ...] = COMBINED  # the scores `combined` averages (those the model has)
     version: int = VERSION
+    length: float | None = None  # median length of the validation records the thresholds were set on
 
     @property
     def threshold(self) -> float:
@@ -196,7 +197,8 @@ class Novelty:
         check_known_recall(known_recall)
         spread = {name: [float(np.nanmean(d)), float(np.nanstd(d)) or 1.0]
                   for name, d in self._single(network, val).items()}
-        scored = replace(self, method=method, known_recall=known_recall, spread=spread)
+        scored = replace(self, method=method, known_recall=known_recall, spread=spread,
+                         length=float(np.median([len(t) for t in val.tokens])))
         scores = scored.scores(network, val)
         if method not in scores:
             raise GenomixError(f"novelty method {method!r} is not available for this model ({', '.join(scores)} are)")
@@ -245,7 +247,7 @@ class Novelty:
                 "version": self.version, "profile_k": PROFILE_K, "markov_k": MARKOV_K[self.version],
                 "thresholds": self.thresholds, "spread": self.spread, "profile": self.profile.as_card(),
                 "markov": _rounded(self.markov),
-                "markov_typical": None if self.typical is None else _rounded(self.typical),
+                "markov_typical": None if self.typical is None else _rounded(self.typical), "length": self.length,
                 "features": None if self.features is None else self.features.as_card()}
 
     @classmethod
@@ -272,7 +274,8 @@ class Novelty:
             return cls(block["method"], float(block["known_recall"]), profile, markov, typical,
                        None if features is None else Gaussian.from_card(features),
                        {k: [float(a), float(b)] for k, (a, b) in block["spread"].items()},
-                       {k: float(v) for k, v in block["thresholds"].items()}, combined, version)
+                       {k: float(v) for k, v in block["thresholds"].items()}, combined, version,
+                       None if block.get("length") is None else float(block["length"]))
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise GenomixError(f"corrupt novelty block in the model file ({err})") from None
 
@@ -280,6 +283,15 @@ class Novelty:
 def novelty_of(model: TrainedModel) -> Novelty | None:
     """The model's novelty statistics, or None for a model file written before genomix kept them."""
     return None if model.card.novelty is None else Novelty.from_card(model.card.novelty)
+
+
+def shorter_records_notice(novelty: Novelty | None, bases: int, records: int) -> str | None:
+    """A notice where the records scored average under half the length the thresholds were set on: a shorter
+    record's profile and the classifier's doubt are noisier, so more known records pass the threshold."""
+    if novelty is None or novelty.length is None or not records or bases / records >= novelty.length / 2:
+        return None
+    return (f"the novelty threshold was set on records of about {novelty.length:,.0f} bases and these average "
+            f"{bases / records:,.0f}: shorter records score as more unusual, so expect more of them called unknown")
 
 
 def check_known_recall(known_recall: float) -> None:

@@ -15,7 +15,7 @@ from typing import IO
 
 import numpy as np
 
-from genomix.applying.novelty import novelty_of
+from genomix.applying.novelty import novelty_of, shorter_records_notice
 from genomix.applying.scoring import (
     BATCH_SIZE,
     Caller,
@@ -131,6 +131,9 @@ def predict(
     predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
     report = _write(predictions, model, caller, outputs, writer_class, inputs, taxonomy if kraken_report else None)
     console.log(report.summary())
+    notice = shorter_records_notice(novelty_of(model), sum(report.bases.values()), sum(report.records.values()))
+    if unknown and notice:
+        console.log(notice)
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
     return report

@@ -202,6 +202,7 @@ class _Novelty(TypedDict, total=False):
     method: str
     known_recall: float
     thresholds: dict[str, float]
+    length: float | None
 
 
 class _Backbone(TypedDict):
@@ -370,8 +371,9 @@ def describe(card: ModelCard) -> str:
 def _describe_novelty(block: dict[str, Any]) -> str:
     method = block.get("method")
     threshold = (block.get("thresholds") or {}).get(method, math.nan)
+    length = f" of about {block['length']:,.0f} bases" if block.get("length") is not None else ""
     return (f"novelty    {method} score, threshold {threshold:.4g}: `predict --unknown` calls a record past it "
-            f"unknown (keeps {block.get('known_recall', math.nan):.1%} of validation records known)")
+            f"unknown (keeps {block.get('known_recall', math.nan):.1%} of validation records{length} known)")
 
 
 def _describe_training(training: TrainingRecord) -> list[str]:
