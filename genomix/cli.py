@@ -25,7 +25,7 @@ from typer.core import TyperCommand
 from genomix.applying import embedding, evaluating, explaining, predicting, scanning, variants
 from genomix.applying.metrics import report_table
 from genomix.applying.scoring import BATCH_SIZE
-from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_precision, use_threads
+from genomix.console import PRECISIONS, console, resolve_device, reuse_large_allocations, use_threads
 from genomix.errors import GenomixError
 from genomix.fitting import distributed, pretraining, training
 from genomix.fitting.pretraining import PretrainSettings
@@ -172,12 +172,6 @@ def _threads(ctx: Any, param: Any, threads: int | None) -> int | None:
     return threads
 
 
-def _precision(precision: Enum) -> Enum:
-    """--precision is applied here, once, for every command that scores."""
-    use_precision(precision.value)
-    return precision
-
-
 def _device(device: str) -> str:
     """--device is checked here, once, so a bad or absent device fails before any input is read."""
     resolve_device(device)
@@ -210,7 +204,7 @@ Plots = Annotated[Path | None, typer.Option(
     help="Folder for PNG figures, created if needed (evaluate: ROC, precision-recall and confusion "
     "matrix; explain: a sequence logo of each top-scoring record, or of --ids).")]
 Precision = Annotated[PrecisionChoice, typer.Option(
-    callback=_precision, help="Arithmetic of the network's matrix products: bf16, fp32, or auto (bf16 on CUDA; "
+    help="Arithmetic of the network's matrix products: bf16, fp32, or auto (bf16 on CUDA; "
     "fp32 on the CPU, docs/PERFORMANCE.md).")]
 Threads = Annotated[int | None, typer.Option(
     callback=_threads, help="CPU threads for torch (a pipeline job's share of the cores). "
@@ -466,7 +460,7 @@ def predict(
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
     outputs = predicting.Outputs(output, report, classified_out, value_of(report_format), taxonomy, value_of(format_))
     predicting.predict(model, source, outputs, batch_size=batch_size, device=device, rc=rc, threshold=threshold,
-                       shard=shard, min_score=min_score, paired=paired, unknown=unknown)
+                       shard=shard, min_score=min_score, paired=paired, unknown=unknown, precision=precision.value)
 
 
 @command()
@@ -485,7 +479,8 @@ def embed(
     precision: Precision = "auto",
 ) -> None:
     source = RecordSource(inputs or [], bed=bed or [], reference=reference)
-    embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc, format=value_of(format_))
+    embedding.embed(model, source, output, batch_size=batch_size, device=device, rc=rc, format=value_of(format_),
+                    precision=precision.value)
 
 
 @command()
@@ -515,7 +510,8 @@ def evaluate(
     source = RecordSource(inputs or [], labels, bed or [], reference, genome or [])
     result, classes = evaluating.evaluate(model, source, batch_size=batch_size, device=device, rc=rc,
                                           threshold=threshold, plots=plots, output=output, report=report,
-                                          unknown=RecordSource(unknown) if unknown else None)
+                                          unknown=RecordSource(unknown) if unknown else None,
+                                          precision=precision.value)
     console.print(report_table(result, classes, "evaluation"))
 
 
@@ -562,7 +558,7 @@ def scan(
         raise GenomixError("scan needs --reference genome.fa, the genome to slide along")
     scanning.scan(model, reference, output, window=window, step=step, class_name=class_name,
                   all_classes=all_classes, bed_out=bed_out, threshold=threshold, batch_size=batch_size, device=device,
-                  rc=rc, report=report, unknown=unknown, format=value_of(format_))
+                  rc=rc, report=report, unknown=unknown, format=value_of(format_), precision=precision.value)
 
 
 @command("variants")
@@ -589,7 +585,8 @@ def variants_(
 ) -> None:
     summary = variants.score_variants(model, vcf, reference, output, allele_window=allele_window,
                                       skip_mismatch=skip_mismatch, region=region, device=device,
-                                      batch_size=batch_size, rc=rc, format=value_of(format_))
+                                      batch_size=batch_size, rc=rc, format=value_of(format_),
+                                      precision=precision.value)
     console.log(summary.line())
 
 
@@ -640,7 +637,7 @@ def explain(
     extras = explaining.Extras(plots=plots, ids=ids, top=top, motifs=motifs, known=known)
     explaining.explain(model, source, output, method=method.value, class_name=class_name, start=start, end=end,
                        extras=extras, batch_size=batch_size, device=device, rc=rc, max_passes=max_passes, seed=seed,
-                       format=value_of(format_))
+                       format=value_of(format_), precision=precision.value)
 
 
 @command()

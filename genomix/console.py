@@ -47,25 +47,12 @@ def use_threads(threads: int | None) -> None:
 PRECISIONS = ("auto", "fp32", "bf16")
 # What `auto` means on the CPU: fp32 (bench/inference.py checks bf16 against fp32; docs/PERFORMANCE.md).
 AUTO_CPU_BF16 = False
-_precision = "auto"  # the process's setting for scoring: --precision
 
 
 def fast_cpu_bf16() -> bool:
     """The processor multiplies bf16 in hardware (AVX-512 BF16 or AMX), so oneDNN's bf16 GEMMs beat fp32."""
     return torch.backends.mkldnn.is_available() and (torch.cpu._is_avx512_bf16_supported()
                                                      or torch.cpu._is_amx_tile_supported())
-
-
-def use_precision(precision: str) -> None:
-    """Score in `precision` (`compute_dtype`) for the rest of the process: what --precision sets."""
-    global _precision
-    check_precision(precision)
-    _precision = precision
-
-
-def scoring_precision() -> str:
-    """The precision scoring uses where none is given: --precision, `auto` by default."""
-    return _precision
 
 
 def check_precision(precision: str) -> None:
@@ -86,11 +73,11 @@ def compute_dtype(precision: str | None, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if precision == "bf16" else torch.float32
 
 
-def precision_name(device: str | torch.device) -> str:
-    """What scoring runs in on `device` with the process's setting, for log lines: `fp32 (auto)`, say."""
+def precision_name(device: str | torch.device, precision: str) -> str:
+    """What scoring in `precision` runs in on `device`, for log lines: `fp32 (auto)`, say."""
     torch_device = device if isinstance(device, torch.device) else resolve_device(device)
-    name = "bf16" if compute_dtype(_precision, torch_device) == torch.bfloat16 else "fp32"
-    return f"{name} (auto)" if _precision == "auto" else name
+    name = "bf16" if compute_dtype(precision, torch_device) == torch.bfloat16 else "fp32"
+    return f"{name} (auto)" if precision == "auto" else name
 
 
 def autocast(device: torch.device, precision: str | None = None):

@@ -5,11 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from helpers import TEST_FA
 
-from genomix import console
 from genomix.applying.scoring import Scorer
 from genomix.models.modelfile import load_model
 
@@ -18,14 +16,6 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def rows(text: str) -> list[list[str]]:
     return [line.split("\t") for line in text.splitlines()]
-
-
-@pytest.fixture(autouse=True)
-def _auto_again():
-    """--precision sets the process's scoring precision; each test starts from, and leaves, the default."""
-    console.use_precision("auto")
-    yield
-    console.use_precision("auto")
 
 
 def test_bf16_predict_runs_end_to_end_and_calls_as_fp32(genomix_main):

@@ -23,7 +23,7 @@ FORMATS = ("parquet", "npy")  # `genomix.io.formats`; a file either way (binary:
 
 
 def embed(model_path: str | Path, source: RecordSource, output: str | Path, batch_size: int = BATCH_SIZE,
-          device: str = "auto", rc: bool | None = None, format: str | None = None) -> int:
+          device: str = "auto", rc: bool | None = None, format: str | None = None, precision: str = "auto") -> int:
     """Write the embedding of every record of `source` to `output` (in `format`, else by suffix, see above);
     return the count."""
     source.require("embed", genomes=False)
@@ -31,7 +31,7 @@ def embed(model_path: str | Path, source: RecordSource, output: str | Path, batc
     inputs = [*source.files, str(model_path)]
     check_outputs([("-o", output), ("-o", f"{output}.ids" if kind == "npy" else None)], inputs)
     model = load_model(model_path, kinds=KINDS)  # a backbone's pooled features are embeddings too
-    rows = embeddings(model, source.records(), batch_size, device, rc)
+    rows = embeddings(model, source.records(), batch_size, device, rc, precision)
     count = _parquet(rows, output, inputs, model.network.embed_dim) if kind == "parquet" else \
         _npy(rows, output, inputs)
     console.log(f"wrote {count} embeddings of {model.network.embed_dim} features to {output}")

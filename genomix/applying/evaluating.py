@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,10 @@ from genomix.applying.calibration import calibrate, expected_calibration_error
 from genomix.applying.metrics import classification_metrics
 from genomix.applying.novelty import novelty_of, open_set_metrics
 from genomix.applying.predicting import unknown_threshold
-from genomix.applying.scoring import BATCH_SIZE, Caller, check_threshold, decide, predict_records
+from genomix.applying.scoring import BATCH_SIZE, Caller, Prediction, check_threshold, decide, predict_records
 from genomix.errors import GenomixError
 from genomix.io.files import check_outputs, output_folder
 from genomix.io.multiqc import write_metrics, write_summary
-from genomix.io.reading import Record
 from genomix.io.sources import RecordSource
 from genomix.io.writers import Report, output_stream
 from genomix.models.modelfile import TrainedModel, load_model
@@ -34,6 +34,7 @@ def evaluate(
     output: str | Path | None = None,
     report: str | Path | None = None,
     unknown: RecordSource | None = None,
+    precision: str = "auto",
 ) -> tuple[dict, list[str]]:
     """Metrics of the model on the labelled records of `source`, and the model's class names.
 
@@ -51,14 +52,15 @@ def evaluate(
     check_threshold(threshold, model)
     if unknown is not None:
         unknown_threshold(model, True)  # a model file without novelty statistics cannot take --unknown
-    y, raw_scores, lengths, novelty = _scored(model, _records(source, model, model_path), batch_size, device, rc)
+    scored = partial(predict_records, model, batch_size=batch_size, device=device, rc=rc, precision=precision)
+    y, raw_scores, lengths, novelty = _scored(model, scored(_records(source, model, model_path), calibrated=False))
     probs = np.exp(calibrate(raw_scores, model.temperature))
     calls = decide(probs, threshold, model.positive_index)
     result = classification_metrics(y, probs, len(model.classes), calls, model.positive_index)
     result["ece_uncalibrated"] = expected_calibration_error(y, np.exp(raw_scores))
     result["ece"] = expected_calibration_error(y, probs)
     if unknown is not None:
-        result["open_set"] = _open_set(model, unknown, novelty, calls == y, batch_size, device, rc)
+        result["open_set"] = _open_set(model, scored(unknown.records()), novelty, calls == y)
     with ExitStack() as stack:  # all or nothing: the figures and the report, then the metrics, once all are written
         metrics = None if output is None else stack.enter_context(output_stream(output, inputs))
         if plots is not None:
@@ -82,10 +84,9 @@ def _plots(y: np.ndarray, probs: np.ndarray, calls: np.ndarray, model: TrainedMo
     return [str(Path(plots) / p.name) for p in drawn]
 
 
-def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, correct: np.ndarray, batch_size: int,
-              device: str, rc: bool | None) -> dict:
+def _open_set(model: TrainedModel, unknown: Iterable[Prediction], known: np.ndarray, correct: np.ndarray) -> dict:
     """Open-set metrics of the novelty scores of the labelled records (`known`) and of the `unknown` records."""
-    others = [p.novelty for p in predict_records(model, unknown.records(), batch_size, device, rc)]
+    others = [p.novelty for p in unknown]
     if not others:
         raise GenomixError("--unknown: no records")
     novelty = novelty_of(model)
@@ -93,12 +94,12 @@ def _open_set(model: TrainedModel, unknown: RecordSource, known: np.ndarray, cor
         known, np.array(others), novelty.threshold, correct)
 
 
-def _scored(model: TrainedModel, records: Iterable[Record], batch_size: int, device: str,
-            rc: bool | None) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+def _scored(model: TrainedModel, predictions: Iterable[Prediction]) -> tuple[np.ndarray, np.ndarray, list[int],
+                                                                             np.ndarray]:
     """The records' class indices, uncalibrated log-probabilities, lengths and novelty scores."""
     index = {c: i for i, c in enumerate(model.classes)}
     truth, raw, lengths, novelty = [], [], [], []
-    for p in predict_records(model, records, batch_size, device, rc, calibrated=False):
+    for p in predictions:
         truth.append(class_index(p.id, p.label, index, "evaluation"))
         raw.append(p.log_probs)
         lengths.append(p.length)

@@ -211,7 +211,8 @@ def target_class(model: TrainedModel, class_name: str | None) -> int | None:
 
 def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gradient", class_name: str | None = None,
               start: int | None = None, end: int | None = None, batch_size: int = BATCH_SIZE, device: str = "auto",
-              rc: bool | None = None, seed: int = 0, max_passes: int = MAX_ISM_PASSES) -> list[Explanation]:
+              rc: bool | None = None, seed: int = 0, max_passes: int = MAX_ISM_PASSES,
+              precision: str = "auto") -> list[Explanation]:
     """The explanations of `records` by `method` (see the module docstring) for bases [start, end) of each.
 
     ISM that would need more than `max_passes` window forward passes is refused before it starts.
@@ -219,7 +220,7 @@ def attribute(model: TrainedModel, records: Sequence[Record], method: str = "gra
     if method not in METHODS:
         raise GenomixError(f"--method {method}: choose from {', '.join(METHODS)}")
     check_range(records, start, end)
-    scorer = Scorer.of(model, device, batch_size, rc)
+    scorer = Scorer.of(model, device, batch_size, rc, precision=precision)
     if method == "ism":
         passes = ism_passes(records, model.max_len, scorer.rc, start, end)
         if passes > max_passes:
@@ -336,7 +337,8 @@ class Extras:
 def explain(model_path: str | Path, source: RecordSource, output: str | Path, method: str = "gradient",
             class_name: str | None = None, start: int | None = None, end: int | None = None,
             extras: Extras | None = None, batch_size: int = BATCH_SIZE, device: str = "auto", rc: bool | None = None,
-            max_passes: int = MAX_ISM_PASSES, seed: int = 0, format: str | None = None) -> list[Explanation]:
+            max_passes: int = MAX_ISM_PASSES, seed: int = 0, format: str | None = None,
+            precision: str = "auto") -> list[Explanation]:
     """`genomix explain`: attributions of every record of `source` (`attribute`) written to `output` in `format`
     (`OUTPUTS`), else by its suffix (.npz, .tsv or '-', .bedgraph/.bg or .bw/.bigwig for --bed regions), with logos
     and motifs (`Extras`).
@@ -355,7 +357,8 @@ def explain(model_path: str | Path, source: RecordSource, output: str | Path, me
     if extras.ids and not set(extras.ids) <= {r.id for r in records}:
         raise GenomixError(f"--ids: no record {', '.join(sorted(set(extras.ids) - {r.id for r in records})[:5])} "
                            "among the inputs")
-    explanations = attribute(model, records, method, class_name, start, end, batch_size, device, rc, seed, max_passes)
+    explanations = attribute(model, records, method, class_name, start, end, batch_size, device, rc, seed, max_passes,
+                             precision)
     with ExitStack() as stack:  # all or nothing: the extras' folders fill, then -o appears, once all are written
         if kind == "npz":
             write_npz(explanations, output, model.classes, method, stack, inputs)

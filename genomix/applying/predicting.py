@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from itertools import islice, zip_longest
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -99,6 +99,7 @@ def predict(
     min_score: float | None = None,
     paired: tuple[str, str] | None = None,
     unknown: bool = False,
+    precision: str = "auto",
 ) -> Report:
     """Score every record of `source` (or every read pair of `paired`, its mates' log-probabilities averaged)
     into `output` ('-' or None: stdout as TSV; else in `Outputs.format` or by suffix, see `genomix.io.writers`);
@@ -108,7 +109,7 @@ def predict(
     a record whose top probability is below it is `unclassified`. With `shard` "I/N", only records (pairs)
     I, I+N, I+2N... are scored, so N jobs together score every record once. Every record gets a novelty score
     (`genomix.applying.novelty`) where the model file keeps the statistics; with `unknown`, a record past the
-    model's threshold is called `unknown`.
+    model's threshold is called `unknown`. `precision` is the arithmetic of the network (`console.compute_dtype`).
     """
     outputs = output if isinstance(output, Outputs) else Outputs(output)
     if paired is None:
@@ -127,16 +128,23 @@ def predict(
     caller = Caller(model.classes, threshold, model.positive_index, min_score, unknown_threshold(model, unknown))
     console.log(f"model {model.network.name} ({', '.join(model.classes)}); sequences longer than "
                 f"{model.max_len} bp are scored as windows of {model.max_len} bp with log-probabilities averaged; "
-                f"precision {precision_name(device)}")
-    predictions = _predictions(model, source, paired, first, step, batch_size, device, rc)
+                f"precision {precision_name(device, precision)}")
+    scoring = {"batch_size": batch_size, "device": device, "rc": rc, "precision": precision}
+    predictions = _predictions(model, source, paired, first, step, scoring)
     report = _write(predictions, model, caller, outputs, writer_class, inputs, taxonomy if kraken_report else None)
+    _log_summary(report, model, outputs, unknown)
+    return report
+
+
+def _log_summary(report: Report, model: TrainedModel, outputs: Outputs, unknown: bool) -> None:
+    """The report's summary line; with `unknown`, whether short records make `unknown` calls likelier; where the
+    predictions went."""
     console.log(report.summary())
     notice = shorter_records_notice(novelty_of(model), sum(report.bases.values()), sum(report.records.values()))
     if unknown and notice:
         console.log(notice)
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
-    return report
 
 
 def report_format(outputs: Outputs) -> str:
@@ -163,10 +171,11 @@ def unknown_threshold(model: TrainedModel, unknown: bool) -> float | None:
 
 
 def _predictions(model: TrainedModel, source: RecordSource, paired: tuple[str, str] | None, first: int, step: int,
-                 batch_size: int, device: str, rc: bool | None) -> Iterator[Scored]:
+                 scoring: dict[str, Any]) -> Iterator[Scored]:
+    """The chunks of scored records (or pairs) of this shard; `scoring`: `predict_chunks`' keyword arguments."""
     if paired is None:
-        return predict_chunks(model, islice(source.records(), first, None, step), batch_size, device, rc)
-    mates = predict_records(model, read_pairs(*paired), batch_size, device, rc)
+        return predict_chunks(model, islice(source.records(), first, None, step), **scoring)
+    mates = predict_records(model, read_pairs(*paired), **scoring)
     pairs = islice(_paired(mates), first, None, step)
     return (Scored.of(chunk) for chunk in iter(lambda: list(islice(pairs, PAIRS_PER_CHUNK)), []))
 

@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from genomix.applying.novelty import Inputs, Novelty, novelty_of
 from genomix.applying.predicting import unknown_threshold
 from genomix.applying.scoring import BATCH_SIZE, Caller, Scorer, check_threshold, decide
-from genomix.console import console, resolve_device
+from genomix.console import console
 from genomix.errors import GenomixError
 from genomix.io.files import check_outputs, safe_name
 from genomix.io.formats import check_format, check_seekable
@@ -243,14 +243,13 @@ def scan(
     report: str | Path | None = None,
     unknown: bool = False,
     format: str | None = None,
+    precision: str = "auto",
 ) -> dict:
-    """`genomix scan`: a bedGraph of p(class) along the genome at `output` ('-': stdout; bigWig: `format` or .bw),
-    with `all_classes` one per class (`class_output`); with `bed_out` the BED regions where the class is called (the
-    most probable, or with `threshold` p(class) ≥ it; with `unknown` never a window past the novelty threshold); with
-    `report` a summary of the calls. Returns bases, windows, skipped (mostly N), seconds, bases_per_s, regions."""
+    """`genomix scan`: a bedGraph (bigWig: `format` or .bw) of p(class) along the genome, with `all_classes` one per
+    class; with `bed_out` the regions where the class is called (the most probable, or p(class) ≥ `threshold`; with
+    `unknown` no novel window); `report` the calls' summary. Returns bases, windows, skipped, seconds, regions..."""
     inputs = [str(model_path), str(genome_path)]
     _check_outputs(output, all_classes, bed_out, report, inputs, format)
-    torch_device = resolve_device(device)
     model = load_model(model_path)
     window, step = _geometry(window, step, model.max_len)
     chosen = _choose_class(model, class_name, all_classes, bed_out is not None)
@@ -268,7 +267,8 @@ def scan(
         merger = None if bed_out is None else \
             RegionMerger(stack.enter_context(output_stream(bed_out, inputs)), column, chosen, threshold, limit)
         calls = _calls(model, report, threshold, column, limit)
-        windows = scan_windows(Scorer.of(model, torch_device, batch_size, rc), genome, window, step, novelty)
+        scorer = Scorer.of(model, device, batch_size, rc, precision=precision)
+        windows = scan_windows(scorer, genome, window, step, novelty)
         scored, skipped, seconds = _write_tracks(windows, outs, merger, genome.path.name, total, calls)
         if calls is not None:
             write_summary(calls[0], report, stack.enter_context(output_stream(report, inputs)), "scan")

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from genomix.applying.calibration import calibrated
 from genomix.applying.novelty import Inputs, novelty_of
-from genomix.console import autocast, compute_dtype, resolve_device, scoring_precision
+from genomix.console import autocast, compute_dtype, resolve_device
 from genomix.errors import GenomixError
 from genomix.io.reading import Record
 from genomix.io.writers import UNCLASSIFIED, UNKNOWN
@@ -127,12 +127,12 @@ class Scorer:
 
     @classmethod
     def of(cls, model: TrainedModel, device: str | torch.device = "auto", batch_size: int = BATCH_SIZE,
-           rc: bool | None = None, calibrated: bool = True, precision: str | None = None) -> Scorer:
+           rc: bool | None = None, calibrated: bool = True, precision: str = "auto") -> Scorer:
         """The scorer of a model file: `rc` None scores the strands the card says; `calibrated` False leaves the
-        temperature out; `precision` None is the process's (--precision, `auto` by default)."""
+        temperature out; `precision` is `auto`, `fp32` or `bf16` (`console.compute_dtype`)."""
         torch_device = device if isinstance(device, torch.device) else resolve_device(device)
         return cls(model.network.to(torch_device).eval(), torch_device, model.scores_both_strands(rc),
-                   model.temperature if calibrated else 1.0, batch_size, precision or scoring_precision())
+                   model.temperature if calibrated else 1.0, batch_size, precision)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -226,30 +226,32 @@ class Scorer:
 
 
 def embeddings(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE, device: str = "auto",
-               rc: bool | None = None) -> Iterator[tuple[Record, np.ndarray]]:
+               rc: bool | None = None, precision: str = "auto") -> Iterator[tuple[Record, np.ndarray]]:
     """Each record with its pooled features (`Scorer.features`); the k-mer composition term is not part of them.
     Streamed a chunk at a time."""
-    scorer = Scorer.of(model, device, batch_size, rc)
+    scorer = Scorer.of(model, device, batch_size, rc, precision=precision)
     for chunk, tokens in _encoded(records, scorer):
         yield from zip(chunk, scorer.features(tokens).numpy())
 
 
 def predict_records(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
-                    device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Prediction]:
+                    device: str = "auto", rc: bool | None = None, calibrated: bool = True,
+                    precision: str = "auto") -> Iterator[Prediction]:
     """Stream predictions for records, in input order, a chunk of records at a time (`predict_chunks`)."""
-    for chunk in predict_chunks(model, records, batch_size, device, rc, calibrated):
+    for chunk in predict_chunks(model, records, batch_size, device, rc, calibrated, precision):
         yield from chunk.predictions()
 
 
 def predict_chunks(model: TrainedModel, records: Iterable[Record], batch_size: int = BATCH_SIZE,
-                   device: str = "auto", rc: bool | None = None, calibrated: bool = True) -> Iterator[Scored]:
+                   device: str = "auto", rc: bool | None = None, calibrated: bool = True,
+                   precision: str = "auto") -> Iterator[Scored]:
     """Stream the records' scores, in input order, a chunk of records at a time: what writers turn into rows a
     chunk at a time.
 
     Log-probabilities are temperature-calibrated when `calibrated` is set (a model without a temperature is
     left as it is); `rc` averages both strands, None leaves it to the model card.
     """
-    scorer = Scorer.of(model, device, batch_size, rc, calibrated)
+    scorer = Scorer.of(model, device, batch_size, rc, calibrated, precision)
     novelty = novelty_of(model)
     for chunk, tokens in _encoded(records, scorer):
         if novelty is None:

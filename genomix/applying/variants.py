@@ -423,7 +423,7 @@ def _writer(output: str | Path, kind: str, records: VcfRecords, classes: Sequenc
 def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference: str | Path, output: str | Path,
                    allele_window: int | None = None, skip_mismatch: bool = False, region: str | None = None,
                    device: str = "auto", batch_size: int = BATCH_SIZE, rc: bool | None = None,
-                   format: str | None = None) -> VariantSummary:
+                   format: str | None = None, precision: str = "auto") -> VariantSummary:
     """Score every allele of `vcf` against `reference` (see the module docstring) and write the effects to
     `output` (.tsv or '-', .vcf, .vcf.gz with a .tbi; `format` whatever the suffix) in input order, a chunk of
     records at a time; returns what was scored and what was not.
@@ -450,7 +450,7 @@ def score_variants(model: str | Path | TrainedModel, vcf: str | Path, reference:
     if kind != "tsv":
         name = trained.card.model if isinstance(model, TrainedModel) else Path(model).name
         _declare(records.header, trained.classes, name, width, genome)
-    scorer = Scorer.of(trained, device, batch_size, rc)
+    scorer = Scorer.of(trained, device, batch_size, rc, precision=precision)
     reference_blocks, summary = _Reference(genome), VariantSummary()
     chunk_bases = batch_size * CHUNK_BATCHES * trained.max_len  # as predict reads records: bounded memory
     with _writer(output, kind, records, trained.classes, inputs) as writer:
