@@ -12,7 +12,7 @@ Every score is higher for a more unusual record, and needs only what the model f
 - `markov`: how little better the best class's fourth-order Markov chain (the chance of each base given the four
   before it) explains the record than its own base composition does, per base: a record of a trained species
   gains much from its class's chain; one of another organism gains little from any, whatever its GC content,
-  which the subtraction removes;
+  which the subtraction removes (NaN, like `kmer`, for a record without a k-mer of A, C, G and T to judge);
 - `combined`: the mean of the `msp`, `kmer` and `markov` scores, each standardised by its validation mean and
   spread: the classifier's doubt and the two composition scores fail on different unknowns, so together they
   catch more than any one (chosen on the leave-one-species-out benchmark, docs/OPEN_SET.md).
@@ -46,7 +46,7 @@ COMBINED = ("msp", "kmer", "markov")  # what `combined` averages: chosen by benc
 LEGACY_COMBINED = ("features", "kmer", "markov")  # what it averaged in a card that does not say
 VERSION = 2  # of the novelty block: 1 had a shared `kmer` covariance and `markov` as typicality (module docstring)
 DEFAULT_KNOWN_RECALL = 0.99
-PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and a covariance of 4,096 numbers in the card
+PROFILE_K = 3  # 64 frequencies: stable on a 150-base read, and 4,096 numbers per class in the card
 MARKOV_K = {1: 4, 2: 5}  # per version, the Markov chains' k-mers: a base and the k - 1 before it (4^k per class)
 PSEUDOCOUNT = 0.01  # added to every k-mer frequency of a class's chain, so that an unseen k-mer is not impossible
 MAX_FEATURE_DIM = 256  # wider pooled features (the k-mer model's 5,460) get no covariance: `kmer` stands in
