@@ -126,25 +126,6 @@ def test_train_and_evaluate_on_held_out_genome_windows(genomes, tmp_path, invoke
     assert "200 fresh windows of 64 bp per epoch (at: 100, gc: 100, held-out fraction 0.2)" in info
 
 
-def test_the_k_mer_statistics_of_novelty_are_fitted_on_every_epochs_windows(genomes, monkeypatch):
-    """A genome gives fresh windows every epoch: the composition statistics, which need no network, see all of
-    them; the network's features, the first epoch's."""
-    from genomix.applying.novelty import Novelty
-    from genomix.fitting.training import TrainSettings, fit
-
-    seen = []
-    original = Novelty.fit.__func__
-    monkeypatch.setattr(Novelty, "fit", classmethod(lambda cls, network, train, y, composition=None: (
-        seen.append((len(train.tokens), composition)), original(cls, network, train, y, composition))[1]))
-    data = GenomeSet.open([f"at={genomes['at']}", f"gc={genomes['gc']}"], window=64)
-    fit(data, TrainSettings(arch="cnn", windows_per_epoch=100, epochs=3, device="cpu", seed=0,
-                            options={"dim": 8, "hidden": 8, "layers": 1}))
-    [(features, (tokens, y))] = seen
-    assert features == 100 and len(tokens) == len(y) == 300 and np.bincount(y).tolist() == [150, 150]
-    first = {t.tobytes() for t in tokens[:100]}
-    assert len({t.tobytes() for t in tokens} - first) > 150  # later epochs' windows are new ones
-
-
 def test_predict_bed_regions_in_shards(genomes, tmp_path, invoke, trained_model):
     bed = tmp_path / "regions.bed"
     bed.write_text("".join(f"gc1\t{i * 100}\t{i * 100 + 80}\tr{i}\t0\t{'+-'[i % 2]}\n" for i in range(7)))

@@ -179,20 +179,17 @@ class Novelty:
         return self.thresholds[self.method]
 
     @classmethod
-    def fit(cls, network: Model, train: Inputs, y: np.ndarray,
-            composition: tuple[Sequence[np.ndarray], np.ndarray] | None = None) -> Novelty:
-        """The class statistics of the training records (no thresholds yet: `calibrate`); the k-mer ones of the
-        `composition` records (tokens, classes) where given: they need no network, so they can be many more."""
+    def fit(cls, network: Model, train: Inputs, y: np.ndarray) -> Novelty:
+        """The class statistics of the training records (no thresholds yet: `calibrate`)."""
         classes = network.num_classes
-        tokens, y_tokens = composition or (train.tokens, y)
-        profiles = kmer_profiles(tokens, MARKOV_K[VERSION], both_strands=True)
-        frequencies = np.stack([profiles[y_tokens == c].sum(0) for c in range(classes)]).reshape(classes, -1, 4)
-        frequencies = frequencies / np.maximum(1, np.bincount(y_tokens, minlength=classes))[:, None, None]
+        profiles = kmer_profiles(train.tokens, MARKOV_K[VERSION], both_strands=True)
+        frequencies = np.stack([profiles[y == c].sum(0) for c in range(classes)]).reshape(classes, -1, 4)
+        frequencies = frequencies / np.maximum(1, np.bincount(y, minlength=classes))[:, None, None]
         frequencies += PSEUDOCOUNT / 4 ** MARKOV_K[VERSION]
         markov = np.log(frequencies / frequencies.sum(2, keepdims=True)).reshape(classes, -1)
         wide = train.features.shape[1] > MAX_FEATURE_DIM
         return cls(DEFAULT_METHOD, DEFAULT_KNOWN_RECALL,
-                   Gaussian.fit_per_class(kmer_profiles(tokens, PROFILE_K, both_strands=True), y_tokens, classes),
+                   Gaussian.fit_per_class(kmer_profiles(train.tokens, PROFILE_K, both_strands=True), y, classes),
                    markov, None, None if wide else Gaussian.fit(train.features, y, classes))
 
     def calibrate(self, network: Model, val: Inputs, known_recall: float, method: str = DEFAULT_METHOD) -> Novelty:

@@ -59,10 +59,8 @@ class Finish:
 
 
 def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len: int, seed: int, scorer: Scorer,
-           best_metrics: dict | None, known_recall: float = DEFAULT_KNOWN_RECALL,
-           seen: LabelledSet | None = None) -> Finish:
-    """Blend in the k-mer term (where the model has one), then report on validation, fit the temperature and the
-    novelty statistics (their k-mer part on `seen`, every example trained on, where given)."""
+           best_metrics: dict | None, known_recall: float = DEFAULT_KNOWN_RECALL) -> Finish:
+    """Blend in the k-mer term (where the model has one), then report on validation and fit the temperature."""
     done = Finish()
     if network.composition is not None:
         if val:
@@ -81,7 +79,7 @@ def finish(network: Model, train: LabelledSet, val: LabelledSet | None, max_len:
                         "ece": expected_calibration_error(val.y, apply_temperature(scores, done.temperature))}
     console.log(f"temperature {done.temperature:.3f} fitted on validation: expected calibration error "
                 f"{done.validation['ece_uncalibrated']:.4f} → {done.validation['ece']:.4f}")
-    done.novelty = fit_novelty(replace(scorer, temperature=done.temperature), train, val, seed, known_recall, seen)
+    done.novelty = fit_novelty(replace(scorer, temperature=done.temperature), train, val, seed, known_recall)
     return done
 
 
@@ -91,18 +89,11 @@ def novelty_inputs(scorer: Scorer, tokens: list[np.ndarray]) -> Inputs:
     return Inputs(log_probs.numpy(), features.numpy(), tokens, scorer.rc)
 
 
-def fit_novelty(scorer: Scorer, train: LabelledSet, val: LabelledSet, seed: int, known_recall: float,
-                seen: LabelledSet | None = None) -> dict:
-    """The novelty statistics of (up to `NOVELTY_RECORDS` of) the training records, their k-mer part of (as many
-    of) `seen` where given, with thresholds that keep `known_recall` of the validation records known: the card's
-    `novelty` block."""
+def fit_novelty(scorer: Scorer, train: LabelledSet, val: LabelledSet, seed: int, known_recall: float) -> dict:
+    """The novelty statistics of (up to `NOVELTY_RECORDS` of) the training records, with thresholds that keep
+    `known_recall` of the validation records known: the card's `novelty` block."""
     rows = np.random.default_rng(seed).permutation(len(train))[:NOVELTY_RECORDS]
-    composition = None
-    if seen is not None:
-        picked = np.random.default_rng(seed).permutation(len(seen))[:NOVELTY_RECORDS]
-        composition = ([seen.tokens[i] for i in picked], seen.y[picked])
-    fitted = Novelty.fit(scorer.network, novelty_inputs(scorer, [train.tokens[i] for i in rows]), train.y[rows],
-                         composition)
+    fitted = Novelty.fit(scorer.network, novelty_inputs(scorer, [train.tokens[i] for i in rows]), train.y[rows])
     novelty = fitted.calibrate(scorer.network, novelty_inputs(scorer, val.tokens), known_recall)
     console.log(f"novelty: {novelty.method} score, threshold {novelty.threshold:.4g} keeps {known_recall:.1%} of "
                 "validation records known")

@@ -140,7 +140,6 @@ class Classifying:
     positive: str | None = field(init=False, default=None)  # the positive class, once the classes are known
     start: dict[str, Any] | None = field(init=False, default=None)  # with `init`: the backbone's name and SHA-256
     score: Scorer | None = field(init=False, default=None)  # how the run scores sequences, once on its device
-    data: EpochData[LabelledSet] | None = field(init=False, default=None)  # each epoch's examples
 
     def examples(self, records: list[Record], like: LabelledSet | None, what: str) -> LabelledSet:
         return LabelledSet.of(records, None if like is None else like.classes, what)
@@ -159,7 +158,6 @@ class Classifying:
     def objective(self, network: Model, data: EpochData[LabelledSet], val: LabelledSet | None, plan: Plan,
                   device: torch.device) -> tuple[Model, Classification] | None:
         self.score = score = Scorer(network, device, plan.rc_augment, batch_size=self.settings.batch_size)
-        self.data = data
         if network.fits_directly:  # closed-form models (kmer) skip the gradient loop
             fit_direct(network, data(0), val, plan.max_len, self.settings.seed, score.rc)
             return None
@@ -168,7 +166,7 @@ class Classifying:
     def card(self, network: Model, train: LabelledSet, val: LabelledSet | None, plan: Plan,
              state: TrainState) -> tuple[ModelCard, dict[str, Any]]:
         done = finish(network, train, val, plan.max_len, self.settings.seed, self.score, state.best_metrics,
-                      self.settings.known_recall, every_epoch(self.data, state.epoch))
+                      self.settings.known_recall)
         card = ModelCard(network.name, network.config, train.classes, self.positive, plan.rc_augment,
                          done.temperature, validation=done.validation, novelty=done.novelty)
         return card, {"class_counts": dict(zip(train.classes, train.counts.tolist())),
@@ -184,13 +182,6 @@ def fit(
 ) -> TrainedModel:
     """Train a model on labelled records, or on windows drawn afresh every epoch from labelled genomes."""
     return fit_task(Classifying(settings or TrainSettings()), data, val_records, checkpoint, resume)
-
-
-def every_epoch(data: EpochData[LabelledSet], epochs: int) -> LabelledSet:
-    """The examples of every epoch run, each set once: a genome's fresh windows of every epoch, or the one set of
-    records that every epoch reads."""
-    sets = list({id(s): s for s in map(data, range(max(1, epochs)))}.values())
-    return LabelledSet([t for s in sets for t in s.tokens], np.concatenate([s.y for s in sets]), sets[0].classes)
 
 
 def initialise_from_backbone(network: Model, path: str | Path, freeze: bool = False) -> dict[str, Any]:
