@@ -140,8 +140,8 @@ def _log_summary(report: Report, model: TrainedModel, outputs: Outputs, unknown:
     """The report's summary line; with `unknown`, whether short records make `unknown` calls likelier; where the
     predictions went."""
     console.log(report.summary())
-    notice = shorter_records_notice(novelty_of(model), sum(report.bases.values()), sum(report.records.values()))
-    if unknown and notice:
+    if unknown and (notice := shorter_records_notice(novelty_of(model), sum(report.bases.values()),
+                                                     sum(report.records.values()))):
         console.log(notice)
     if not is_stdout(outputs.predictions):
         console.log(f"wrote {sum(report.records.values())} predictions to {outputs.predictions}")
